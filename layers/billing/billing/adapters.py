@@ -1,0 +1,75 @@
+"""Adapters to AWS services other than DynamoDB: EventBridge (events out) and SES (mail).
+
+boto3 is imported lazily: most invocations publish nothing, and a cold start should not pay for
+a client it does not use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from billing.model import OutboundEvent
+from billing.observability import logger
+
+SOURCE = "billing"
+
+
+class EventPublisher:
+    """Publishes outbound events to EventBridge with source ``billing``."""
+
+    def __init__(self, bus_name: str = "default", client: Any | None = None) -> None:
+        self.bus_name = bus_name
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("events")
+        return self._client
+
+    def publish(self, events: Sequence[OutboundEvent]) -> None:
+        for start in range(0, len(events), 10):  # PutEvents takes at most 10 entries
+            batch = events[start : start + 10]
+            response = self.client.put_events(
+                Entries=[
+                    {
+                        "Source": SOURCE,
+                        "DetailType": e.detail_type,
+                        "Detail": json.dumps(e.detail, default=str),
+                        "EventBusName": self.bus_name,
+                    }
+                    for e in batch
+                ]
+            )
+            if response.get("FailedEntryCount"):
+                logger.error("events not published", failed=response["FailedEntryCount"])
+                raise RuntimeError("EventBridge rejected some events")
+            logger.info("events published", detail_types=[e.detail_type for e in batch])
+
+
+class MailSender:
+    """Sends plain-text mail through SES (v2 API) from the configured sender address."""
+
+    def __init__(self, sender: str, client: Any | None = None) -> None:
+        self.sender = sender
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("sesv2")
+        return self._client
+
+    def send(self, to: str, subject: str, body: str) -> str:
+        response = self.client.send_email(
+            FromEmailAddress=self.sender,
+            Destination={"ToAddresses": [to]},
+            Content={"Simple": {"Subject": {"Data": subject}, "Body": {"Text": {"Data": body}}}},
+        )
+        return str(response.get("MessageId", ""))

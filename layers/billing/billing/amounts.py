@@ -1,0 +1,65 @@
+"""Exact amounts: integer micro-credits (µcr) and integer cents, decimal math, half-up rounding.
+
+Every charge line is computed as a :class:`~decimal.Decimal` in credits and converted to µcr with
+:func:`to_micro`, which is the one place a line is rounded (half-up, to a whole µcr).
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+
+MICRO = 1_000_000  # µcr per credit
+GIB = 2**30  # bytes in one traffic GB
+
+
+def to_micro(credits: Decimal) -> int:
+    """Round an exact credit amount once, half-up, to whole micro-credits."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return int((credits * MICRO).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def micro_of_credits(value: str | int | Decimal) -> int:
+    """Parse a credit amount that must be exact to the µcr ("13.6", 5, "0.000001")."""
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ValueError(f"not a credit amount: {value!r}") from exc
+    if not d.is_finite():
+        raise ValueError(f"not a credit amount: {value!r}")
+    micro = d * MICRO
+    if micro != micro.to_integral_value():
+        raise ValueError(f"credit amount finer than one micro-credit: {value!r}")
+    return int(micro)
+
+
+def format_credits(micro: int) -> str:
+    """µcr as the API's credit string with 6 decimals: 13600000 -> "13.600000"."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), MICRO)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+def cents_of_micro(micro: int, credit_price_usd: Decimal) -> int:
+    """Credits shown in dollars at a price per credit: rounded once, half-up, to a whole cent."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        cents = Decimal(micro) / MICRO * credit_price_usd * 100
+        return int(cents.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def ceil_cents(value: Decimal) -> int:
+    """Round a money amount in cents up to a whole cent (refunds round in the user's favour)."""
+    return int(value.to_integral_value(rounding=ROUND_CEILING))
+
+
+def money(cents: int, currency: str = "USD") -> dict[str, object]:
+    """Money as the API shows it: ``{"currency": "USD", "cents": 100}``."""
+    return {"currency": currency, "cents": cents}
+
+
+def format_dollars(cents: int) -> str:
+    """Cents as a dollar string: 27 -> "0.27"."""
+    sign = "-" if cents < 0 else ""
+    whole, frac = divmod(abs(cents), 100)
+    return f"{sign}{whole}.{frac:02d}"

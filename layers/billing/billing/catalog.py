@@ -1,0 +1,126 @@
+"""The price catalog: versioned by effective time, loaded from data (JSON), never written into logic.
+
+Usage is priced with the version in effect when it happened; :meth:`PriceCatalog.split_points`
+lets the engine cut an interval where a new version takes effect so each piece is priced by its own.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_right
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from billing.amounts import micro_of_credits
+from billing.clock import parse_time
+from billing.errors import UnknownPriceItem
+
+PLANS = ("free", "membership")
+
+
+class TierPrice(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    credits_per_hour: Decimal
+    membership_only: bool = False
+    gpu: bool = False
+
+
+class ModelPrice(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    input: Decimal
+    output: Decimal
+
+
+class CatalogVersion(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    version: str
+    effective_at: datetime
+    credit_price_usd: Decimal
+    tiers: dict[str, TierPrice]
+    code_supporter_credits_per_hour: Decimal
+    storage_credits_per_gb_hour: Decimal
+    free_storage_gb: dict[str, int]
+    traffic_free_bytes_per_month: int
+    traffic_credits_per_gb: Decimal
+    ai_models: dict[str, ModelPrice]
+    monthly_credits: dict[str, Decimal]
+    check_in_credits: Decimal
+    purchase_min_credits: int
+    purchase_max_credits: int
+    refund_window_days: int
+
+    @field_validator("effective_at", mode="before")
+    @classmethod
+    def _utc(cls, value: object) -> object:
+        return parse_time(value) if isinstance(value, str) else value
+
+    def tier(self, name: str) -> TierPrice:
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise UnknownPriceItem(f"unknown container tier: {name}") from None
+
+    def model(self, name: str) -> ModelPrice:
+        try:
+            return self.ai_models[name]
+        except KeyError:
+            raise UnknownPriceItem(f"unknown AI model: {name}") from None
+
+    def code_supporter_rate(self, tier: str) -> Decimal:
+        """Code Supporter costs nothing on GPU tiers."""
+        return Decimal(0) if self.tier(tier).gpu else self.code_supporter_credits_per_hour
+
+    def free_storage(self, plan: str) -> int:
+        return self.free_storage_gb[plan]
+
+    def monthly_micro(self, plan: str) -> int:
+        return micro_of_credits(self.monthly_credits[plan])
+
+    @property
+    def check_in_micro(self) -> int:
+        return micro_of_credits(self.check_in_credits)
+
+
+class PriceCatalog:
+    """All catalog versions, oldest first."""
+
+    def __init__(self, versions: list[CatalogVersion]) -> None:
+        if not versions:
+            raise ValueError("a price catalog needs at least one version")
+        self.versions = sorted(versions, key=lambda v: v.effective_at)
+        self._starts = [v.effective_at for v in self.versions]
+
+    def at(self, moment: datetime) -> CatalogVersion:
+        """The version in effect at ``moment`` (the first version also covers earlier times)."""
+        index = bisect_right(self._starts, moment) - 1
+        return self.versions[max(index, 0)]
+
+    def split_points(self, start: datetime, end: datetime) -> list[datetime]:
+        """Effective times strictly inside (start, end): where a priced interval must be cut."""
+        return [t for t in self._starts[1:] if start < t < end]
+
+    def knows_tier(self, name: str) -> bool:
+        return any(name in v.tiers for v in self.versions)
+
+    def knows_model(self, name: str) -> bool:
+        return any(name in v.ai_models for v in self.versions)
+
+    @classmethod
+    def from_json(cls, text: str) -> PriceCatalog:
+        data = json.loads(text)
+        return cls([CatalogVersion.model_validate(v) for v in data["versions"]])
+
+
+@lru_cache(maxsize=8)
+def load_catalog(path: str | None = None) -> PriceCatalog:
+    """The catalog from a JSON file, or the packaged defaults of billing-rules.md."""
+    if path:
+        return PriceCatalog.from_json(Path(path).read_text())
+    text = resources.files("billing").joinpath("catalog/default.json").read_text()
+    return PriceCatalog.from_json(text)

@@ -1,0 +1,57 @@
+"""Typed domain errors. The layer raises them; each entry point maps them in one place
+(HTTP: ``billing.api.errors``; events: the invocation fails and the event is dead-lettered)."""
+
+from __future__ import annotations
+
+
+class BillingError(Exception):
+    """Base of every domain error; ``code`` is the API's error code."""
+
+    code = "billing_error"
+    http_status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(BillingError):
+    """Malformed input: a missing field, a wrong type, an unparseable time."""
+
+    code = "invalid_input"
+    http_status = 400
+
+
+class UnknownAccount(BillingError):
+    code = "unknown_account"
+    http_status = 404
+
+
+class NotFound(BillingError):
+    code = "not_found"
+    http_status = 404
+
+
+class UnknownPriceItem(BillingError):
+    """A tier or model the catalog does not price: reported, never billed as zero."""
+
+    code = "unknown_price_item"
+    http_status = 422
+
+
+class Conflict(BillingError):
+    """Conflicts with the current state (already checked in today, already refunded...)."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class RuleViolation(BillingError):
+    """Well-formed but not allowed by the rules (below the purchase minimum, refund window passed...)."""
+
+    code = "not_allowed"
+    http_status = 422
+
+
+class ConcurrentUpdate(Exception):
+    """The account changed between read and write; the caller retries with a fresh read."""

@@ -1,0 +1,201 @@
+"""The account's billing state and the ledger's records, as plain typed data.
+
+One :class:`AccountState` is everything a settlement needs to read: the lots, the containers and
+their open runs, the traffic counters, the debt and the running totals. The ledger stores it as one
+DynamoDB item, so a settlement is one strongly consistent read and one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+LotKind = Literal["monthly", "event", "coupon", "promotional", "purchased"]
+Resource = Literal["container", "storage", "traffic", "ai"]
+EntryType = Literal["grant", "deduction", "expiry", "refund", "debt", "correction"]
+Plan = Literal["free", "membership"]
+
+RESOURCES: tuple[Resource, ...] = ("container", "storage", "traffic", "ai")
+
+
+class CreditLot(BaseModel):
+    """Credits of one kind granted at one time. ``remaining`` is what is still spendable."""
+
+    lot_id: str
+    kind: LotKind
+    granted: int
+    remaining: int
+    granted_at: datetime
+    expires_at: datetime | None = None
+    # Written off at expiry; a late usage from before the expiry may still be paid from it.
+    expired: int = 0
+    refunded: int = 0
+    closed: bool = False  # expired or refunded: never pays for anything after
+    purchase_id: str | None = None
+    reason: str = ""
+
+    @property
+    def is_free(self) -> bool:
+        return self.kind != "purchased"
+
+    def usable_at(self, moment: datetime) -> bool:
+        return self.granted_at <= moment and (self.expires_at is None or moment < self.expires_at)
+
+
+class Run(BaseModel):
+    """One run of a container, from its start to its stop; either event may arrive first."""
+
+    run_id: str
+    started_at: datetime | None = None
+    tier: str | None = None
+    code_supporter: bool = False
+    stopped_at: datetime | None = None
+    billed_until: datetime | None = None  # container time is charged up to here
+    # Traffic recorded but not yet deducted, by month of the report: bytes and the billable part.
+    pending_traffic: dict[str, int] = Field(default_factory=dict)
+    pending_billable: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def is_running(self) -> bool:
+        return self.started_at is not None and self.stopped_at is None
+
+    @property
+    def is_complete(self) -> bool:
+        return (
+            self.started_at is not None
+            and self.stopped_at is not None
+            and self.billed_until == self.stopped_at
+            and not self.pending_billable
+            and not self.pending_traffic
+        )
+
+
+class Container(BaseModel):
+    """A container's storage facts (a timeline, since events may arrive out of order) and runs."""
+
+    container_id: str
+    created_at: datetime | None = None
+    sizes: list[tuple[datetime, int]] = Field(default_factory=list)  # (from, allocated GB)
+    activity: list[tuple[datetime, bool]] = Field(default_factory=list)  # (from, active?)
+    deleted_at: datetime | None = None
+    storage_billed_until: datetime | None = None
+    seen_until: datetime | None = None  # latest event time seen for this container
+    runs: dict[str, Run] = Field(default_factory=dict)
+    closed_runs: dict[str, datetime] = Field(default_factory=dict)  # run_id -> stop, recent only
+
+    def size_at(self, moment: datetime) -> int:
+        size = self.sizes[0][1] if self.sizes else 0
+        for at, gb in self.sizes:
+            if at <= moment:
+                size = gb
+        return size
+
+    def active_at(self, moment: datetime) -> bool:
+        active = True
+        for at, flag in self.activity:
+            if at <= moment:
+                active = flag
+        return active
+
+    @property
+    def running_runs(self) -> list[Run]:
+        return [r for r in self.runs.values() if r.is_running]
+
+
+class Totals(BaseModel):
+    """Running totals for the conservation identities, in µcr:
+    granted = spent + expired + refunded + available, and charged = spent + debt."""
+
+    granted: int = 0
+    spent: int = 0
+    expired: int = 0
+    refunded: int = 0
+    charged: int = 0
+
+
+class AccountState(BaseModel):
+    account_id: str
+    email: str
+    created_at: datetime
+    plans: list[tuple[datetime, Plan]]  # plan history: (from, plan)
+    credit_price_usd: str = "0.02"
+    credit_mail: bool = True
+    as_of: datetime  # the account has been settled and rolled up to here (event time)
+    lots: list[CreditLot] = Field(default_factory=list)
+    debt: int = 0
+    exhausted: bool = False
+    containers: dict[str, Container] = Field(default_factory=dict)
+    traffic_used: dict[str, int] = Field(default_factory=dict)  # month -> bytes counted
+    totals: Totals = Field(default_factory=Totals)
+    check_ins: list[str] = Field(default_factory=list)  # UTC days checked in (recent)
+    coupons: list[str] = Field(default_factory=list)  # codes redeemed
+    mail_cycle: int = 0  # purchase cycle number; a new one starts at every completed purchase
+    mail_sent_cycle: int = -1  # the cycle whose low-credit mail went out
+    version: int = 0
+
+    def plan_at(self, moment: datetime) -> Plan:
+        plan = self.plans[0][1]
+        for at, name in self.plans:
+            if at <= moment:
+                plan = name
+        return plan
+
+    @property
+    def plan(self) -> Plan:
+        return self.plans[-1][1]
+
+    def usable_lots(self, moment: datetime) -> list[CreditLot]:
+        return [lot for lot in self.lots if not lot.closed and lot.usable_at(moment)]
+
+    def available(self, moment: datetime | None = None) -> int:
+        at = moment or self.as_of
+        return sum(lot.remaining for lot in self.usable_lots(at))
+
+
+class ChargeLine(BaseModel):
+    """One priced line of a settlement: computed exactly and rounded once, half-up."""
+
+    resource: Resource
+    item: str  # tier name, "code_supporter", "storage", "traffic", or the AI feature
+    amount: int  # µcr, positive
+    month: str
+    container_id: str | None = None
+    run_id: str | None = None
+    tier: str | None = None
+    seconds: int | None = None
+    code_supporter: bool | None = None
+    storage_gb: int | None = None  # billable GB (above the free allowance)
+    traffic_bytes: int | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+class LotAmount(BaseModel):
+    lot_id: str
+    amount: int
+
+
+class LedgerEntry(BaseModel):
+    """One credit movement. Amounts are positive; ``type`` gives the direction."""
+
+    entry_id: str
+    type: EntryType
+    amount: int
+    at: datetime
+    reason: str
+    event_id: str
+    lines: list[ChargeLine] = Field(default_factory=list)
+    paid_by: list[LotAmount] = Field(default_factory=list)
+    lot_id: str | None = None
+
+
+class OutboundEvent(BaseModel):
+    """An event for EventBridge (source ``billing``), kept in the idempotency record until sent."""
+
+    detail_type: str
+    detail: dict[str, object]

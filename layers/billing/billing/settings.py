@@ -1,0 +1,48 @@
+"""One typed settings model, built from the environment variables declared in ``template.yaml``.
+
+AWS configuration itself (region, credentials, ``AWS_ENDPOINT_URL_*``) is read by the SDK the
+standard way and never here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+
+from pydantic import BaseModel, Field
+
+
+class Settings(BaseModel):
+    table_name: str = "billing"
+    event_bus_name: str = "default"
+    sender_address: str = "billing@example.com"
+    buy_credits_url: str = "https://example.com/billing/credits"
+    catalog_path: str | None = None  # a JSON file; None: the packaged defaults
+    webhook_secret: str = "local-webhook-secret"
+    cursor_secret: str = "local-cursor-secret"
+    sweep_queue_url: str | None = None
+    service_name: str = "credit-billing"
+    max_attempts: int = Field(default=8, ge=1)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        names = {
+            "table_name": "TABLE_NAME",
+            "event_bus_name": "EVENT_BUS_NAME",
+            "sender_address": "SENDER_ADDRESS",
+            "buy_credits_url": "BUY_CREDITS_URL",
+            "catalog_path": "PRICE_CATALOG_PATH",
+            "webhook_secret": "PAYMENT_WEBHOOK_SECRET",
+            "cursor_secret": "CURSOR_SECRET",
+            "sweep_queue_url": "SWEEP_QUEUE_URL",
+            "service_name": "POWERTOOLS_SERVICE_NAME",
+            "max_attempts": "SETTLEMENT_MAX_ATTEMPTS",
+        }
+        return cls.model_validate({field: source[var] for field, var in names.items() if source.get(var)})
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()
