@@ -1,0 +1,131 @@
+"""What every HTTP handler shares: the resolver, the caller's account, and error mapping in one place.
+
+Errors are JSON ``{"error": {"code": "...", "message": "..."}}``. Domain errors carry their own
+status (:mod:`billing.errors`); request validation failures are 400; anything unexpected is logged
+and answered 500 without detail (no input should ever get there: tests check every bad path).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from billing.errors import BillingError, InvalidInput
+from billing.observability import logger
+
+
+class Unauthorized(BillingError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(BillingError):
+    code = "forbidden"
+    http_status = 403
+
+
+def error_response(status: int, code: str, message: str) -> Response[Any]:
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body=json.dumps({"error": {"code": code, "message": message}}),
+    )
+
+
+def make_resolver() -> APIGatewayHttpResolver:
+    """An HTTP API (payload 2.0) resolver with validation and the project's error mapping."""
+    app = APIGatewayHttpResolver(enable_validation=True)
+
+    @app.exception_handler(BillingError)
+    def _domain(exc: BillingError) -> Response[Any]:
+        logger.info("request refused", code=exc.code, reason=exc.message)
+        return error_response(exc.http_status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response[Any]:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}" for err in exc.errors()
+        )
+        logger.info("request invalid", reason=reasons)
+        return error_response(400, InvalidInput.code, reasons or "invalid request")
+
+    @app.not_found
+    def _not_found(exc: NotFoundError) -> Response[Any]:
+        return error_response(404, "not_found", "no such route")
+
+    return app
+
+
+def caller_account(app: APIGatewayHttpResolver) -> str:
+    """The account is the JWT's ``sub`` claim, set by API Gateway's JWT authorizer."""
+    event = app.current_event
+    authorizer = (event.raw_event.get("requestContext") or {}).get("authorizer") or {}
+    claims = (authorizer.get("jwt") or {}).get("claims") or {}
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise Unauthorized("no authenticated account")
+    return sub
+
+
+def operator_identity(app: APIGatewayHttpResolver) -> str:
+    """Operator routes use IAM authorization; API Gateway puts the caller's ARN here."""
+    authorizer = (app.current_event.raw_event.get("requestContext") or {}).get("authorizer") or {}
+    iam = authorizer.get("iam") or {}
+    arn = iam.get("userArn") or iam.get("callerId")
+    if not arn:
+        raise Forbidden("operator routes need IAM authorization")
+    return str(arn)
+
+
+def json_body(app: APIGatewayHttpResolver) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400."""
+    raw = app.current_event.decoded_body
+    if not raw:
+        raise InvalidInput("a JSON body is required")
+    try:
+        body = json.loads(raw)
+    except (ValueError, TypeError):
+        raise InvalidInput("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    return body
+
+
+class CursorCodec:
+    """Opaque paging cursors: the DynamoDB key, bound to one account and signed (HMAC-SHA256).
+
+    A cursor altered in any byte, or issued to another account, is refused with a 400.
+    """
+
+    def __init__(self, secret: str) -> None:
+        self._key = secret.encode()
+
+    def _sign(self, account_id: str, payload: bytes) -> str:
+        return hmac.new(self._key, account_id.encode() + b"\0" + payload, hashlib.sha256).hexdigest()[:32]
+
+    def encode(self, account_id: str, key: dict[str, Any] | None) -> str | None:
+        if not key:
+            return None
+        payload = json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
+        token = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+        return f"{token}.{self._sign(account_id, payload)}"
+
+    def decode(self, account_id: str, cursor: str | None) -> dict[str, Any] | None:
+        if not cursor:
+            return None
+        try:
+            token, signature = cursor.split(".", 1)
+            payload = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            key = json.loads(payload)
+        except (ValueError, TypeError):
+            raise InvalidInput("invalid cursor") from None
+        if not hmac.compare_digest(signature, self._sign(account_id, payload)) or not isinstance(key, dict):
+            raise InvalidInput("invalid cursor")
+        return key
