@@ -175,6 +175,9 @@ class Applied:
 
 
 Action_ = Callable[[AccountState | None], Book | None]
+# Adds more writes to a settlement's transaction (a purchase marked paid with the credits it grants,
+# a coupon's redemption count...). A failed condition among them re-reads and recomputes.
+ExtraWrites = Callable[[Book, TransactWrite], None]
 
 
 def _error_code(exc: BaseException) -> str | None:
@@ -232,7 +235,14 @@ class Ledger:
 
     # ---------------------------------------------------------------- writes
 
-    def apply(self, account_id: str, event_id: str, action: Action_, result: dict[str, Any] | None = None) -> Applied:
+    def apply(
+        self,
+        account_id: str,
+        event_id: str,
+        action: Action_,
+        result: dict[str, Any] | None = None,
+        extra: ExtraWrites | None = None,
+    ) -> Applied:
         """Apply ``action`` to the account exactly once for ``event_id``.
 
         ``action`` gets the current state (None for no account) and returns the :class:`Book` it
@@ -247,7 +257,7 @@ class Ledger:
                 book = action(state.model_copy(deep=True) if state else None)
                 if book is None:
                     return Applied(state=state, attempts=attempt)
-                self._commit(account_id, event_id, book, version, result or {})
+                self._commit(account_id, event_id, book, version, result or {}, extra)
                 return Applied(book.state, book.entries, book.outbox, result=result or {}, attempts=attempt)
             except _Duplicate:
                 record = self.event_record(account_id, event_id)
@@ -260,7 +270,13 @@ class Ledger:
                 self._sleep(min(0.02 * 2**attempt, 1.0) * random.random())
 
     def _commit(
-        self, account_id: str, event_id: str, book: Book, version: int | None, result: dict[str, Any]
+        self,
+        account_id: str,
+        event_id: str,
+        book: Book,
+        version: int | None,
+        result: dict[str, Any],
+        extra: ExtraWrites | None = None,
     ) -> None:
         m = self.models
         pk = account_pk(account_id)
@@ -296,11 +312,13 @@ class Ledger:
                     tx.save(self._entry_item(pk, entry))
                 for item, actions in self._usage_updates(pk, book.entries):
                     tx.update(item, actions=actions)
+                if extra:
+                    extra(book, tx)
         except TransactWriteError as exc:
             reasons = [getattr(r, "code", None) if r else None for r in exc.cancellation_reasons]
             if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
                 raise _Duplicate from exc
-            if reasons and reasons[0] == "ConditionalCheckFailed":
+            if "ConditionalCheckFailed" in reasons:
                 raise ConcurrentUpdate(account_id) from exc
             raise
 
