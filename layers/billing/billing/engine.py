@@ -461,9 +461,10 @@ def begin(book: Book, at: datetime) -> datetime:
 
 
 def finish(book: Book, at: datetime, reason: str, debt_before: int) -> None:
-    """Deduct what the event settled; a deduction that ran into debt triggers the final settlement."""
+    """Deduct what the event settled; a deduction that runs into debt triggers the final settlement.
+    Once the account is exhausted, further usage (the platform's stops) simply adds to the debt."""
     book.flush(at, reason)
-    if book.state.debt > debt_before:
+    if book.state.debt > debt_before and not book.state.exhausted:
         book.exhaust(max(at, book.state.as_of))
 
 

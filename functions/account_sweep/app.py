@@ -1,0 +1,34 @@
+"""Settles one account per sweep message up to the sweep's time: month boundary (settle, expire,
+grant) and the overuse check. A failed message is retried alone (partial batch failures)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from billing.adapters import EventPublisher
+from billing.ledger import Ledger
+from billing.observability import logger, metrics, tracer
+from billing.settings import get_settings
+from billing.settlement import settle_account
+from billing.sweeps import AccountSweep
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def sweep_record(record: SQSRecord) -> None:
+    sweep = AccountSweep.model_validate_json(record.body)
+    applied = settle_account(
+        sweep.account_id, sweep.at, sweep.event_id, Ledger(), EventPublisher(get_settings().event_bus_name)
+    )
+    logger.info("account swept", account_id=sweep.account_id, sweep=sweep.sweep, entries=len(applied.entries))
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=sweep_record, processor=processor, context=context)

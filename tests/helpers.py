@@ -1,0 +1,90 @@
+"""Test helpers: drive the container-settlement handler with contract-shaped EventBridge events."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from billing.adapters import EventPublisher
+from billing.ledger import Ledger
+from billing.model import OutboundEvent
+
+ROOT = Path(__file__).resolve().parents[1]
+C = 1_000_000  # µcr per credit
+GIB = 2**30
+
+
+def load_handler(function: str) -> ModuleType:
+    """A function's app.py loaded from its file, as Lambda would (a module of its own)."""
+    path = ROOT / "functions" / function / "app.py"
+    spec = importlib.util.spec_from_file_location(f"fn_{function}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class RecordingPublisher(EventPublisher):
+    """A real publisher whose transport is a list."""
+
+    def __init__(self) -> None:
+        super().__init__("default", client=object())
+        self.sent: list[OutboundEvent] = []
+
+    def publish(self, events: Any) -> None:  # type: ignore[override]
+        self.sent.extend(events)
+
+    def of_type(self, detail_type: str) -> list[dict[str, Any]]:
+        return [e.detail for e in self.sent if e.detail_type == detail_type]
+
+
+SOURCES = {
+    "Account Created": "platform.accounts",
+    "Plan Changed": "platform.accounts",
+    "AI Usage Recorded": "platform.ai",
+}
+
+
+class Platform:
+    """Sends the platform's events for one account through the settlement handler."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, ledger: Ledger, account_id: str = "acct-1") -> None:
+        self.ledger = ledger
+        self.account_id = account_id
+        self.publisher = RecordingPublisher()
+        self.handler = load_handler("container_settlement")
+
+    def event(self, detail_type: str, at: str, event_id: str | None = None, **fields: Any) -> dict[str, Any]:
+        detail = {"event_id": event_id or f"ev-{next(self._ids)}", "account_id": self.account_id,
+                  "occurred_at": at, **fields}
+        return {"version": "0", "id": "x", "source": SOURCES.get(detail_type, "platform.containers"),
+                "detail-type": detail_type, "detail": detail}
+
+    def send(self, detail_type: str, at: str, event_id: str | None = None, **fields: Any) -> dict[str, Any]:
+        return self.deliver(self.event(detail_type, at, event_id, **fields))
+
+    def deliver(self, event: dict[str, Any]) -> dict[str, Any]:
+        return self.handler.handle(event, self.ledger, self.publisher)
+
+    def state(self) -> Any:
+        return self.ledger.load(self.account_id)
+
+    def entries(self) -> list[Any]:
+        from billing.ledger import account_pk, entries_from_items
+
+        items = self.ledger.models.Entry.query(account_pk(self.account_id), self.ledger.models.Entry.sk.startswith("LEDGER#"))
+        return entries_from_items(items)
+
+
+def assert_conserved(state: Any) -> None:
+    t = state.totals
+    available = sum(lot.remaining for lot in state.lots if not lot.closed)
+    assert t.granted == t.spent + t.expired + t.refunded + available, t
+    assert t.charged == t.spent + state.debt, t
+    assert all(lot.remaining >= 0 for lot in state.lots)
+    assert state.debt >= 0
