@@ -303,9 +303,10 @@ class Ledger:
             result=json.dumps(result, default=str),
             expires=int(time.time()) + EVENT_RECORD_DAYS * 86400,
         )
-        token = hashlib.sha256(f"{account_id}|{event_id}|{version}".encode()).hexdigest()[:36]
+        # No ClientRequestToken: a retry after a timeout re-reads the state, and if the first attempt
+        # did commit, the event's record turns the retry into a recognised duplicate.
         try:
-            with TransactWrite(connection=m.connection, client_request_token=token) as tx:
+            with TransactWrite(connection=m.connection) as tx:
                 tx.save(state_item, condition=condition)
                 tx.save(record, condition=m.EventRecord.pk.does_not_exist())
                 for entry in book.entries:
@@ -318,7 +319,7 @@ class Ledger:
             reasons = [getattr(r, "code", None) if r else None for r in exc.cancellation_reasons]
             if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
                 raise _Duplicate from exc
-            if "ConditionalCheckFailed" in reasons:
+            if "ConditionalCheckFailed" in reasons or "TransactionConflict" in reasons:
                 raise ConcurrentUpdate(account_id) from exc
             raise
 

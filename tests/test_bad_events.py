@@ -1,0 +1,106 @@
+"""Every malformed event is rejected with its reason logged, writes nothing, and fails the
+invocation (so EventBridge/Lambda put it in the function's dead-letter queue)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+import pytest
+
+from billing.errors import InvalidInput, UnknownAccount, UnknownPriceItem
+from billing.observability import logger
+from tests.helpers import Platform
+
+
+@contextmanager
+def capture_logs() -> Iterator[list[logging.LogRecord]]:
+    """The structured log records of the billing logger (constant message, keyword context)."""
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Collect()
+    target = logging.getLogger(logger.name)
+    target.addHandler(handler)
+    try:
+        yield records
+    finally:
+        target.removeHandler(handler)
+
+
+def table_items(table_name: str) -> list[dict[str, Any]]:
+    return boto3.client("dynamodb").scan(TableName=table_name, ConsistentRead=True)["Items"]
+
+
+def base(p: Platform) -> None:
+    p.send("Account Created", "2026-03-01T00:00:00Z", email="dev@example.com", plan="free")
+    p.send("Container Created", "2026-03-02T00:00:00Z", container_id="c1", storage_gb=20)
+    p.send("Container Started", "2026-03-02T01:00:00Z", container_id="c1", run_id="r1", tier="small",
+           code_supporter=False)
+
+
+def started(**overrides: Any) -> dict[str, Any]:
+    detail = {"event_id": "bad-1", "account_id": "acct-1", "occurred_at": "2026-03-02T05:00:00Z",
+              "container_id": "c1", "run_id": "r2", "tier": "small", "code_supporter": False}
+    detail.update(overrides)
+    return {"source": "platform.containers", "detail-type": "Container Started",
+            "detail": {k: v for k, v in detail.items() if v is not None}}
+
+
+def stopped(**overrides: Any) -> dict[str, Any]:
+    detail = {"event_id": "bad-2", "account_id": "acct-1", "occurred_at": "2026-03-02T05:00:00Z",
+              "container_id": "c1", "run_id": "r1", "traffic_bytes": 0}
+    detail.update(overrides)
+    return {"source": "platform.containers", "detail-type": "Container Stopped", "detail": detail}
+
+
+CASES = [
+    ("missing container_id", started(container_id=None), InvalidInput, "container_id: Field required"),
+    ("missing event_id", started(event_id=None), InvalidInput, "event_id: Field required"),
+    ("unknown tier", started(tier="huge"), UnknownPriceItem, "unknown container tier: huge"),
+    ("negative bytes", stopped(traffic_bytes=-1), InvalidInput, "traffic_bytes"),
+    ("bytes as text", stopped(traffic_bytes="12"), InvalidInput, "traffic_bytes"),
+    ("unparseable time", stopped(occurred_at="yesterday"), InvalidInput, "occurred_at"),
+    ("time without zone", stopped(occurred_at="2026-03-02T05:00:00"), InvalidInput, "occurred_at"),
+    ("code_supporter not a bool", started(code_supporter="yes"), InvalidInput, "code_supporter"),
+    ("unknown account", stopped(account_id="nobody"), UnknownAccount, "no account nobody"),
+    ("unknown detail-type", {"source": "platform.containers", "detail-type": "Container Exploded",
+                             "detail": {}}, InvalidInput, "unsupported event"),
+    ("detail not an object", {"source": "platform.containers", "detail-type": "Container Stopped",
+                              "detail": "x"}, InvalidInput, "not a JSON object"),
+    ("AI event to the container function", {"source": "platform.ai", "detail-type": "AI Usage Recorded",
+                                            "detail": {}}, InvalidInput, "unsupported event"),
+]
+
+
+@pytest.mark.parametrize(("name", "event", "error", "reason"), CASES, ids=[c[0] for c in CASES])
+def test_malformed_event_is_rejected_and_writes_nothing(ledger, table_name, name, event, error, reason):
+    p = Platform(ledger)
+    base(p)
+    before = table_items(table_name)
+    with capture_logs() as records, pytest.raises(error):
+        p.deliver(event)
+    assert table_items(table_name) == before
+    rejected = [r for r in records if r.getMessage() == "event rejected"]
+    assert rejected and reason in rejected[0].reason
+
+
+def test_lambda_handler_fails_the_invocation(ledger, table_name):
+    """Through the real entry point (as EventBridge invokes it): the error propagates to Lambda."""
+    p = Platform(ledger)
+    base(p)
+
+    class Context:
+        function_name = "ContainerSettlementFunction"
+        memory_limit_in_mb = 512
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:x"
+        aws_request_id = "req-1"
+
+    with pytest.raises(UnknownPriceItem):
+        p.handler.lambda_handler(started(tier="gpu-a100"), Context())
