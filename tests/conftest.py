@@ -15,12 +15,14 @@ import pytest
 from billing.catalog import PriceCatalog, load_catalog
 from billing.ledger import Ledger
 from localsam.dynamodb_local import DynamoDBLocal
+from localsam.stack import LocalStack
 from localsam.template import create_table, load_template
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "CreditBillingTests")
 
 
@@ -63,3 +65,11 @@ def catalog() -> PriceCatalog:
 @pytest.fixture()
 def ledger(table_name: str, catalog: PriceCatalog) -> Ledger:
     return Ledger(table_name=table_name, catalog=catalog, sleep=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def local_stack(dynamodb_endpoint: str) -> Iterator[LocalStack]:
+    """The whole template running locally (see tools/localsam/stack.py) on the session's DynamoDB
+    Local, with a table of its own; one per test module."""
+    with LocalStack(dynamodb_endpoint=dynamodb_endpoint) as stack:
+        yield stack
