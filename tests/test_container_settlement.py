@@ -271,3 +271,16 @@ def load_sweep():
                        p.publisher)
 
     return sweep
+
+
+def test_deleting_a_running_container_ends_its_run(ledger):
+    p = Platform(ledger)
+    open_free(p)
+    p.send("Container Created", "2026-03-02T10:00:00Z", container_id="c1", storage_gb=5)
+    p.send("Container Started", "2026-03-02T10:00:00Z", container_id="c1", run_id="r1", tier="small",
+           code_supporter=False)
+    p.send("Container Deleted", "2026-03-02T10:30:00Z", container_id="c1")
+    # small 6.80 x 0.5 h = 3.4 credits, and nothing more after the deletion, even past a boundary.
+    assert p.state().totals.charged == 3_400_000
+    load_sweep()(ledger, p)
+    assert p.state().totals.charged == 3_400_000

@@ -531,7 +531,10 @@ def storage_fact(book: Book, at: datetime, container_id: str, change: Callable[[
     book.settle_storage(c, at)
     book.restate_storage(c, at, lambda: change(c))
     if reason == "container_deleted":
+        # A deleted container runs no more: a run still open ends with the deletion.
         for run in list(c.runs.values()):
+            if run.is_running and run.started_at is not None and run.started_at <= at:
+                run.stopped_at = at
             book.settle_run(c, run, at)
     finish(book, at, reason, debt_before)
 
