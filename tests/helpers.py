@@ -77,7 +77,8 @@ class Platform:
     def entries(self) -> list[Any]:
         from billing.ledger import account_pk, entries_from_items
 
-        items = self.ledger.models.Entry.query(account_pk(self.account_id), self.ledger.models.Entry.sk.startswith("LEDGER#"))
+        entry = self.ledger.models.Entry
+        items = entry.query(account_pk(self.account_id), entry.sk.startswith("LEDGER#"))
         return entries_from_items(items)
 
 

@@ -9,9 +9,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, ReadTimeoutError
-
 from billing.ledger import Ledger
+from botocore.exceptions import ClientError, ReadTimeoutError
+from pynamodb.exceptions import TransactWriteError
+
 from tests.helpers import C, Platform, assert_conserved
 
 
@@ -107,7 +108,7 @@ def test_a_fault_leaves_all_or_nothing_and_the_retry_completes(ledger, operation
 def test_persistent_faults_fail_the_invocation_and_write_nothing(ledger):
     p = prepare(ledger)
     before = p.state()
-    with inject(ledger, "TransactWriteItems", throttled, times=100), pytest.raises(Exception):
+    with inject(ledger, "TransactWriteItems", throttled, times=100), pytest.raises(TransactWriteError):
         stop(p)
     after = p.state()
     assert after.version == before.version and after.totals == before.totals

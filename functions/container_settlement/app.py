@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from billing.adapters import EventPublisher
 from billing.errors import BillingError
 from billing.events import parse_platform_event
@@ -28,7 +27,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     return handle(event)
 
 
-def handle(event: dict[str, Any], ledger: Ledger | None = None, publisher: EventPublisher | None = None) -> dict[str, Any]:
+def handle(
+    event: dict[str, Any], ledger: Ledger | None = None, publisher: EventPublisher | None = None
+) -> dict[str, Any]:
     try:
         parsed = parse_platform_event(event, SOURCES)
         applied = settle_platform_event(

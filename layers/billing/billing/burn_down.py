@@ -10,6 +10,7 @@ from datetime import datetime
 
 from billing.model import AccountState, CreditLot, LotAmount
 
+
 def burn_order(lot: CreditLot) -> tuple[int, float, float, str]:
     """Free credits first, soonest expiry first (ties: oldest grant); then purchased, oldest first."""
     granted = lot.granted_at.timestamp()

@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 
 from billing import burn_down
 from billing.amounts import GIB, format_credits, to_micro
@@ -122,7 +123,7 @@ class Book:
         """Cut [start, end) at month boundaries and catalog version changes."""
         cuts = sorted({*self._month_cuts(start, end), *self.catalog.split_points(start, end)})
         points = [start, *cuts, end]
-        return [(a, b) for a, b in zip(points, points[1:], strict=False) if b > a]
+        return [(a, b) for a, b in pairwise(points) if b > a]
 
     @staticmethod
     def _month_cuts(start: datetime, end: datetime) -> list[datetime]:
@@ -178,7 +179,7 @@ class Book:
         ordered = sorted(points)
         return sum(
             self.billable_gb_at(c, a) * int((b - a).total_seconds())
-            for a, b in zip(ordered, ordered[1:], strict=False)
+            for a, b in pairwise(ordered)
         )
 
     def _storage_exact(self, c: Container, start: datetime, end: datetime) -> dict[str, tuple[Decimal, Interval]]:
