@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -21,7 +22,7 @@ from billing.http import CursorCodec
 from billing.ledger import Ledger
 from billing.report import UsageReports
 from tests.api_helpers import RequestCounter, api_event, call
-from tests.helpers import GIB, Platform, load_handler
+from tests.helpers import GIB, ROOT, Platform, load_handler
 
 C = 1_000_000
 API = load_handler("usage_api")
@@ -105,9 +106,9 @@ def cents(micro: int) -> int:
 
 
 def test_hand_figures_are_consistent() -> None:
-    assert TOTAL == cr("33.986")
+    assert cr("33.986") == TOTAL
     assert sum(DAILY.values()) == TOTAL
-    assert (CONTAINER, STORAGE, TRAFFIC, AI_TOTAL) == (cr("23.86"), cr("1.278"), cr("8"), cr("0.848"))
+    assert (cr("23.86"), cr("1.278"), cr("8"), cr("0.848")) == (CONTAINER, STORAGE, TRAFFIC, AI_TOTAL)
 
 
 def test_balance(month: Platform) -> None:
@@ -372,3 +373,18 @@ def test_auth_and_unknown_account(month: Platform) -> None:
     _, body, _ = call(API, api_event("/v1/usage/ai", sub="acct-nobody"))
     assert body == {"entries": [], "next_cursor": None}
     assert call(API, api_event("/v1/nothing"))[0] == 404
+
+
+def test_sample_events_of_every_route(ledger: Ledger) -> None:
+    """The files in events/usage_api drive the real handler: 200 for each route, 400 for invalid-*."""
+    Platform(ledger, "acct-sample").send("Account Created", "2026-11-01T00:00:00Z", email="s@example.com",
+                                         plan="free")
+    API.configure(UsageReports(ledger, CursorCodec(SECRET), clock=lambda: datetime(2026, 11, 2, 14, tzinfo=UTC)))
+    samples = sorted((ROOT / "events" / "usage_api").glob("*.json"))
+    routes = set()
+    for path in samples:
+        event = json.loads(path.read_text())
+        status, body, _ = call(API, event)
+        assert status == (400 if path.name.startswith("invalid-") else 200), (path.name, body)
+        routes.add(event["rawPath"])
+    assert routes == {"/v1/balance", "/v1/usage", "/v1/usage/containers", "/v1/usage/ai", "/v1/ledger"}
