@@ -142,18 +142,16 @@ class Book:
             version = self.catalog.at(a)
             seconds = int((b - a).total_seconds())
             hours = Decimal(seconds) / 3600
-            common = dict(
-                month=month_key(a), container_id=c.container_id, run_id=run.run_id, tier=run.tier,
-                seconds=seconds, code_supporter=run.code_supporter, start=a, end=b,
+            time_line = ChargeLine(
+                resource="container", item=run.tier, month=month_key(a), container_id=c.container_id,
+                run_id=run.run_id, tier=run.tier, seconds=seconds, code_supporter=run.code_supporter,
+                start=a, end=b, amount=to_micro(version.tier(run.tier).credits_per_hour * hours),
             )
-            lines.append(
-                ChargeLine(resource="container", item=run.tier,
-                           amount=to_micro(version.tier(run.tier).credits_per_hour * hours), **common)
-            )
+            lines.append(time_line)
             cs_rate = version.code_supporter_rate(run.tier)
             if run.code_supporter and cs_rate:
                 lines.append(
-                    ChargeLine(resource="container", item="code_supporter", amount=to_micro(cs_rate * hours), **common)
+                    time_line.model_copy(update={"item": "code_supporter", "amount": to_micro(cs_rate * hours)})
                 )
         return lines
 

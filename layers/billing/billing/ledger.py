@@ -28,13 +28,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.expressions.update import Action
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
@@ -70,20 +70,7 @@ def day_attr(day: int, resource: str) -> str:
     return f"d{day:02d}_{resource}"
 
 
-@dataclass
-class TableModels:
-    """The PynamoDB models of one table (tests and the local stack use their own tables)."""
-
-    table_name: str
-    connection: Connection
-    State: type[Model]
-    EventRecord: type[Model]
-    Entry: type[Model]
-    Usage: type[Model]
-    Item: type[Model]
-
-
-class _AiIndex(GlobalSecondaryIndex):  # type: ignore[type-arg]
+class _AiIndex(GlobalSecondaryIndex["EntryItem"]):
     class Meta:
         index_name = "gsi1"
         projection = AllProjection()
@@ -92,74 +79,123 @@ class _AiIndex(GlobalSecondaryIndex):  # type: ignore[type-arg]
     gsi1sk = UnicodeAttribute(range_key=True)
 
 
-class _ActiveIndex(GlobalSecondaryIndex):  # type: ignore[type-arg]
+class _ActiveIndex(GlobalSecondaryIndex["StateItem"]):
     class Meta:
         index_name = "active"
-        projection = AllProjection()
+        projection = KeysOnlyProjection()
 
     active_shard = UnicodeAttribute(hash_key=True)
     pk = UnicodeAttribute(range_key=True)
 
 
+class StateItem(Model):
+    """``STATE``: the account's state as JSON, with the version that guards concurrent writes."""
+
+    class Meta:
+        table_name = "billing"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True, default="STATE")
+    body = UnicodeAttribute()
+    version = NumberAttribute()
+    as_of = UnicodeAttribute()
+    active_shard = UnicodeAttribute(null=True)  # set while containers use resources
+    active = _ActiveIndex()
+
+
+class EventRecordItem(Model):
+    """``EVENT#<event_id>``: an applied event, its result, and the events it asked to publish."""
+
+    class Meta:
+        table_name = "billing"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    outbox = UnicodeAttribute(default="[]")
+    result = UnicodeAttribute(default="{}")
+    expires = NumberAttribute()  # DynamoDB TTL
+
+
+class EntryItem(Model):
+    """``LEDGER#<at>#<entry_id>``: one ledger entry as JSON."""
+
+    class Meta:
+        table_name = "billing"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    body = UnicodeAttribute()
+    entry_type = UnicodeAttribute()
+    gsi1pk = UnicodeAttribute(null=True)
+    gsi1sk = UnicodeAttribute(null=True)
+    ai = _AiIndex()
+
+
+class UsageItem(Model):
+    """``USAGE#<month>[#C#<container>]``: µcr charged by resource and by day (added atomically)."""
+
+    class Meta:
+        table_name = "billing"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    total = NumberAttribute(default=0)
+    # r_<resource> and d<DD>_<resource>, one number attribute each
+    for _resource in RESOURCES:
+        locals()[f"r_{_resource}"] = NumberAttribute(default=0)
+        for _day in range(1, 32):
+            locals()[day_attr(_day, _resource)] = NumberAttribute(null=True)
+    del _resource, _day
+
+
+class RecordItem(Model):
+    """Other records of the table (purchases, coupons): a JSON body under pk/sk."""
+
+    class Meta:
+        table_name = "billing"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    body = UnicodeAttribute()
+    version = NumberAttribute(default=0)
+    gsi1pk = UnicodeAttribute(null=True)
+    gsi1sk = UnicodeAttribute(null=True)
+
+
+_M = TypeVar("_M", bound=Model)
+
+
+def _bound(model: type[_M], table_name: str) -> type[_M]:
+    """A subclass of ``model`` bound to ``table_name`` (with a connection of its own)."""
+    meta = type("Meta", (), {"table_name": table_name, "max_retry_attempts": 3})
+    return type(model.__name__, (model,), {"Meta": meta, "_connection": None})
+
+
+@dataclass
+class TableModels:
+    """The PynamoDB models of one table (tests and the local stack use their own tables)."""
+
+    table_name: str
+    connection: Connection
+    State: type[StateItem]
+    EventRecord: type[EventRecordItem]
+    Entry: type[EntryItem]
+    Usage: type[UsageItem]
+    Item: type[RecordItem]
+
+
 @lru_cache(maxsize=16)
 def table_models(table_name: str) -> TableModels:
-    """Build (once per table name) the PynamoDB models bound to ``table_name``."""
-
-    def meta() -> type:
-        return type("Meta", (), {"table_name": table_name, "max_retry_attempts": 3})
-
-    class State(Model):
-        Meta = meta()
-        pk = UnicodeAttribute(hash_key=True)
-        sk = UnicodeAttribute(range_key=True, default="STATE")
-        body = UnicodeAttribute()
-        version = NumberAttribute()
-        as_of = UnicodeAttribute()
-        active_shard = UnicodeAttribute(null=True)  # set while containers use resources
-        active = _ActiveIndex()
-
-    class EventRecord(Model):
-        Meta = meta()
-        pk = UnicodeAttribute(hash_key=True)
-        sk = UnicodeAttribute(range_key=True)
-        outbox = UnicodeAttribute(default="[]")
-        result = UnicodeAttribute(default="{}")
-        expires = NumberAttribute()  # DynamoDB TTL
-
-    class Entry(Model):
-        Meta = meta()
-        pk = UnicodeAttribute(hash_key=True)
-        sk = UnicodeAttribute(range_key=True)
-        body = UnicodeAttribute()
-        entry_type = UnicodeAttribute()
-        gsi1pk = UnicodeAttribute(null=True)
-        gsi1sk = UnicodeAttribute(null=True)
-        ai = _AiIndex()
-
-    usage_attrs: dict[str, Any] = {
-        "Meta": meta(),
-        "pk": UnicodeAttribute(hash_key=True),
-        "sk": UnicodeAttribute(range_key=True),
-        "total": NumberAttribute(default=0),
-    }
-    for resource in RESOURCES:
-        usage_attrs[f"r_{resource}"] = NumberAttribute(default=0)
-        for day in range(1, 32):
-            usage_attrs[day_attr(day, resource)] = NumberAttribute(null=True)
-    Usage = type("Usage", (Model,), usage_attrs)
-
-    class Item(Model):
-        """Other records of the table (purchases, coupons): a JSON body under pk/sk."""
-
-        Meta = meta()
-        pk = UnicodeAttribute(hash_key=True)
-        sk = UnicodeAttribute(range_key=True)
-        body = UnicodeAttribute()
-        version = NumberAttribute(default=0)
-        gsi1pk = UnicodeAttribute(null=True)
-        gsi1sk = UnicodeAttribute(null=True)
-
-    return TableModels(table_name, Connection(), State, EventRecord, Entry, Usage, Item)
+    """The models bound to ``table_name``, built once per table name."""
+    return TableModels(
+        table_name,
+        Connection(),
+        _bound(StateItem, table_name),
+        _bound(EventRecordItem, table_name),
+        _bound(EntryItem, table_name),
+        _bound(UsageItem, table_name),
+        _bound(RecordItem, table_name),
+    )
 
 
 @dataclass
