@@ -20,16 +20,25 @@ from billing.sweeps import AccountSweep
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
-def sweep_record(record: SQSRecord) -> None:
-    sweep = AccountSweep.model_validate_json(record.body)
-    applied = settle_account(
-        sweep.account_id, sweep.at, sweep.event_id, Ledger(), EventPublisher(get_settings().event_bus_name)
-    )
-    logger.info("account swept", account_id=sweep.account_id, sweep=sweep.sweep, entries=len(applied.entries))
-
-
 @logger.inject_lambda_context
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return handle(event, context)
+
+
+def handle(
+    event: dict[str, Any],
+    context: LambdaContext | None = None,
+    ledger: Ledger | None = None,
+    publisher: EventPublisher | None = None,
+) -> PartialItemFailureResponse:
+    ledger = ledger or Ledger()
+    publisher = publisher or EventPublisher(get_settings().event_bus_name)
+
+    def sweep_record(record: SQSRecord) -> None:
+        sweep = AccountSweep.model_validate_json(record.body)
+        applied = settle_account(sweep.account_id, sweep.at, sweep.event_id, ledger, publisher)
+        logger.info("account swept", account_id=sweep.account_id, sweep=sweep.sweep, entries=len(applied.entries))
+
     return process_partial_response(event=event, record_handler=sweep_record, processor=processor, context=context)

@@ -1,0 +1,115 @@
+"""The monthly job and the periodic check: schedule -> monthly_billing -> sweep queue -> account_sweep."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from billing.clock import parse_time
+from tests.helpers import C, Platform, assert_conserved, load_handler
+
+
+class QueueFake:
+    """A real, in-memory stand-in for the SQS API the monthly job uses."""
+
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:  # noqa: N803
+        assert len(Entries) <= 10
+        self.bodies.extend(e["MessageBody"] for e in Entries)
+        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
+
+    def as_sqs_event(self) -> dict[str, Any]:
+        records = [
+            {"messageId": f"m-{i}", "receiptHandle": f"r-{i}", "body": body, "attributes": {},
+             "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+             "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sweeps", "awsRegion": "us-east-1"}
+            for i, body in enumerate(self.bodies)
+        ]
+        self.bodies = []
+        return {"Records": records}
+
+
+def run_job(ledger, publisher, sweep: str, at: str) -> dict[str, Any]:
+    monthly, account_sweep = load_handler("monthly_billing"), load_handler("account_sweep")
+    queue = QueueFake()
+    result = monthly.handle({"sweep": sweep, "scheduled_time": at}, ledger, queue)
+    batch = account_sweep.handle(queue.as_sqs_event(), None, ledger, publisher)
+    assert batch == {"batchItemFailures": []}
+    return result
+
+
+def test_month_boundary_settles_every_account_with_resources_and_is_repeatable(ledger):
+    busy, idle, bare = Platform(ledger, "busy"), Platform(ledger, "idle"), Platform(ledger, "bare")
+    busy.send("Account Created", "2026-03-01T00:00:00Z", email="b@example.com", plan="membership")
+    busy.send("Container Created", "2026-03-30T00:00:00Z", container_id="c1", storage_gb=25)  # 10 GB billable
+    busy.send("Container Started", "2026-03-31T22:00:00Z", container_id="c1", run_id="r1", tier="medium",
+              code_supporter=True)
+    idle.send("Account Created", "2026-03-01T00:00:00Z", email="i@example.com", plan="free")
+    idle.send("Container Created", "2026-03-31T12:00:00Z", container_id="c9", storage_gb=7)  # 2 GB billable
+    bare.send("Account Created", "2026-03-01T00:00:00Z", email="x@example.com", plan="free")
+
+    result = run_job(ledger, busy.publisher, "month_boundary", "2026-04-01T00:00:00Z")
+    assert result == {"sweep": "month_boundary", "queued": 2}  # the account without containers is not swept
+
+    state = busy.state()
+    # busy: medium + Code Supporter 22:00 -> 24:00 = (13.6 + 1.96) x 2 = 31.12; storage settled at the
+    # start (Mar 30 00:00 -> Mar 31 22:00 = 46 h x 10 GB x 0.018 = 8.28) and now 2 h more = 0.36.
+    assert state.totals.charged == 8_280_000 + 31_120_000 + 360_000
+    assert state.as_of == parse_time("2026-04-01T00:00:00Z")
+    assert [lot.lot_id for lot in state.lots if not lot.closed] == ["monthly-2026-04"]
+    assert state.available() == 1000 * C
+    assert_conserved(state)
+    # idle: stopped container's storage 12:00 -> 24:00 = 12 h x 2 GB x 0.018 = 0.432 as of March.
+    assert idle.state().totals.charged == 432_000
+    assert idle.state().available() == 50 * C
+    # bare: untouched until something touches it.
+    assert bare.state().as_of == parse_time("2026-03-01T00:00:00Z")
+
+    before = (busy.state().model_dump(), idle.state().model_dump())
+    run_job(ledger, busy.publisher, "month_boundary", "2026-04-01T00:00:00Z")  # run twice
+    run_job(ledger, busy.publisher, "month_boundary", "2026-04-01T00:07:00Z")  # run late
+    after = (busy.state().model_dump(), idle.state().model_dump())
+    assert after == before
+
+
+def test_periodic_check_ends_the_credits_when_running_usage_reaches_the_balance(ledger):
+    p = Platform(ledger, "runner")
+    p.send("Account Created", "2026-03-01T00:00:00Z", email="r@example.com", plan="free")
+    p.send("Container Created", "2026-03-02T00:00:00Z", container_id="c1", storage_gb=5)
+    p.send("Container Started", "2026-03-02T00:00:00Z", container_id="c1", run_id="r1", tier="large",
+           code_supporter=False)
+    # At 01:00 the run has accrued 27.2 of 50: nothing happens.
+    run_job(ledger, p.publisher, "periodic_check", "2026-03-02T01:00:00Z")
+    assert p.state().totals.charged == 0 and not p.state().exhausted
+    # At 01:55 it has accrued 27.2 x 1 11/12 h = 52.133333 >= 50: final settlement, debt, stop.
+    run_job(ledger, p.publisher, "periodic_check", "2026-03-02T01:55:00Z")
+    state = p.state()
+    assert state.exhausted
+    assert state.totals.charged == 52_133_333  # 27.2 x 6900 / 3600, rounded half-up
+    assert state.debt == 2_133_333
+    assert p.publisher.of_type("Stop Containers Requested") == [
+        {"account_id": "runner", "container_ids": ["c1"], "reason": "credits_exhausted"}
+    ]
+    assert p.publisher.of_type("Credits Exhausted") == [{"account_id": "runner", "debt": "2.133333"}]
+    # The platform's stop at 02:00 settles the remaining 5 minutes into the debt: 27.2 / 12 = 2.266667.
+    p.send("Container Stopped", "2026-03-02T02:00:00Z", container_id="c1", run_id="r1", traffic_bytes=0)
+    assert p.state().debt == 2_133_333 + 2_266_667
+    assert_conserved(p.state())
+
+
+def test_a_bad_sweep_message_fails_alone(ledger):
+    p = Platform(ledger, "ok")
+    p.send("Account Created", "2026-03-01T00:00:00Z", email="o@example.com", plan="free")
+    p.send("Container Created", "2026-03-02T00:00:00Z", container_id="c1", storage_gb=6)
+    good = json.dumps({"account_id": "ok", "at": "2026-04-01T00:00:00Z", "sweep": "month_boundary"})
+    event = {"Records": [
+        {"messageId": "bad", "receiptHandle": "r", "body": "{not json", "attributes": {}, "messageAttributes": {},
+         "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn", "awsRegion": "us-east-1"},
+        {"messageId": "good", "receiptHandle": "r", "body": good, "attributes": {}, "messageAttributes": {},
+         "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn", "awsRegion": "us-east-1"},
+    ]}
+    result = load_handler("account_sweep").handle(event, None, ledger, p.publisher)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+    assert p.state().as_of == parse_time("2026-04-01T00:00:00Z")
