@@ -339,8 +339,9 @@ class Ledger:
             result=json.dumps(result, default=str),
             expires=int(time.time()) + EVENT_RECORD_DAYS * 86400,
         )
-        # No ClientRequestToken: a retry after a timeout re-reads the state, and if the first attempt
-        # did commit, the event's record turns the retry into a recognised duplicate.
+        # No ClientRequestToken of ours (botocore fills a fresh one per call): a retry after a timeout
+        # re-reads the state, and if the first attempt did commit, the event's record turns the retry
+        # into a recognised duplicate.
         try:
             with TransactWrite(connection=m.connection) as tx:
                 tx.save(state_item, condition=condition)
