@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
+
 from billing.catalog import PriceCatalog, load_catalog
 from billing.ledger import Ledger
 from localsam.dynamodb_local import DynamoDBLocal

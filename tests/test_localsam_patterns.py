@@ -10,8 +10,17 @@ from localsam.template import load_template
 
 
 def event(detail_type: str = "Container Started", source: str = "platform.containers", **detail: object) -> dict:
-    return {"version": "0", "id": "1", "source": source, "detail-type": detail_type, "account": "1",
-            "time": "2026-11-01T00:00:00Z", "region": "us-east-1", "resources": [], "detail": detail}
+    return {
+        "version": "0",
+        "id": "1",
+        "source": source,
+        "detail-type": detail_type,
+        "account": "1",
+        "time": "2026-11-01T00:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": detail,
+    }
 
 
 @pytest.mark.parametrize(
@@ -51,8 +60,7 @@ def event(detail_type: str = "Container Started", source: str = "platform.contai
     ],
 )
 def test_pattern(pattern: dict, expected: bool) -> None:
-    e = event(tier="small", code_supporter=True, storage_gb=20, nested={"deep": "v"}, tags=["a", "b"],
-              nothing=None)
+    e = event(tier="small", code_supporter=True, storage_gb=20, nested={"deep": "v"}, tags=["a", "b"], nothing=None)
     assert matches(pattern, e) is expected
 
 
@@ -66,9 +74,16 @@ def test_template_rules_route_each_contract_event_to_one_function() -> None:
     ]
     contract = {
         "platform.accounts": ["Account Created", "Plan Changed"],
-        "platform.containers": ["Container Created", "Container Started", "Container Stopped",
-                                "Container Traffic Reported", "Container Resized", "Container Inactivated",
-                                "Container Reactivated", "Container Deleted"],
+        "platform.containers": [
+            "Container Created",
+            "Container Started",
+            "Container Stopped",
+            "Container Traffic Reported",
+            "Container Resized",
+            "Container Inactivated",
+            "Container Reactivated",
+            "Container Deleted",
+        ],
         "platform.ai": ["AI Usage Recorded"],
     }
     for source, detail_types in contract.items():

