@@ -1,0 +1,38 @@
+"""Low-credit mail: one SQS message ``{"account_id", "at"}`` per check (after a deduction, at a
+container start, by the periodic check). At most one mail per purchase cycle, even when checks run
+concurrently. A failed message is retried alone (partial batch failures)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from billing.accounts import Collaborators, LowBalanceCheck, maybe_send_low_balance_mail
+from billing.observability import logger, metrics, tracer
+
+processor = BatchProcessor(event_type=EventType.SQS)
+deps = Collaborators()  # tests replace it with real fakes
+
+
+def check_record(record: SQSRecord) -> None:
+    check = LowBalanceCheck.model_validate_json(record.body)
+    decision = maybe_send_low_balance_mail(
+        check.account_id, check.at, deps.ledger, deps.mail_sender, deps.publisher, deps.clock
+    )
+    logger.info(
+        "low balance checked", account_id=check.account_id, sent=decision.sent, reason=decision.reason
+    )
+    if decision.sent:
+        metrics.add_metric(name="LowBalanceMails", unit="Count", value=1)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return dict(process_partial_response(
+        event=event, record_handler=check_record, processor=processor, context=context
+    ))
