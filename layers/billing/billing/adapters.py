@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from billing.clock import format_time
 from billing.model import OutboundEvent
 from billing.observability import logger
 
@@ -73,3 +75,31 @@ class MailSender:
             Content={"Simple": {"Subject": {"Data": subject}, "Body": {"Text": {"Data": body}}}},
         )
         return str(response.get("MessageId", ""))
+
+
+class LowBalanceChecks:
+    """Enqueues low-credit mail checks (``{"account_id", "at"}``) for the notifier function.
+
+    Settlement calls :meth:`enqueue` after a deduction, at a container start and in the periodic
+    check; without a queue URL (tests, local runs without the queue) it does nothing.
+    """
+
+    def __init__(self, queue_url: str | None, client: Any | None = None) -> None:
+        self.queue_url = queue_url
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("sqs")
+        return self._client
+
+    def enqueue(self, account_id: str, at: datetime) -> None:
+        if not self.queue_url:
+            return
+        self.client.send_message(
+            QueueUrl=self.queue_url, MessageBody=json.dumps({"account_id": account_id, "at": format_time(at)})
+        )
+        logger.info("low balance check enqueued", account_id=account_id)

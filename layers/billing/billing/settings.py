@@ -22,6 +22,7 @@ class Settings(BaseModel):
     webhook_secret: str = "local-webhook-secret"
     cursor_secret: str = "local-cursor-secret"
     sweep_queue_url: str | None = None
+    low_balance_queue_url: str | None = None
     service_name: str = "credit-billing"
     max_attempts: int = Field(default=8, ge=1)
 
@@ -37,6 +38,7 @@ class Settings(BaseModel):
             "webhook_secret": "PAYMENT_WEBHOOK_SECRET",
             "cursor_secret": "CURSOR_SECRET",
             "sweep_queue_url": "SWEEP_QUEUE_URL",
+            "low_balance_queue_url": "LOW_BALANCE_QUEUE_URL",
             "service_name": "POWERTOOLS_SERVICE_NAME",
             "max_attempts": "SETTLEMENT_MAX_ATTEMPTS",
         }

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from billing import engine
-from billing.adapters import EventPublisher
+from billing.adapters import EventPublisher, LowBalanceChecks
 from billing.engine import Book
 from billing.events import (
     AccountCreated,
@@ -26,6 +26,7 @@ from billing.events import (
 from billing.ledger import Applied, Ledger
 from billing.model import AccountState, Container
 from billing.observability import logger
+from billing.settings import get_settings
 
 
 def _on_account(ledger: Ledger, d: AccountCreated) -> Callable[[AccountState | None], Book | None]:
@@ -106,8 +107,15 @@ def action_for(event: PlatformEvent, ledger: Ledger) -> Callable[[AccountState |
     raise AssertionError(f"no settlement for {kind}")  # parse_platform_event admits no other event
 
 
-def settle_platform_event(event: PlatformEvent, ledger: Ledger, publisher: EventPublisher) -> Applied:
-    """Apply a validated platform event exactly once and publish what it asks of the platform."""
+def low_balance_checks() -> LowBalanceChecks:
+    return LowBalanceChecks(get_settings().low_balance_queue_url)
+
+
+def settle_platform_event(
+    event: PlatformEvent, ledger: Ledger, publisher: EventPublisher, checks: LowBalanceChecks | None = None
+) -> Applied:
+    """Apply a validated platform event exactly once, publish what it asks of the platform, and
+    have the low-credit mail checked after a deduction or a container start."""
     d = event.detail
     applied = ledger.apply(d.account_id, d.event_id, action_for(event, ledger))
     logger.info(
@@ -121,11 +129,19 @@ def settle_platform_event(event: PlatformEvent, ledger: Ledger, publisher: Event
     )
     if applied.outbox:
         publisher.publish(applied.outbox)
+    deducted = any(e.type in ("deduction", "debt") for e in applied.entries)
+    if not applied.duplicate and (deducted or event.detail_type == "Container Started"):
+        (checks or low_balance_checks()).enqueue(d.account_id, d.occurred_at)
     return applied
 
 
 def settle_account(
-    account_id: str, at: datetime, event_id: str, ledger: Ledger, publisher: EventPublisher
+    account_id: str,
+    at: datetime,
+    event_id: str,
+    ledger: Ledger,
+    publisher: EventPublisher,
+    checks: LowBalanceChecks | None = None,
 ) -> Applied:
     """The monthly job and the periodic check for one account: roll to ``at`` (month boundary:
     settle, expire, grant) and end the credits if running usage has reached the balance.
@@ -144,4 +160,7 @@ def settle_account(
     applied = ledger.apply(account_id, event_id, action)
     if applied.outbox:
         publisher.publish(applied.outbox)
+    state = applied.state or ledger.load(account_id)
+    if state is not None and any(c.running_runs for c in state.containers.values()):
+        (checks or low_balance_checks()).enqueue(account_id, at)  # the periodic check
     return applied
