@@ -9,10 +9,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from billing.ledger import Ledger
 from botocore.exceptions import ClientError, ReadTimeoutError
 from pynamodb.exceptions import TransactWriteError
 
+from billing.ledger import Ledger
 from tests.helpers import C, Platform, assert_conserved
 
 

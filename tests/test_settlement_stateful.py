@@ -16,15 +16,15 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
 from billing import engine
 from billing.clock import add_one_month, month_key, next_month_start
 from billing.ledger import Ledger
 from billing.settlement import settle_account
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from localsam.template import create_table
-
 from tests.helpers import Platform, assert_conserved
 
 C = 1_000_000

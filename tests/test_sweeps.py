@@ -15,7 +15,7 @@ class QueueFake:
     def __init__(self) -> None:
         self.bodies: list[str] = []
 
-    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:  # noqa: N803
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:
         assert len(Entries) <= 10
         self.bodies.extend(e["MessageBody"] for e in Entries)
         return {"Successful": [{"Id": e["Id"]} for e in Entries]}

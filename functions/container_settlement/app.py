@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from billing.adapters import EventPublisher
 from billing.errors import BillingError
 from billing.events import parse_platform_event
