@@ -13,12 +13,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.adapters import EventPublisher
-from billing.errors import BillingError
-from billing.events import parse_platform_event
 from billing.ledger import Ledger
 from billing.observability import logger, metrics, tracer
-from billing.settings import get_settings
-from billing.settlement import settle_platform_event
+from billing.settlement import handle_platform_event
 
 SOURCES = ("platform.ai",)
 
@@ -33,23 +30,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 def handle(
     event: dict[str, Any], ledger: Ledger | None = None, publisher: EventPublisher | None = None
 ) -> dict[str, Any]:
-    try:
-        parsed = parse_platform_event(event, SOURCES)
-        applied = settle_platform_event(
-            parsed, ledger or Ledger(), publisher or EventPublisher(get_settings().event_bus_name)
-        )
-    except BillingError as exc:
-        logger.error("ai usage rejected", reason=exc.message, code=exc.code, event_id=_event_id(event))
-        metrics.add_metric(name="AiUsageRejected", unit="Count", value=1)
-        raise
-    metrics.add_metric(name="AiUsageSettled", unit="Count", value=1)
-    return {
-        "event_id": parsed.detail.event_id,
-        "duplicate": applied.duplicate,
-        "entries": len(applied.entries),
-    }
-
-
-def _event_id(event: Any) -> Any:
-    detail = event.get("detail") if isinstance(event, dict) else None
-    return detail.get("event_id") if isinstance(detail, dict) else None
+    return handle_platform_event(event, SOURCES, ledger, publisher)

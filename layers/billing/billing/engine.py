@@ -545,13 +545,9 @@ def container_started(
     debt_before = book.state.debt
     begin(book, at)
     c = container(book, container_id, at)
-    run = c.runs.get(run_id)
-    if run is None:
-        if run_id in c.closed_runs:
-            return
-        run = c.runs[run_id] = Run(run_id=run_id)
-    if run.started_at is not None:
-        return
+    run = open_run(c, run_id)
+    if run is None or run.started_at is not None:
+        return  # another delivery of a run already known
     run.started_at, run.tier, run.code_supporter = at, tier, code_supporter
     run.billed_until = at
     if run.stopped_at is not None:  # the stop came first: the whole run is settled now
@@ -568,6 +564,15 @@ def container_started(
                         "reason": "credits_exhausted"},
             )
         )
+
+
+def open_run(c: Container, run_id: str) -> Run | None:
+    """The run, created on its first event (start or stop, whichever comes first); None when it was
+    settled and closed already."""
+    run = c.runs.get(run_id)
+    if run is None and run_id not in c.closed_runs:
+        run = c.runs[run_id] = Run(run_id=run_id)
+    return run
 
 
 def _record_traffic(book: Book, run: Run, at: datetime, traffic_bytes: int) -> None:
@@ -587,13 +592,9 @@ def container_stopped(book: Book, at: datetime, container_id: str, run_id: str, 
     debt_before = book.state.debt
     begin(book, at)
     c = container(book, container_id, at)
-    run = c.runs.get(run_id)
-    if run is None:
-        if run_id in c.closed_runs:
-            return
-        run = c.runs[run_id] = Run(run_id=run_id)
-    if run.stopped_at is not None:
-        return
+    run = open_run(c, run_id)
+    if run is None or run.stopped_at is not None:
+        return  # another delivery of a run already known
     _record_traffic(book, run, at, traffic_bytes)
     run.stopped_at = at
     if run.billed_until is not None and run.billed_until > at:

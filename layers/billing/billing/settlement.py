@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from billing import engine
 from billing.adapters import EventPublisher, LowBalanceChecks
 from billing.engine import Book
+from billing.errors import BillingError
 from billing.events import (
     AccountCreated,
     AiUsageRecorded,
@@ -22,10 +24,11 @@ from billing.events import (
     ContainerTrafficReported,
     PlanChanged,
     PlatformEvent,
+    parse_platform_event,
 )
 from billing.ledger import Applied, Ledger
 from billing.model import AccountState, Container
-from billing.observability import logger
+from billing.observability import logger, metrics
 from billing.settings import get_settings
 
 
@@ -133,6 +136,31 @@ def settle_platform_event(
     if not applied.duplicate and (deducted or event.detail_type == "Container Started"):
         (checks or low_balance_checks()).enqueue(d.account_id, d.occurred_at)
     return applied
+
+
+def handle_platform_event(
+    raw: dict[str, Any],
+    sources: tuple[str, ...],
+    ledger: Ledger | None = None,
+    publisher: EventPublisher | None = None,
+) -> dict[str, Any]:
+    """What an EventBridge-triggered handler does: validate, settle exactly once, publish.
+
+    An invalid event is logged with its reason and raised, so the invocation fails and the event
+    ends in the function's dead-letter queue; nothing of it is applied."""
+    try:
+        parsed = parse_platform_event(raw, sources)
+        applied = settle_platform_event(
+            parsed, ledger or Ledger(), publisher or EventPublisher(get_settings().event_bus_name)
+        )
+    except BillingError as exc:
+        detail = raw.get("detail") if isinstance(raw, dict) else None
+        event_id = detail.get("event_id") if isinstance(detail, dict) else None
+        logger.error("event rejected", reason=exc.message, code=exc.code, event_id=event_id)
+        metrics.add_metric(name="EventsRejected", unit="Count", value=1)
+        raise
+    metrics.add_metric(name="EventsSettled", unit="Count", value=1)
+    return {"event_id": parsed.detail.event_id, "duplicate": applied.duplicate, "entries": len(applied.entries)}
 
 
 def settle_account(
