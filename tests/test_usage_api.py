@@ -228,19 +228,18 @@ def test_container_log(month: Platform) -> None:
     status, body, _ = call(API, api_event("/v1/usage/containers", {"date": "2026-03-12"}))
     assert status == 200, body
     assert body["date"] == "2026-03-12"
-    rows = {(e["container_id"], e["run_id"]): e for e in body["entries"]}
-    assert set(rows) == {("c1", "r1"), ("c1", None)}
-    run = rows[("c1", "r1")]
-    assert (run["tier"], run["seconds"], run["code_supporter"], run["traffic_bytes"]) == ("small", 9000, True, 11 * GIB)
-    assert run["credits"] == format_credits(SMALL_R1 + CS_R1 + TRAFFIC_R1) == "29.900000"
+    # One row per deduction and container: the stop's time, Code Supporter, traffic and storage.
+    [run] = body["entries"]
+    assert (run["container_id"], run["run_id"], run["tier"], run["seconds"], run["code_supporter"]) == (
+        "c1", "r1", "small", 9000, True)
+    assert (run["traffic_bytes"], run["storage_gb"], run["billable_gb"]) == (11 * GIB, 6, 1)
+    # 29.9 for the run (time, Code Supporter, traffic) and 1 GB x 0.018 x 2.5 h = 0.045 of storage
+    assert run["credits"] == format_credits(SMALL_R1 + CS_R1 + TRAFFIC_R1 + 45_000) == "29.945000"
     assert run["deducted_at"] == "2026-03-12T12:30:00Z"
-    storage = rows[("c1", None)]
-    assert (storage["storage_gb"], storage["credits"], storage["tier"]) == (1, "0.045000", None)
     _, day15, _ = call(API, api_event("/v1/usage/containers", {"date": "2026-03-15"}))
     assert [(e["run_id"], e["credits"], e["deducted_at"]) for e in day15["entries"]] == [
         (None, "1.215000", "2026-03-15T08:00:00Z"),
-        ("r2", "1.960000", "2026-03-15T09:00:00Z"),
-        (None, "0.018000", "2026-03-15T09:00:00Z"),
+        ("r2", "1.978000", "2026-03-15T09:00:00Z"),  # micro 1 h 1.96 + storage 0.018
     ]
     assert day15["entries"][1]["tier"] == "micro" and day15["entries"][1]["code_supporter"] is False
     _, empty, _ = call(API, api_event("/v1/usage/containers", {"date": "2026-03-13"}))

@@ -198,7 +198,8 @@ class Book:
         a, b = span
         return ChargeLine(
             resource="storage", item="storage", amount=amount, month=month, container_id=c.container_id,
-            seconds=int((b - a).total_seconds()), storage_gb=self.billable_gb_at(c, a), start=a, end=b,
+            seconds=int((b - a).total_seconds()), storage_gb=c.size_at(a), billable_gb=self.billable_gb_at(c, a),
+            start=a, end=b,
         )
 
     # ------------------------------------------------------------------ settling

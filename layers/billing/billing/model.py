@@ -166,7 +166,8 @@ class ChargeLine(BaseModel):
     tier: str | None = None
     seconds: int | None = None
     code_supporter: bool | None = None
-    storage_gb: int | None = None  # billable GB (above the free allowance)
+    storage_gb: int | None = None  # allocated GB of the container
+    billable_gb: int | None = None  # the part above the plan's free allowance
     traffic_bytes: int | None = None
     model: str | None = None
     input_tokens: int | None = None

@@ -145,7 +145,8 @@ class ContainerLogEntry(BaseModel):
     tier: str | None
     seconds: int | None
     code_supporter: bool | None
-    storage_gb: int | None
+    storage_gb: int | None  # allocated
+    billable_gb: int | None = None  # above the free allowance
     traffic_bytes: int | None
     credits: str
     deducted_at: str
@@ -530,24 +531,28 @@ class UsageReports:
 
 
 def _container_rows(entry: LedgerEntry) -> list[ContainerLogEntry]:
-    groups: dict[tuple[str, str | None], list[ChargeLine]] = {}
+    """One row per container of a deduction: its run's time and features, its storage and traffic,
+    and the credits deducted for all of them."""
+    groups: dict[str, list[ChargeLine]] = {}
     for line in entry.lines:
         if line.container_id and line.resource != "ai":
-            groups.setdefault((line.container_id, line.run_id), []).append(line)
+            groups.setdefault(line.container_id, []).append(line)
     rows = []
-    for (container_id, run_id), lines in groups.items():
+    for container_id, lines in groups.items():
         time_lines = [ln for ln in lines if ln.resource == "container" and ln.item != "code_supporter"]
         run_lines = [ln for ln in lines if ln.resource == "container"]
         storage = [ln for ln in lines if ln.resource == "storage"]
         traffic = [ln for ln in lines if ln.resource == "traffic"]
+        run_ids = [ln.run_id for ln in run_lines + traffic if ln.run_id]
         rows.append(
             ContainerLogEntry(
                 container_id=container_id,
-                run_id=run_id,
+                run_id=run_ids[0] if run_ids else None,
                 tier=run_lines[0].tier if run_lines else None,
                 seconds=sum(ln.seconds or 0 for ln in time_lines) if time_lines else None,
                 code_supporter=bool(run_lines[0].code_supporter) if run_lines else None,
-                storage_gb=max(ln.storage_gb or 0 for ln in storage) if storage else None,
+                storage_gb=storage[-1].storage_gb if storage else None,
+                billable_gb=storage[-1].billable_gb if storage else None,
                 traffic_bytes=sum(ln.traffic_bytes or 0 for ln in traffic) if traffic else None,
                 credits=format_credits(sum(ln.amount for ln in lines)),
                 deducted_at=format_time(entry.at),
