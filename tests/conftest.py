@@ -49,12 +49,8 @@ def table_name(dynamodb_endpoint: str, _template: dict, monkeypatch: pytest.Monk
     client = boto3.client("dynamodb", endpoint_url=dynamodb_endpoint)
     create_table(client, name, _template)
     monkeypatch.setenv("TABLE_NAME", name)
-    from billing.settings import get_settings
-
-    get_settings.cache_clear()
     yield name
     client.delete_table(TableName=name)
-    get_settings.cache_clear()
 
 
 @pytest.fixture()

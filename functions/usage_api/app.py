@@ -20,18 +20,15 @@ from billing.settings import get_settings
 
 app = make_resolver()
 
-_reports: UsageReports | None = None
+_reports: UsageReports | None = None  # installed by tests; otherwise built from the settings
 
 Cursor = Annotated[str | None, Query(min_length=1, max_length=2048)]
 Limit = Annotated[int, Query(ge=1, le=100)]
 
 
 def reports() -> UsageReports:
-    """The report service, built once per container (tests install their own with :func:`configure`)."""
-    global _reports
-    if _reports is None:
-        _reports = UsageReports(Ledger(), CursorCodec(get_settings().cursor_secret))
-    return _reports
+    """The report service of the current settings (tests install their own with :func:`configure`)."""
+    return _reports or UsageReports(Ledger(), CursorCodec(get_settings().cursor_secret))
 
 
 def configure(service: UsageReports | None) -> None:

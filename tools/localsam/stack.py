@@ -49,7 +49,8 @@ def _threaded_moto_server() -> Any:
     import types
     import warnings
 
-    if importlib.util.find_spec("flask_cors") is None and "flask_cors" not in sys.modules:
+    # sys.modules first: the stand-in from an earlier start has no __spec__ for find_spec to read
+    if "flask_cors" not in sys.modules and importlib.util.find_spec("flask_cors") is None:
         stub = types.ModuleType("flask_cors")
         stub.CORS = lambda *args, **kwargs: None  # type: ignore[attr-defined]
         sys.modules["flask_cors"] = stub

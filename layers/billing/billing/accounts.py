@@ -895,9 +895,8 @@ class Collaborators:
 
     @property
     def ledger(self) -> Ledger:
-        if self.ledger_ is None:
-            self.ledger_ = Ledger()
-        return self.ledger_
+        # Built from the current settings (cheap: models and catalog are cached) unless injected.
+        return self.ledger_ or Ledger()
 
     @property
     def publisher(self) -> EventPublisher:

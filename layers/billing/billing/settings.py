@@ -29,22 +29,30 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         source = os.environ if env is None else env
-        names = {
-            "table_name": "TABLE_NAME",
-            "event_bus_name": "EVENT_BUS_NAME",
-            "sender_address": "SENDER_ADDRESS",
-            "buy_credits_url": "BUY_CREDITS_URL",
-            "catalog_path": "PRICE_CATALOG_PATH",
-            "webhook_secret": "PAYMENT_WEBHOOK_SECRET",
-            "cursor_secret": "CURSOR_SECRET",
-            "sweep_queue_url": "SWEEP_QUEUE_URL",
-            "low_balance_queue_url": "LOW_BALANCE_QUEUE_URL",
-            "service_name": "POWERTOOLS_SERVICE_NAME",
-            "max_attempts": "SETTLEMENT_MAX_ATTEMPTS",
-        }
-        return cls.model_validate({field: source[var] for field, var in names.items() if source.get(var)})
+        return cls.model_validate({field: source[var] for field, var in ENV_NAMES.items() if source.get(var)})
 
 
-@lru_cache(maxsize=1)
+ENV_NAMES = {
+    "table_name": "TABLE_NAME",
+    "event_bus_name": "EVENT_BUS_NAME",
+    "sender_address": "SENDER_ADDRESS",
+    "buy_credits_url": "BUY_CREDITS_URL",
+    "catalog_path": "PRICE_CATALOG_PATH",
+    "webhook_secret": "PAYMENT_WEBHOOK_SECRET",
+    "cursor_secret": "CURSOR_SECRET",
+    "sweep_queue_url": "SWEEP_QUEUE_URL",
+    "low_balance_queue_url": "LOW_BALANCE_QUEUE_URL",
+    "service_name": "POWERTOOLS_SERVICE_NAME",
+    "max_attempts": "SETTLEMENT_MAX_ATTEMPTS",
+}
+
+
 def get_settings() -> Settings:
-    return Settings.from_env()
+    """The settings of the current environment (built once per distinct environment: on Lambda,
+    once per container; a process whose environment changes gets settings that follow it)."""
+    return _settings_of(tuple(os.environ.get(var) for var in ENV_NAMES.values()))
+
+
+@lru_cache(maxsize=16)
+def _settings_of(values: tuple[str | None, ...]) -> Settings:
+    return Settings.from_env({var: value for var, value in zip(ENV_NAMES.values(), values, strict=True) if value})
