@@ -302,7 +302,11 @@ def test_ledger_pages_every_entry_once_and_adds_up(month: Platform) -> None:
 
 def test_ledger_default_range_and_csv(month: Platform) -> None:
     _, body, _ = call(API, api_event("/v1/ledger"))
-    assert body["entries"][0]["at"].startswith("2026-03")  # from defaults to the current month
+    _, everything, _ = call(API, api_event("/v1/ledger", {"from": "2000-01-01"}))
+    assert body["entries"] == everything["entries"]  # no range: the whole history
+    assert body["entries"][0]["type"] == "grant" and body["entries"][0]["reason"].startswith("monthly_credits")
+    _, body, _ = call(API, api_event("/v1/ledger", {"from": "2026-03-01"}))
+    assert body["entries"][0]["at"].startswith("2026-03")
     status, text, headers = call(API, api_event("/v1/ledger", {"from": "2026-03-01", "format": "csv"}))
     assert status == 200
     assert headers["content-type"].startswith("text/csv")

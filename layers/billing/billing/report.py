@@ -24,7 +24,7 @@ Decisions where the contract is silent (also in the README):
   line has no run, so it is a row of its own with ``run_id`` null and ``seconds`` null
   (``storage_seconds`` gives the storage interval).
 - Audit log: oldest first; ``from`` / ``to`` take a date (``to`` then means the end of that day) or
-  a time; ``from`` defaults to the start of the current month, ``to`` to no limit. CSV returns the
+  a time; without them the log is the whole history. CSV returns the
   whole range (at most ``CSV_MAX_ROWS`` rows; beyond that the ``X-Next-Cursor`` header continues),
   or one page when ``limit`` is given.
 """
@@ -53,6 +53,7 @@ from billing.model import RESOURCES, AccountState, ChargeLine, LedgerEntry, Reso
 from billing.views import lot_view, time_or_none
 
 CSV_MAX_ROWS = 10_000
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 DEFAULT_LIMIT = 50
 AI_TYPES = {"chat": "Chat", "snap": "Snap", "ai_supporter": "AI Supporter"}
 CSV_COLUMNS = ("entry_id", "type", "amount", "at", "reason", "event_id", "lot_id", "paid_by", "lines")
@@ -477,8 +478,8 @@ class UsageReports:
     # ------------------------------------------------------------ audit log
 
     def _range(self, from_: str | None, to: str | None) -> tuple[datetime, datetime | None]:
-        now = self.clock()
-        start = parse_bound(from_, "from", False) if from_ else datetime(now.year, now.month, 1, tzinfo=UTC)
+        # Without a range the audit log is the whole history (paged), not a guess at a window.
+        start = parse_bound(from_, "from", False) if from_ else EARLIEST
         end = parse_bound(to, "to", True) if to else None
         if end is not None and end < start:
             raise InvalidInput("from must not be after to")
