@@ -284,3 +284,20 @@ def test_deleting_a_running_container_ends_its_run(ledger):
     assert p.state().totals.charged == 3_400_000
     load_sweep()(ledger, p)
     assert p.state().totals.charged == 3_400_000
+
+
+def test_an_account_untouched_for_years_is_caught_up_month_by_month(ledger):
+    """26 boundaries with 5 containers would be ~230 items in one transaction (the limit is 100)."""
+    p = Platform(ledger)
+    p.send("Account Created", "2024-01-01T00:00:00Z", email="old@example.com", plan="free")
+    for i in range(5):
+        p.send("Container Created", "2024-01-01T00:00:00Z", container_id=f"c{i}", storage_gb=15)
+    p.send("Container Deleted", "2026-03-01T00:00:00Z", container_id="c0")
+    state = p.state()
+    # 5 containers x 10 GB above the Free allowance x 0.018 credits x 18,960 h (790 days) = 17,064 credits
+    assert state.totals.charged == 5 * 10 * 18_000 * 18_960
+    assert state.as_of == parse_time("2026-03-01T00:00:00Z")
+    grants = [e for e in p.entries() if e.type == "grant"]
+    assert len(grants) == 27  # the creation month and 26 monthly grants, each once
+    assert ledger.event_record(p.account_id, "roll:2024-02") is not None  # committed on its own
+    assert_conserved(state)

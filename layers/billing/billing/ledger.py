@@ -26,6 +26,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -39,13 +40,15 @@ from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from billing.catalog import PriceCatalog, load_catalog
-from billing.clock import format_time
+from billing.clock import format_time, month_key, next_month_start
 from billing.engine import Book
 from billing.errors import ConcurrentUpdate
 from billing.model import RESOURCES, AccountState, LedgerEntry, OutboundEvent
+from billing.observability import logger
 from billing.settings import get_settings
 
 ACTIVE_SHARDS = 8
+CATCH_UP_ITEMS = 90  # a TransactWriteItems takes at most 100 items; leave room for extra writes
 EVENT_RECORD_DAYS = 40  # duplicates arrive within 24 h; the record outlives that comfortably
 RETRYABLE_CODES = {
     "TransactionConflict",
@@ -293,6 +296,10 @@ class Ledger:
                 book = action(state.model_copy(deep=True) if state else None)
                 if book is None:
                     return Applied(state=state, attempts=attempt)
+                if state is not None and self._needs_catch_up(account_id, state, book):
+                    self._roll_one_month(account_id, state, version)
+                    attempt -= 1  # progress, not a failed attempt
+                    continue
                 self._commit(account_id, event_id, book, version, result or {}, extra)
                 return Applied(book.state, book.entries, book.outbox, result=result or {}, attempts=attempt)
             except _Duplicate:
@@ -304,6 +311,22 @@ class Ledger:
                 if not (isinstance(exc, ConcurrentUpdate) or _is_transient(exc)) or attempt >= self.max_attempts:
                     raise
                 self._sleep(min(0.02 * 2**attempt, 1.0) * random.random())
+
+    def _needs_catch_up(self, account_id: str, state: AccountState, book: Book) -> bool:
+        """An account untouched for months would roll every month in one transaction; past the
+        transaction's item limit the months are committed one by one first."""
+        items = 2 + len(book.entries) + sum(1 for _ in self._usage_updates(account_pk(account_id), book.entries))
+        two_boundaries_on = next_month_start(next_month_start(state.as_of))
+        return items > CATCH_UP_ITEMS and book.state.as_of >= two_boundaries_on
+
+    def _roll_one_month(self, account_id: str, state: AccountState, version: int | None) -> None:
+        boundary = next_month_start(state.as_of)
+        event_id = f"roll:{month_key(boundary)}"
+        roll = Book(state.model_copy(deep=True), self.catalog, event_id)
+        roll.advance_to(boundary)
+        with suppress(_Duplicate, ConcurrentUpdate):  # someone else moved the account on: the caller re-reads
+            self._commit(account_id, event_id, roll, version, {})
+        logger.info("account caught up one month", account_id=account_id, boundary=format_time(boundary))
 
     def _commit(
         self,
