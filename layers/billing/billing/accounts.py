@@ -813,12 +813,8 @@ def _hours_left(remaining: int, burn: int) -> float | None:
 
 def low_balance_position(state: AccountState, ledger: Ledger, at: datetime) -> tuple[int, int]:
     """(remaining, hourly burn) at ``at``: available - accrued, as the balance route shows them."""
-    book = Book(state.model_copy(deep=True), ledger.catalog, "probe")
-    if at >= book.state.as_of:
-        book.advance_to(at)
-    moment = max(at, book.state.as_of)
-    remaining = book.state.available(moment) - book.accrued(moment)
-    return remaining, book.hourly_burn(moment)
+    book, moment = Book.projection(state, ledger.catalog, at)
+    return book.remaining(moment), book.hourly_burn(moment)
 
 
 def maybe_send_low_balance_mail(

@@ -399,6 +399,19 @@ class Book:
                 )
             )
 
+    @classmethod
+    def projection(cls, state: AccountState, catalog: PriceCatalog, now: datetime) -> tuple[Book, datetime]:
+        """A copy of the account rolled to ``now`` in memory (never written), and the time it is at:
+        what a read shows, exactly as the next settlement would find it."""
+        book = cls(state.model_copy(deep=True), catalog, "projection")
+        if now >= book.state.as_of:
+            book.advance_to(now)
+        return book, max(now, book.state.as_of)
+
+    def remaining(self, at: datetime) -> int:
+        """Available balance less the usage accrued but not yet deducted (may be negative)."""
+        return self.state.available(at) - self.accrued(at)
+
     def accrued(self, at: datetime) -> int:
         """Usage accrued but not yet deducted, as a settlement at ``at`` would price it."""
         probe = Book(self.state.model_copy(deep=True), self.catalog, "probe")

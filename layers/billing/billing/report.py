@@ -307,11 +307,7 @@ class UsageReports:
         return state
 
     def _rolled(self, state: AccountState, now: datetime) -> tuple[Book, datetime]:
-        """A copy of the account rolled to ``now`` in memory (never written)."""
-        book = Book(state.model_copy(deep=True), self.ledger.catalog, "probe")
-        if now >= book.state.as_of:
-            book.advance_to(now)
-        return book, max(now, book.state.as_of)
+        return Book.projection(state, self.ledger.catalog, now)
 
     def balance(self, account_id: str) -> BalanceView:
         return self.balance_of(self._state(account_id), self.clock())
@@ -415,7 +411,7 @@ class UsageReports:
         projected: str | None = None
         if current and average > 0:
             book, at = self._rolled(state, now)
-            remaining = book.state.available(at) - book.accrued(at)
+            remaining = book.remaining(at)
             seconds = (Decimal(max(remaining, 0)) * 86400 / average).to_integral_value(rounding=ROUND_DOWN)
             projected = format_time(now + timedelta(seconds=int(seconds)))
         return UsageView(
