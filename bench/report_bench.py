@@ -12,7 +12,6 @@ the median time, and the ratio of the medians (target: same request count, ratio
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -41,6 +40,7 @@ from billing.ledger import Ledger, account_pk, day_attr, ledger_sk  # noqa: E402
 from billing.model import ChargeLine, LedgerEntry, LotAmount  # noqa: E402
 from billing.report import UsageReports  # noqa: E402
 from localsam.dynamodb_local import DynamoDBLocal  # noqa: E402
+from localsam.runtime import function_module  # noqa: E402
 from localsam.template import create_table, load_template  # noqa: E402
 
 MONTH_START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -48,11 +48,7 @@ NOW = datetime(2026, 3, 28, 12, tzinfo=UTC)
 
 
 def load_usage_handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("usage_api_app", ROOT / "functions" / "usage_api" / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return function_module("usage_api")
 
 
 def http_event(sub: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import statistics
@@ -45,6 +44,8 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
 import boto3  # noqa: E402
 import botocore.client  # noqa: E402
 
+from localsam.runtime import function_module  # noqa: E402
+
 WRITE_OPS = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 GIB = 2**30
 
@@ -67,12 +68,7 @@ class FakeContext:
 
 
 def load_handler(function: str) -> ModuleType:
-    path = ROOT / "functions" / function / "app.py"
-    spec = importlib.util.spec_from_file_location(f"fn_{function}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return function_module(function)
 
 
 class Recorder:
@@ -176,9 +172,7 @@ def run(args: argparse.Namespace, table: str, plain: Any) -> int:
     from billing.adapters import EventPublisher
     from billing.ledger import Ledger, table_models
     from billing.observability import logger
-    from billing.settings import get_settings
 
-    get_settings.cache_clear()
     devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the run
     for h in logger.handlers:  # keep the formatting cost, drop the output
         if hasattr(h, "stream"):

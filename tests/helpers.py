@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from pathlib import Path
 from types import ModuleType
@@ -11,6 +10,7 @@ from typing import Any
 from billing.adapters import EventPublisher
 from billing.ledger import Ledger
 from billing.model import OutboundEvent
+from localsam.runtime import function_module
 
 ROOT = Path(__file__).resolve().parents[1]
 C = 1_000_000  # µcr per credit
@@ -19,12 +19,7 @@ GIB = 2**30
 
 def load_handler(function: str) -> ModuleType:
     """A function's app.py loaded from its file, as Lambda would (a module of its own)."""
-    path = ROOT / "functions" / function / "app.py"
-    spec = importlib.util.spec_from_file_location(f"fn_{function}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return function_module(function)
 
 
 class RecordingPublisher(EventPublisher):

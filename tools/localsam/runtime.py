@@ -201,19 +201,17 @@ class InvocationError(Exception):
         self.error = error
 
 
-def load_handler(spec: FunctionSpec) -> Callable[[Any, Any], Any]:
-    """The handler function, from a freshly executed module named after the function."""
-    path = spec.handler_path
+def load_module(path: Path, name: str) -> ModuleType:
+    """A function's handler file, freshly executed as module ``name``; its code directory is on
+    ``sys.path`` while it loads, as Lambda has it (sibling modules import by plain name)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{spec.logical_id}: handler file {path} does not exist")
-    name = f"localsam_fn_{spec.logical_id}"
+        raise FileNotFoundError(f"handler file {path} does not exist")
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module: ModuleType = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
-    # Lambda puts the function's code directory on sys.path (sibling modules import by plain name)
-    sys.path.insert(0, str(spec.code_uri))
+    sys.path.insert(0, str(path.parent))
     try:
         module_spec.loader.exec_module(module)
     except BaseException:
@@ -221,10 +219,21 @@ def load_handler(spec: FunctionSpec) -> Callable[[Any, Any], Any]:
         raise
     finally:
         with contextlib.suppress(ValueError):
-            sys.path.remove(str(spec.code_uri))
+            sys.path.remove(str(path.parent))
+    return module
+
+
+def function_module(function: str, root: Path = ROOT) -> ModuleType:
+    """``functions/<function>/app.py`` as a fresh module (tests and benchmarks call its ``handle``)."""
+    return load_module(root / "functions" / function / "app.py", f"fn_{function}")
+
+
+def load_handler(spec: FunctionSpec) -> Callable[[Any, Any], Any]:
+    """The handler function, from a freshly executed module named after the function."""
+    module = load_module(spec.handler_path, f"localsam_fn_{spec.logical_id}")
     handler = getattr(module, spec.handler_name, None)
     if not callable(handler):
-        raise AttributeError(f"{path} has no handler {spec.handler_name!r}")
+        raise AttributeError(f"{spec.handler_path} has no handler {spec.handler_name!r}")
     return handler
 
 
@@ -240,14 +249,6 @@ def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _clear_setting_caches() -> None:
-    """The layer caches its settings (an lru_cache); a local run switches functions, so reset it."""
-    settings = sys.modules.get("billing.settings")
-    get_settings = getattr(settings, "get_settings", None)
-    if get_settings is not None and hasattr(get_settings, "cache_clear"):
-        get_settings.cache_clear()
 
 
 class Runtime:
@@ -291,7 +292,6 @@ class Runtime:
     def handler(self, logical_id: str) -> Callable[[Any, Any], Any]:
         if logical_id not in self._handlers:
             with patched_environ(self.environment(logical_id)):
-                _clear_setting_caches()
                 self._handlers[logical_id] = load_handler(self.spec(logical_id))
         return self._handlers[logical_id]
 
@@ -300,14 +300,12 @@ class Runtime:
         with self._lock:
             spec = self.spec(logical_id)
             handler = self.handler(logical_id)
+            # The layer's settings follow the environment, so each function sees its own.
             with patched_environ(self.environment(logical_id, env)):
-                _clear_setting_caches()
                 try:
                     return handler(event, LambdaContext(spec))
                 except Exception as exc:
                     raise InvocationError(logical_id, exc) from exc
-                finally:
-                    _clear_setting_caches()
 
 
 __all__ = [
