@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from billing.adapters import aws_client
 from billing.ledger import Ledger
 from billing.observability import logger, metrics, tracer
 from billing.settings import get_settings
@@ -24,10 +25,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 def handle(event: dict[str, Any], ledger: Ledger | None = None, sqs: Any | None = None) -> dict[str, Any]:
     request = parse(event=event, model=SweepRequest)
     settings = get_settings()
-    if sqs is None:
-        import boto3
-
-        sqs = boto3.client("sqs")
+    sqs = sqs or aws_client("sqs")
     queued = enqueue_sweeps(accounts_using_resources(ledger or Ledger()), request, settings.sweep_queue_url or "", sqs)
     logger.info("sweeps queued", sweep=request.sweep, scheduled_time=str(request.scheduled_time), accounts=queued)
     metrics.add_metric(name="SweepsQueued", unit="Count", value=queued)

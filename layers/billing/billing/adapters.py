@@ -7,8 +7,10 @@ a client it does not use.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from billing.clock import format_time
@@ -16,6 +18,22 @@ from billing.model import OutboundEvent
 from billing.observability import logger
 
 SOURCE = "billing"
+_CLIENT_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+
+
+def aws_client(service: str) -> Any:
+    """A boto3 client, made once per service and environment (creating one costs tens of ms, too
+    much to pay for every settlement that publishes an event or queues a mail check)."""
+    suffix = service.upper().replace("-", "_")
+    key = tuple(os.environ.get(name) for name in (*_CLIENT_ENV, f"AWS_ENDPOINT_URL_{suffix}"))
+    return _client_for(service, key)
+
+
+@lru_cache(maxsize=16)
+def _client_for(service: str, _env: tuple[str | None, ...]) -> Any:
+    import boto3
+
+    return boto3.client(service)  # type: ignore[call-overload]  # the service name is a plain str here
 
 
 class EventPublisher:
@@ -27,11 +45,7 @@ class EventPublisher:
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("events")
-        return self._client
+        return self._client or aws_client("events")
 
     def publish(self, events: Sequence[OutboundEvent]) -> None:
         for start in range(0, len(events), 10):  # PutEvents takes at most 10 entries
@@ -62,11 +76,7 @@ class MailSender:
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("sesv2")
-        return self._client
+        return self._client or aws_client("sesv2")
 
     def send(self, to: str, subject: str, body: str) -> str:
         response = self.client.send_email(
@@ -90,11 +100,7 @@ class LowBalanceChecks:
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("sqs")
-        return self._client
+        return self._client or aws_client("sqs")
 
     def enqueue(self, account_id: str, at: datetime) -> None:
         if not self.queue_url:
