@@ -237,6 +237,17 @@ def _indexed_item(item_model: type[Model]) -> type[Model]:
 Write = tuple[Model, Any]  # an item and the condition it is saved with
 
 
+def saving(writes: list[Write]) -> Callable[[Book, TransactWrite], None]:
+    """The settlement's extra writes: each pending item saved with its condition (the list is read
+    at commit time, after the action has filled it)."""
+
+    def extra(book: Book, tx: TransactWrite) -> None:
+        for item, condition in writes:
+            tx.save(item, condition=condition)
+
+    return extra
+
+
 def _load(models: TableModels, pk: str, sk: str, record: type[M]) -> tuple[M, int] | None:
     try:
         item = models.Item.get(pk, sk, consistent_read=True)
@@ -343,12 +354,8 @@ def run_request(
         writes[:] = extra_writes
         return book
 
-    def extra(book: Book, tx: TransactWrite) -> None:
-        for item, condition in writes:
-            tx.save(item, condition=condition)
-
     try:
-        applied = ledger.apply(account_id, req.event_id, wrapped, result=result, extra=extra)
+        applied = ledger.apply(account_id, req.event_id, wrapped, result=result, extra=saving(writes))
     except ConcurrentUpdate:
         raise Conflict("the account kept changing during the request; retry it") from None
     if applied.duplicate:  # a concurrent repeat of the same key committed first
@@ -477,12 +484,8 @@ def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> dict
         response.update(purchase_id=p.purchase_id, status="paid", duplicate=False, lot=lot_view(lot))
         return book
 
-    def extra(book: Book, tx: TransactWrite) -> None:
-        for item, condition in writes:
-            tx.save(item, condition=condition)
-
     try:
-        applied = ledger.apply(account_id, notice.id, action, result=response, extra=extra)
+        applied = ledger.apply(account_id, notice.id, action, result=response, extra=saving(writes))
     except ConcurrentUpdate:
         raise Conflict("the purchase kept changing; retry the notice") from None
     if applied.duplicate:
