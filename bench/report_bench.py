@@ -37,7 +37,7 @@ from billing import engine  # noqa: E402
 from billing.catalog import load_catalog  # noqa: E402
 from billing.http import CursorCodec  # noqa: E402
 from billing.ledger import Ledger, account_pk, day_attr, ledger_sk  # noqa: E402
-from billing.model import ChargeLine, LedgerEntry, LotAmount  # noqa: E402
+from billing.model import ChargeLine, LedgerEntry, LotAmount, to_json  # noqa: E402
 from billing.report import UsageReports  # noqa: E402
 from localsam.dynamodb_local import DynamoDBLocal  # noqa: E402
 from localsam.runtime import function_module  # noqa: E402
@@ -97,7 +97,7 @@ def seed(ledger: Ledger, account_id: str, entries: int) -> None:
                                   code_supporter=False, start=at - timedelta(seconds=1), end=at)],
                 paid_by=[LotAmount(lot_id="monthly-2026-03", amount=amount)],
             )
-            batch.save(m.Entry(pk, ledger_sk(entry), body=entry.model_dump_json(exclude_defaults=True),
+            batch.save(m.Entry(pk, ledger_sk(entry), body=to_json(entry),
                                entry_type="deduction"))
             for name in ("total", "r_container", day_attr(at.day, "container")):
                 totals[name] = totals.get(name, 0) + amount

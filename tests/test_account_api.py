@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from billing import engine
-from billing.accounts import Collaborators, sign
+from billing.accounts import sign
+from billing.collaborators import Collaborators
 from billing.engine import Book
 from billing.ledger import Ledger, account_pk
 from tests.helpers import C, Platform, RecordingPublisher, assert_conserved, load_handler

@@ -61,8 +61,8 @@ def stopped(**overrides: Any) -> dict[str, Any]:
 
 
 CASES = [
-    ("missing container_id", started(container_id=None), InvalidInput, "container_id: Field required"),
-    ("missing event_id", started(event_id=None), InvalidInput, "event_id: Field required"),
+    ("missing container_id", started(container_id=None), InvalidInput, "missing required field `container_id`"),
+    ("missing event_id", started(event_id=None), InvalidInput, "missing required field `event_id`"),
     ("unknown tier", started(tier="huge"), UnknownPriceItem, "unknown container tier: huge"),
     ("negative bytes", stopped(traffic_bytes=-1), InvalidInput, "traffic_bytes"),
     ("bytes as text", stopped(traffic_bytes="12"), InvalidInput, "traffic_bytes"),

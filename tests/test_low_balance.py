@@ -18,9 +18,10 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from billing.accounts import Collaborators, MailDecision, maybe_send_low_balance_mail
 from billing.adapters import EventPublisher, MailSender
+from billing.collaborators import Collaborators
 from billing.ledger import Ledger
+from billing.low_balance import MailDecision, maybe_send_low_balance_mail
 from tests.helpers import C, Platform, load_handler
 from tests.test_account_api import Api, FixedClock, parse
 from tests.test_account_api import clock as clock

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from billing.clock import parse_time
+from billing.model import to_json
 from tests.helpers import C, Platform, assert_conserved, load_handler
 
 
@@ -67,10 +68,10 @@ def test_month_boundary_settles_every_account_with_resources_and_is_repeatable(l
     # bare: untouched until something touches it.
     assert bare.state().as_of == parse_time("2026-03-01T00:00:00Z")
 
-    before = (busy.state().model_dump(), idle.state().model_dump())
+    before = (to_json(busy.state()), to_json(idle.state()))
     run_job(ledger, busy.publisher, "month_boundary", "2026-04-01T00:00:00Z")  # run twice
     run_job(ledger, busy.publisher, "month_boundary", "2026-04-01T00:07:00Z")  # run late
-    after = (busy.state().model_dump(), idle.state().model_dump())
+    after = (to_json(busy.state()), to_json(idle.state()))
     assert after == before
 
 

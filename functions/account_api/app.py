@@ -14,7 +14,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing import accounts
 from billing.accounts import (
-    Collaborators,
     CouponRequest,
     GrantRequest,
     PurchaseRequest,
@@ -24,6 +23,7 @@ from billing.accounts import (
     parse_request,
     request_key,
 )
+from billing.collaborators import Collaborators
 from billing.http import caller_account, json_body, make_resolver, operator_identity
 from billing.observability import logger, metrics, tracer
 

@@ -37,7 +37,7 @@ def handle(
     publisher = publisher or EventPublisher(get_settings().event_bus_name)
 
     def sweep_record(record: SQSRecord) -> None:
-        sweep = AccountSweep.model_validate_json(record.body)
+        sweep = AccountSweep.from_body(record.body)
         applied = settle_account(sweep.account_id, sweep.at, sweep.event_id, ledger, publisher)
         logger.info("account swept", account_id=sweep.account_id, sweep=sweep.sweep, entries=len(applied.entries))
 

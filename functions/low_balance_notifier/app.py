@@ -10,7 +10,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing.accounts import Collaborators, LowBalanceCheck, maybe_send_low_balance_mail
+from billing.collaborators import Collaborators
+from billing.low_balance import LowBalanceCheck, maybe_send_low_balance_mail
 from billing.observability import logger, metrics, tracer
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -18,7 +19,7 @@ deps = Collaborators()  # tests replace it with real fakes
 
 
 def check_record(record: SQSRecord) -> None:
-    check = LowBalanceCheck.model_validate_json(record.body)
+    check = LowBalanceCheck.from_body(record.body)
     decision = maybe_send_low_balance_mail(
         check.account_id, check.at, deps.ledger, deps.mail_sender, deps.publisher, deps.clock
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.adapters import aws_client
@@ -23,7 +22,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def handle(event: dict[str, Any], ledger: Ledger | None = None, sqs: Any | None = None) -> dict[str, Any]:
-    request = parse(event=event, model=SweepRequest)
+    request = SweepRequest.parse(event)
     settings = get_settings()
     sqs = sqs or aws_client("sqs")
     queued = enqueue_sweeps(accounts_using_resources(ledger or Ledger()), request, settings.sweep_queue_url or "", sqs)

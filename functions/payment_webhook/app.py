@@ -10,7 +10,8 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing import accounts
-from billing.accounts import Collaborators, PaymentNotice, parse_request
+from billing.accounts import PaymentNotice, parse_request
+from billing.collaborators import Collaborators
 from billing.http import json_body, make_resolver
 from billing.observability import logger, metrics, tracer
 from billing.settings import get_settings

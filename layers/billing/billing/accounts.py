@@ -1,5 +1,5 @@
 """Account operations: purchases and their payment webhook, refunds, daily check-in, coupons,
-settings, operator grants, and the low-credit mail decision.
+settings and operator grants (the low-credit mail is in :mod:`billing.low_balance`).
 
 Every credit movement goes through :meth:`Ledger.apply`, so it is one transaction with the
 account's state, its ledger entries and the idempotency record of the request. Purchases and
@@ -31,8 +31,6 @@ Decisions where the rules are silent (also in the README):
 - A request that loses the optimistic-lock race ``max_attempts`` times in a row is a 409 (retry), never
   a 5xx. The webhook answers 200 ``{purchase_id, status, duplicate[, lot]}`` for every notice it
   accepted, also a repeated or ignored one, so the provider stops retrying.
-- Low-credit mail is at most once per cycle: the cycle is claimed (atomically) before the mail is
-  sent, so a crash between the two loses that cycle's mail rather than risk a second one.
 """
 
 from __future__ import annotations
@@ -45,11 +43,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import Decimal, localcontext
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pynamodb.attributes import UnicodeAttribute
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
@@ -57,15 +55,13 @@ from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from billing import engine
-from billing.adapters import EventPublisher, MailSender
 from billing.amounts import MICRO, ceil_cents, cents_of_micro, format_credits, micro_of_credits, money
-from billing.clock import Clock, add_one_month, format_time, parse_time, utc_now
+from billing.clock import add_one_month, format_time, parse_time
 from billing.engine import Book
 from billing.errors import ConcurrentUpdate, Conflict, InvalidInput, NotFound, RuleViolation
 from billing.ledger import Applied, Ledger, TableModels
-from billing.model import AccountState, CreditLot, LotKind, OutboundEvent
+from billing.model import AccountState, CreditLot, LotKind, OutboundEvent, Record, from_json, to_json
 from billing.observability import logger
-from billing.settings import get_settings
 from billing.views import lot_view, time_or_none
 
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -76,7 +72,8 @@ CODE_PATTERN = re.compile(r"^[A-Z0-9_-]{1,64}$")
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 PURCHASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 PurchaseStatus = Literal["pending", "paid", "failed", "refunded"]
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=BaseModel)  # an HTTP request model
+R = TypeVar("R", bound=Record)  # a stored record
 
 
 # ---------------------------------------------------------------------- requests
@@ -128,20 +125,6 @@ class PaymentNotice(_Request):
     created_at: str
 
 
-class LowBalanceCheck(BaseModel):
-    """A low-credit mail check (SQS message of the notifier): ``{"account_id", "at"}``."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    account_id: str = Field(min_length=1, max_length=128)
-    at: datetime | None = None  # the check's moment (event time); None: now
-
-    @field_validator("at", mode="before")
-    @classmethod
-    def _utc(cls, value: object) -> object:
-        return parse_time(value) if isinstance(value, str) else value
-
-
 def parse_request(model: type[M], body: Any) -> M:
     """Validate a JSON body against a strict model: wrong types, missing fields -> 400."""
     try:
@@ -179,7 +162,7 @@ def normalize_code(code: str) -> str:
 # ---------------------------------------------------------------------- stored records
 
 
-class Purchase(BaseModel):
+class Purchase(Record, kw_only=True):
     purchase_id: str
     account_id: str
     credits: int  # whole credits purchased
@@ -196,7 +179,7 @@ class Purchase(BaseModel):
     refunded_at: datetime | None = None
 
 
-class Coupon(BaseModel):
+class Coupon(Record, kw_only=True):
     code: str
     credits: int  # µcr per redemption
     valid_days: int
@@ -248,12 +231,12 @@ def saving(writes: list[Write]) -> Callable[[Book, TransactWrite], None]:
     return extra
 
 
-def _load(models: TableModels, pk: str, sk: str, record: type[M]) -> tuple[M, int] | None:
+def _load(models: TableModels, pk: str, sk: str, record: type[R]) -> tuple[R, int] | None:
     try:
         item = models.Item.get(pk, sk, consistent_read=True)
     except DoesNotExist:
         return None
-    return record.model_validate_json(item.body), int(item.version)
+    return from_json(item.body, record), int(item.version)
 
 
 def load_purchase(models: TableModels, purchase_id: str) -> tuple[Purchase, int] | None:
@@ -264,7 +247,7 @@ def _purchase_write(models: TableModels, p: Purchase, read_version: int | None) 
     item = models.Item(
         purchase_pk(p.purchase_id),
         "PURCHASE",
-        body=p.model_dump_json(),
+        body=to_json(p),
         version=(read_version or 0) + 1,
         gsi1pk=purchases_index_key(p.account_id),
         gsi1sk=format_time(p.created_at) + "#" + p.purchase_id,
@@ -274,7 +257,7 @@ def _purchase_write(models: TableModels, p: Purchase, read_version: int | None) 
 
 
 def _coupon_write(models: TableModels, c: Coupon, read_version: int | None) -> Write:
-    item = models.Item(coupon_pk(c.code), "COUPON", body=c.model_dump_json(), version=(read_version or 0) + 1)
+    item = models.Item(coupon_pk(c.code), "COUPON", body=to_json(c), version=(read_version or 0) + 1)
     cond = models.Item.pk.does_not_exist() if read_version is None else models.Item.version == read_version
     return item, cond
 
@@ -342,7 +325,7 @@ def run_request(
     if req.keyed:
         record = ledger.event_record(account_id, req.event_id)
         if record is not None:
-            outbox = [OutboundEvent.model_validate(o) for o in json.loads(record.outbox)]
+            outbox = from_json(record.outbox, list[OutboundEvent])
             return Outcome(_replay(json.loads(record.result), req), replayed=True, outbox=outbox)
     result: dict[str, Any] = {}
     writes: list[Write] = []
@@ -409,7 +392,7 @@ def list_purchases(ledger: Ledger, account_id: str) -> list[dict[str, Any]]:
     items = model.by_gsi1.query(purchases_index_key(account_id), scan_index_forward=False)  # type: ignore[attr-defined]
     out = []
     for item in items:
-        p = Purchase.model_validate_json(item.body)
+        p = from_json(item.body, Purchase)
         if p.account_id == account_id:
             out.append(purchase_view(p))
     return out
@@ -794,127 +777,9 @@ def set_credit_mail(ledger: Ledger, account_id: str, enabled: bool) -> dict[str,
     return {"credit_mail": enabled}
 
 
-# ---------------------------------------------------------------------- low-credit mail
-
-
-@dataclass
-class MailDecision:
-    sent: bool
-    reason: str
-    remaining: int = 0
-    hourly_burn: int = 0
-    hours_left: float | None = None
-    message_id: str | None = None
-
-
-def _hours_left(remaining: int, burn: int) -> float | None:
-    if burn <= 0:
-        return None
-    hours = Decimal(max(remaining, 0)) / Decimal(burn)
-    return float(hours.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
-
-
-def low_balance_position(state: AccountState, ledger: Ledger, at: datetime) -> tuple[int, int]:
-    """(remaining, hourly burn) at ``at``: available - accrued, as the balance route shows them."""
-    book, moment = Book.projection(state, ledger.catalog, at)
-    return book.remaining(moment), book.hourly_burn(moment)
-
-
-def maybe_send_low_balance_mail(
-    account_id: str,
-    at: datetime | None,
-    ledger: Ledger,
-    mail_sender: MailSender,
-    publisher: EventPublisher,
-    clock: Clock = utc_now,
-) -> MailDecision:
-    """Send the cycle's low-credit mail when remaining < one hour of burn (burn > 0), at most once."""
-    moment = at or clock()
-    state = ledger.load(account_id)
-    if state is None:
-        logger.warning("low balance check for an unknown account", account_id=account_id)
-        return MailDecision(False, "unknown_account")
-    remaining, burn = low_balance_position(state, ledger, moment)
-    hours = _hours_left(remaining, burn)
-    decision = MailDecision(False, "", remaining, burn, hours)
-    if not state.credit_mail:
-        decision.reason = "credit_mail_off"
-    elif burn <= 0 or remaining >= burn:
-        decision.reason = "balance_sufficient"
-    elif state.mail_sent_cycle == state.mail_cycle:
-        decision.reason = "already_sent_this_cycle"
-    if decision.reason:
-        return decision
-    cycle = state.mail_cycle
-    event = OutboundEvent(
-        detail_type="Low Balance Notified",
-        detail={"account_id": account_id, "remaining": format_credits(remaining), "hours_left": hours},
-    )
-    claimed: list[str] = []
-
-    def claim(current: AccountState | None) -> Book | None:
-        claimed.clear()
-        if current is None or not current.credit_mail or current.mail_cycle != cycle:
-            return None
-        if current.mail_sent_cycle == cycle:
-            return None
-        current.mail_sent_cycle = cycle
-        book = Book(current, ledger.catalog, f"lowmail:{account_id}:{cycle}")
-        book.outbox.append(event)
-        claimed.append(current.email)
-        return book
-
-    applied = ledger.apply(account_id, f"lowmail:{account_id}:{cycle}", claim)
-    if applied.duplicate or not claimed:
-        decision.reason = "claimed_elsewhere"
-        return decision
-    settings = get_settings()
-    left = f"about {hours} hours" if hours is not None else "unknown"
-    body = (
-        "Your credits are running low.\n\n"
-        f"Remaining credits: {format_credits(remaining)}\n"
-        f"Estimated time left at the current usage: {left}\n\n"
-        f"Buy credits: {settings.buy_credits_url}\n"
-    )
-    decision.message_id = mail_sender.send(claimed[0], "Your credits are running low", body)
-    publisher.publish(applied.outbox)
-    decision.sent, decision.reason = True, "sent"
-    logger.info("low balance mail sent", account_id=account_id, cycle=cycle, remaining=remaining, burn=burn)
-    return decision
-
-
-@dataclass
-class Collaborators:
-    """What the account functions work with; tests replace them with real fakes."""
-
-    ledger_: Ledger | None = None
-    clock: Clock = utc_now
-    publisher_: EventPublisher | None = None
-    mail_sender_: MailSender | None = None
-
-    @property
-    def ledger(self) -> Ledger:
-        # Built from the current settings (cheap: models and catalog are cached) unless injected.
-        return self.ledger_ or Ledger()
-
-    @property
-    def publisher(self) -> EventPublisher:
-        if self.publisher_ is None:
-            self.publisher_ = EventPublisher(get_settings().event_bus_name)
-        return self.publisher_
-
-    @property
-    def mail_sender(self) -> MailSender:
-        if self.mail_sender_ is None:
-            self.mail_sender_ = MailSender(get_settings().sender_address)
-        return self.mail_sender_
-
-
 __all__ = [
-    "Collaborators",
     "Coupon",
     "CreditLot",
-    "MailDecision",
     "Outcome",
     "Purchase",
     "check_in",
@@ -922,7 +787,6 @@ __all__ = [
     "create_purchase",
     "handle_payment",
     "list_purchases",
-    "maybe_send_low_balance_mail",
     "operator_grant",
     "redeem_coupon",
     "refund_purchase",

@@ -6,7 +6,6 @@ lets the engine cut an interval where a new version takes effect so each piece i
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_right
 from datetime import datetime
 from decimal import Decimal
@@ -14,31 +13,27 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, field_validator
+import msgspec
+from msgspec import Struct
 
 from billing.amounts import micro_of_credits
-from billing.clock import parse_time
 from billing.errors import UnknownPriceItem
 
 PLANS = ("free", "membership")
 
 
-class TierPrice(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class TierPrice(Struct, frozen=True, forbid_unknown_fields=True):
     credits_per_hour: Decimal
     membership_only: bool = False
     gpu: bool = False
 
 
-class ModelPrice(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class ModelPrice(Struct, frozen=True, forbid_unknown_fields=True):
     input: Decimal
     output: Decimal
 
 
-class CatalogVersion(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class CatalogVersion(Struct, frozen=True, forbid_unknown_fields=True):
     version: str
     effective_at: datetime
     credit_price_usd: Decimal
@@ -55,10 +50,9 @@ class CatalogVersion(BaseModel):
     purchase_max_credits: int
     refund_window_days: int
 
-    @field_validator("effective_at", mode="before")
-    @classmethod
-    def _utc(cls, value: object) -> object:
-        return parse_time(value) if isinstance(value, str) else value
+    def __post_init__(self) -> None:
+        if self.effective_at.utcoffset() is None or self.effective_at.utcoffset():
+            raise ValueError("effective_at must be a UTC time (Z suffix)")
 
     def tier(self, name: str) -> TierPrice:
         try:
@@ -87,6 +81,10 @@ class CatalogVersion(BaseModel):
         return micro_of_credits(self.check_in_credits)
 
 
+class _CatalogFile(Struct):
+    versions: list[CatalogVersion]
+
+
 class PriceCatalog:
     """All catalog versions, oldest first."""
 
@@ -113,8 +111,7 @@ class PriceCatalog:
 
     @classmethod
     def from_json(cls, text: str) -> PriceCatalog:
-        data = json.loads(text)
-        return cls([CatalogVersion.model_validate(v) for v in data["versions"]])
+        return cls(msgspec.json.decode(text, type=_CatalogFile).versions)
 
 
 @lru_cache(maxsize=8)

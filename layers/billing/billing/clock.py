@@ -29,6 +29,13 @@ def parse_time(value: str) -> datetime:
     return parsed.astimezone(UTC).replace(microsecond=0)
 
 
+def require_utc(moment: datetime, name: str) -> datetime:
+    """A decoded, zone-aware time as the rules' UTC second; ValueError for another offset."""
+    if moment.utcoffset():
+        raise ValueError(f"{name} must be a UTC time (Z suffix)")
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
 def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -27,6 +27,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
 
+from msgspec.structs import replace
+
 from billing import burn_down
 from billing.amounts import GIB, format_credits, to_micro
 from billing.catalog import PriceCatalog
@@ -43,6 +45,7 @@ from billing.model import (
     OutboundEvent,
     Plan,
     Run,
+    clone,
 )
 
 Interval = tuple[datetime, datetime]
@@ -151,7 +154,7 @@ class Book:
             cs_rate = version.code_supporter_rate(run.tier)
             if run.code_supporter and cs_rate:
                 lines.append(
-                    time_line.model_copy(update={"item": "code_supporter", "amount": to_micro(cs_rate * hours)})
+                    replace(time_line, item="code_supporter", amount=to_micro(cs_rate * hours))
                 )
         return lines
 
@@ -403,7 +406,7 @@ class Book:
     def projection(cls, state: AccountState, catalog: PriceCatalog, now: datetime) -> tuple[Book, datetime]:
         """A copy of the account rolled to ``now`` in memory (never written), and the time it is at:
         what a read shows, exactly as the next settlement would find it."""
-        book = cls(state.model_copy(deep=True), catalog, "projection")
+        book = cls(clone(state), catalog, "projection")
         if now >= book.state.as_of:
             book.advance_to(now)
         return book, max(now, book.state.as_of)
@@ -414,7 +417,7 @@ class Book:
 
     def accrued(self, at: datetime) -> int:
         """Usage accrued but not yet deducted, as a settlement at ``at`` would price it."""
-        probe = Book(self.state.model_copy(deep=True), self.catalog, "probe")
+        probe = Book(clone(self.state), self.catalog, "probe")
         probe.settle_everything(at)
         return sum(line.amount for line in probe._lines) - sum(line.amount for line in probe._corrections)
 

@@ -43,7 +43,7 @@ from billing.catalog import PriceCatalog, load_catalog
 from billing.clock import format_time, month_key, next_month_start
 from billing.engine import Book
 from billing.errors import ConcurrentUpdate
-from billing.model import RESOURCES, AccountState, LedgerEntry, OutboundEvent
+from billing.model import RESOURCES, AccountState, LedgerEntry, OutboundEvent, clone, from_json, to_json
 from billing.observability import logger
 from billing.settings import get_settings
 
@@ -264,7 +264,7 @@ class Ledger:
             item = self.models.State.get(account_pk(account_id), "STATE", consistent_read=True)
         except DoesNotExist:
             return None, None
-        return AccountState.model_validate_json(item.body), int(item.version)
+        return from_json(item.body, AccountState), int(item.version)
 
     def event_record(self, account_id: str, event_id: str) -> Any | None:
         try:
@@ -293,7 +293,7 @@ class Ledger:
             attempt += 1
             try:
                 state, version = self._read(account_id)
-                book = action(state.model_copy(deep=True) if state else None)
+                book = action(clone(state) if state else None)
                 if book is None:
                     return Applied(state=state, attempts=attempt)
                 if state is not None and self._needs_catch_up(account_id, state, book):
@@ -304,7 +304,7 @@ class Ledger:
                 return Applied(book.state, book.entries, book.outbox, result=result or {}, attempts=attempt)
             except _Duplicate:
                 record = self.event_record(account_id, event_id)
-                outbox = [OutboundEvent.model_validate(o) for o in json.loads(record.outbox)] if record else []
+                outbox = from_json(record.outbox, list[OutboundEvent]) if record else []
                 stored = json.loads(record.result) if record else {}
                 return Applied(state=None, outbox=outbox, duplicate=True, result=stored, attempts=attempt)
             except Exception as exc:
@@ -322,7 +322,7 @@ class Ledger:
     def _roll_one_month(self, account_id: str, state: AccountState, version: int | None) -> None:
         boundary = next_month_start(state.as_of)
         event_id = f"roll:{month_key(boundary)}"
-        roll = Book(state.model_copy(deep=True), self.catalog, event_id)
+        roll = Book(clone(state), self.catalog, event_id)
         roll.advance_to(boundary)
         with suppress(_Duplicate, ConcurrentUpdate):  # someone else moved the account on: the caller re-reads
             self._commit(account_id, event_id, roll, version, {})
@@ -349,7 +349,7 @@ class Ledger:
         state_item = m.State(
             pk,
             "STATE",
-            body=state.model_dump_json(),
+            body=to_json(state),
             version=new_version,
             as_of=format_time(state.as_of),
             active_shard=f"ACTIVE#{shard}" if uses_resources else None,
@@ -358,7 +358,7 @@ class Ledger:
         record = m.EventRecord(
             pk,
             f"EVENT#{event_id}",
-            outbox=json.dumps([o.model_dump() for o in book.outbox], default=str),
+            outbox=to_json(book.outbox),
             result=json.dumps(result, default=str),
             expires=int(time.time()) + EVENT_RECORD_DAYS * 86400,
         )
@@ -388,7 +388,7 @@ class Ledger:
         return self.models.Entry(
             pk,
             ledger_sk(entry),
-            body=entry.model_dump_json(exclude_defaults=True),
+            body=to_json(entry),
             entry_type=entry.type,
             gsi1pk=f"{pk}#AI" if is_ai and entry.type in ("deduction", "debt") else None,
             gsi1sk=ledger_sk(entry) if is_ai and entry.type in ("deduction", "debt") else None,
@@ -427,4 +427,4 @@ class _Duplicate(Exception):
 
 
 def entries_from_items(items: Iterable[Any]) -> list[LedgerEntry]:
-    return [LedgerEntry.model_validate_json(item.body) for item in items]
+    return [from_json(item.body, LedgerEntry) for item in items]

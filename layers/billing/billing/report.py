@@ -39,6 +39,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
+import msgspec
 from pydantic import BaseModel, Field
 from pynamodb.exceptions import DoesNotExist
 
@@ -49,7 +50,7 @@ from billing.engine import Book
 from billing.errors import InvalidInput, UnknownAccount
 from billing.http import CursorCodec
 from billing.ledger import Ledger, account_pk, day_attr
-from billing.model import RESOURCES, AccountState, ChargeLine, LedgerEntry, Resource
+from billing.model import RESOURCES, AccountState, ChargeLine, LedgerEntry, Resource, from_json
 from billing.views import lot_view, time_or_none
 
 CSV_MAX_ROWS = 10_000
@@ -244,7 +245,8 @@ def _money_or_credits(micro: int, unit: Unit, price: Decimal) -> Amount:
 
 
 def _line_view(line: ChargeLine) -> dict[str, Any]:
-    data = line.model_dump(exclude_none=True, exclude={"amount", "start", "end"})
+    fields = msgspec.structs.asdict(line).items()
+    data = {k: v for k, v in fields if v is not None and k not in ("amount", "start", "end")}
     data["amount"] = format_credits(line.amount)
     if line.start:
         data["start"] = format_time(line.start)
@@ -440,7 +442,7 @@ class UsageReports:
         for item in m.Entry.query(account_pk(account_id), m.Entry.sk.between(lo, hi)):
             if item.entry_type != "deduction":
                 continue
-            entry = LedgerEntry.model_validate_json(item.body)
+            entry = from_json(item.body, LedgerEntry)
             rows.extend(_container_rows(entry))
         return ContainerLog(date=day, entries=rows)
 
@@ -463,7 +465,7 @@ class UsageReports:
         page, more = items[:limit], len(items) > limit
         entries: list[AiLogEntry] = []
         for item in page:
-            entry = LedgerEntry.model_validate_json(item.body)
+            entry = from_json(item.body, LedgerEntry)
             entries.extend(_ai_rows(entry))
         next_key = None
         if more:
@@ -501,7 +503,7 @@ class UsageReports:
         )
         page, more = items[:limit], len(items) > limit
         next_key = {"pk": page[-1].pk, "sk": page[-1].sk} if more else None
-        entries = [LedgerEntry.model_validate_json(i.body) for i in page]
+        entries = [from_json(i.body, LedgerEntry) for i in page]
         return entries, self.cursors.encode(account_id, next_key)
 
     def audit_log(

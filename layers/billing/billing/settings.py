@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+import msgspec
 
 
-class Settings(BaseModel):
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
     table_name: str = "billing"
     event_bus_name: str = "default"
     sender_address: str = "billing@example.com"
@@ -24,12 +25,14 @@ class Settings(BaseModel):
     sweep_queue_url: str | None = None
     low_balance_queue_url: str | None = None
     service_name: str = "credit-billing"
-    max_attempts: int = Field(default=8, ge=1)
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         source = os.environ if env is None else env
-        return cls.model_validate({field: source[var] for field, var in ENV_NAMES.items() if source.get(var)})
+        values = {field: source[var] for field, var in ENV_NAMES.items() if source.get(var)}
+        # strict=False: environment variables are strings, numbers are read from them.
+        return msgspec.convert(values, cls, strict=False)
 
 
 ENV_NAMES = {

@@ -8,44 +8,57 @@ again gives the same result.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+import msgspec
+from msgspec import Meta, Struct
 
-from billing.clock import format_time, month_key, parse_time
+from billing.clock import format_time, month_key, require_utc
+from billing.errors import InvalidInput
 from billing.ledger import ACTIVE_SHARDS, Ledger
+from billing.model import to_json
 
 SweepKind = Literal["month_boundary", "periodic_check"]
 
 
-class SweepRequest(BaseModel):
+UtcTime = Annotated[datetime, Meta(tz=True)]
+
+
+class SweepRequest(Struct, frozen=True, kw_only=True):
     """What the scheduler hands the monthly job (the Input of its ScheduleV2 events)."""
 
-    model_config = ConfigDict(extra="ignore")
     sweep: SweepKind
-    scheduled_time: datetime
+    scheduled_time: UtcTime
 
-    @field_validator("scheduled_time", mode="before")
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "scheduled_time", require_utc(self.scheduled_time, "scheduled_time"))
+
     @classmethod
-    def _time(cls, value: Any) -> datetime:
-        return parse_time(value)
+    def parse(cls, event: Any) -> SweepRequest:
+        try:
+            return msgspec.convert(event, cls)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(f"invalid sweep request: {exc}") from None
 
 
-class AccountSweep(BaseModel):
+class AccountSweep(Struct, frozen=True, kw_only=True):
     """One account to settle up to ``at``: the message body of the sweep queue."""
 
-    model_config = ConfigDict(extra="ignore")
-    account_id: str
-    at: datetime
+    account_id: Annotated[str, Meta(min_length=1)]
+    at: UtcTime
     sweep: SweepKind
 
-    @field_validator("at", mode="before")
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "at", require_utc(self.at, "at"))
+
     @classmethod
-    def _time(cls, value: Any) -> datetime:
-        return parse_time(value) if isinstance(value, str) else value
+    def from_body(cls, body: str) -> AccountSweep:
+        try:
+            return msgspec.json.decode(body, type=cls)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(f"invalid sweep message: {exc}") from None
 
     @property
     def event_id(self) -> str:
@@ -55,7 +68,7 @@ class AccountSweep(BaseModel):
         return f"sweep:check:{format_time(self.at)}"
 
     def body(self) -> str:
-        return json.dumps({"account_id": self.account_id, "at": format_time(self.at), "sweep": self.sweep})
+        return to_json(self)
 
 
 def accounts_using_resources(ledger: Ledger) -> Iterator[str]:

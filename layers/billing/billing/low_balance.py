@@ -1,0 +1,132 @@
+"""The low-credit mail: one check per SQS message ``{"account_id", "at"}`` (queued after a
+deduction, at a container start, and by the periodic check).
+
+The mail goes out when the remaining credits (available less accrued usage, as the balance route
+shows them) are below one hour of the current burn, at most once per purchase cycle: the cycle is
+claimed (atomically, in the ledger) before the mail is sent, so a crash between the two loses that
+cycle's mail rather than risk a second one. Free of pydantic, like the settlement path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta, Struct
+
+from billing.adapters import EventPublisher, MailSender
+from billing.amounts import format_credits
+from billing.clock import Clock, require_utc, utc_now
+from billing.engine import Book
+from billing.errors import InvalidInput
+from billing.ledger import Ledger
+from billing.model import AccountState, OutboundEvent
+from billing.observability import logger
+from billing.settings import get_settings
+
+
+class LowBalanceCheck(Struct, frozen=True, kw_only=True):
+    """A low-credit mail check (the notifier's SQS message)."""
+
+    account_id: Annotated[str, Meta(min_length=1, max_length=128)]
+    at: Annotated[datetime, Meta(tz=True)] | None = None  # the check's moment (event time); None: now
+
+    def __post_init__(self) -> None:
+        if self.at is not None:
+            msgspec.structs.force_setattr(self, "at", require_utc(self.at, "at"))
+
+    @classmethod
+    def from_body(cls, body: str) -> LowBalanceCheck:
+        try:
+            return msgspec.json.decode(body, type=cls)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(f"invalid low balance check: {exc}") from None
+
+
+@dataclass
+class MailDecision:
+    sent: bool
+    reason: str
+    remaining: int = 0
+    hourly_burn: int = 0
+    hours_left: float | None = None
+    message_id: str | None = None
+
+
+def _hours_left(remaining: int, burn: int) -> float | None:
+    if burn <= 0:
+        return None
+    hours = Decimal(max(remaining, 0)) / Decimal(burn)
+    return float(hours.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def low_balance_position(state: AccountState, ledger: Ledger, at: datetime) -> tuple[int, int]:
+    """(remaining, hourly burn) at ``at``: available - accrued, as the balance route shows them."""
+    book, moment = Book.projection(state, ledger.catalog, at)
+    return book.remaining(moment), book.hourly_burn(moment)
+
+
+def maybe_send_low_balance_mail(
+    account_id: str,
+    at: datetime | None,
+    ledger: Ledger,
+    mail_sender: MailSender,
+    publisher: EventPublisher,
+    clock: Clock = utc_now,
+) -> MailDecision:
+    """Send the cycle's low-credit mail when remaining < one hour of burn (burn > 0), at most once."""
+    moment = at or clock()
+    state = ledger.load(account_id)
+    if state is None:
+        logger.warning("low balance check for an unknown account", account_id=account_id)
+        return MailDecision(False, "unknown_account")
+    remaining, burn = low_balance_position(state, ledger, moment)
+    hours = _hours_left(remaining, burn)
+    decision = MailDecision(False, "", remaining, burn, hours)
+    if not state.credit_mail:
+        decision.reason = "credit_mail_off"
+    elif burn <= 0 or remaining >= burn:
+        decision.reason = "balance_sufficient"
+    elif state.mail_sent_cycle == state.mail_cycle:
+        decision.reason = "already_sent_this_cycle"
+    if decision.reason:
+        return decision
+    cycle = state.mail_cycle
+    event = OutboundEvent(
+        detail_type="Low Balance Notified",
+        detail={"account_id": account_id, "remaining": format_credits(remaining), "hours_left": hours},
+    )
+    claimed: list[str] = []
+
+    def claim(current: AccountState | None) -> Book | None:
+        claimed.clear()
+        if current is None or not current.credit_mail or current.mail_cycle != cycle:
+            return None
+        if current.mail_sent_cycle == cycle:
+            return None
+        current.mail_sent_cycle = cycle
+        book = Book(current, ledger.catalog, f"lowmail:{account_id}:{cycle}")
+        book.outbox.append(event)
+        claimed.append(current.email)
+        return book
+
+    applied = ledger.apply(account_id, f"lowmail:{account_id}:{cycle}", claim)
+    if applied.duplicate or not claimed:
+        decision.reason = "claimed_elsewhere"
+        return decision
+    settings = get_settings()
+    left = f"about {hours} hours" if hours is not None else "unknown"
+    body = (
+        "Your credits are running low.\n\n"
+        f"Remaining credits: {format_credits(remaining)}\n"
+        f"Estimated time left at the current usage: {left}\n\n"
+        f"Buy credits: {settings.buy_credits_url}\n"
+    )
+    decision.message_id = mail_sender.send(claimed[0], "Your credits are running low", body)
+    publisher.publish(applied.outbox)
+    decision.sent, decision.reason = True, "sent"
+    logger.info("low balance mail sent", account_id=account_id, cycle=cycle, remaining=remaining, burn=burn)
+    return decision
