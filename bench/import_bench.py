@@ -48,8 +48,9 @@ def handlers() -> list[Path]:
     return sorted(p for p in (CODE_ROOT / "functions").glob("*/app.py"))
 
 
-def template_env() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """Globals' variables and each function directory's own variables, from template.yaml."""
+def template_env() -> tuple[dict[str, str], dict[str, dict[str, str]], set[str]]:
+    """Globals' variables, each function directory's own variables, and the function directories
+    behind the HTTP API (an ``HttpApi`` event), from template.yaml."""
     sys.path.insert(0, str(ROOT / "tools"))
     from localsam.template import load_template
 
@@ -61,6 +62,7 @@ def template_env() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     function_globals = template.get("Globals", {}).get("Function", {})
     globals_env = values(function_globals.get("Environment", {}).get("Variables"))
     per_function: dict[str, dict[str, str]] = {}
+    http: set[str] = set()
     for logical_id, res in template["Resources"].items():
         if res.get("Type") != "AWS::Serverless::Function":
             continue
@@ -70,7 +72,9 @@ def template_env() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
         env["AWS_LAMBDA_FUNCTION_NAME"] = logical_id
         env["_HANDLER"] = str(props.get("Handler", "app.lambda_handler"))
         per_function[Path(code).name] = env
-    return globals_env, per_function
+        if any(e.get("Type") == "HttpApi" for e in (props.get("Events") or {}).values()):
+            http.add(Path(code).name)
+    return globals_env, per_function, http
 
 
 def base_env() -> dict[str, str]:
@@ -178,7 +182,7 @@ def main() -> int:
     PYTHON = args.python
     EXTRA_ENV.update(kv.split("=", 1) for kv in args.env)
 
-    globals_env, own = template_env()
+    globals_env, own, http = template_env()
     apps = handlers()
     modes = args.modes.split(",")
     boto_env = base_env()
@@ -203,18 +207,24 @@ def main() -> int:
     print(f"{PYTHON}, {args.repeat} fresh processes each, medians; "
           f"wall = perf_counter, cpu = process_time (robust when the machine is busy)")
     print(f"import boto3: wall {bw * 1000:.1f} ms, cpu {bc * 1000:.1f} ms")
-    print(f"{'handler':<22}" + "".join(f"{'[' + m + ']':>22} {'ratio w/cpu':>12}" for m in modes))
+    print(f"{'handler':<22}{'kind':<7}" + "".join(f"{'[' + m + ']':>22} {'ratio w/cpu':>12}" for m in modes))
     slowest = ("", 0.0)
+    worst: dict[str, float] = {}  # kind -> highest wall ratio in the first mode
     for app in apps:
         name = app.parent.name
-        row = f"{name:<22}"
+        kind = "http" if name in http else "event"
+        row = f"{name:<22}{kind:<7}"
         for mode in modes:
             w, c = med(times[(name, mode)], 0), med(times[(name, mode)], 1)
             row += f"{w * 1000:>9.0f} / {c * 1000:>4.0f} cpu ms {w / bw:>5.2f} / {c / bc:4.2f}"
-            if mode == modes[0] and c > slowest[1]:
-                slowest = (name, c)
+            if mode == modes[0]:
+                worst[kind] = max(worst.get(kind, 0.0), w / bw)
+                if c > slowest[1]:
+                    slowest = (name, c)
         print(row)
     print("target: ratio <= 1.5; on Lambda (Tracing: Active) the first mode is what a cold start pays")
+    print("highest ratio [" + modes[0] + "]: " + ", ".join(f"{k} handlers {v:.2f}" for k, v in sorted(worst.items()))
+          + "  (http: Powertools Event Handler with pydantic validation, see bench/README.md)")
     print(f"code: {CODE_ROOT}" + (f", extra env: {EXTRA_ENV}" if EXTRA_ENV else ""))
     app = CODE_ROOT / "functions" / slowest[0] / "app.py"
     importtime(app, handler_env(app, modes[0], globals_env, own), args.top)
