@@ -1,0 +1,55 @@
+"""What each handler module loads at import: the event-driven functions (EventBridge, schedule, SQS)
+stay free of pydantic and of the HTTP side of the layer, which keeps their cold start close to that
+of boto3 (bench/import_bench.py measures it; this only guards the boundary, it times nothing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from localsam.runtime import FunctionSpec, functions
+
+SPECS = functions()
+HTTP = {name for name, spec in SPECS.items() if spec.events_of_type("HttpApi")}
+EVENT_DRIVEN = sorted(set(SPECS) - HTTP)
+
+# Loads the handler by file path, as the Lambda runtime does, and lists what got imported.
+PROBE = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("app", sys.argv[1])
+module = importlib.util.module_from_spec(spec); sys.modules["app"] = module; spec.loader.exec_module(module)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+HTTP_ONLY = ("pydantic", "pydantic_core", "aws_lambda_powertools.event_handler", "billing.http",
+             "billing.accounts", "billing.report")
+
+
+def imported_by(spec: FunctionSpec) -> set[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POWERTOOLS_")}
+    env.update({k: str(v) for k, v in spec.environment.items() if isinstance(v, str | int)})
+    out = subprocess.run([sys.executable, "-c", PROBE, str(spec.handler_path)], env=env,
+                         cwd=spec.code_uri, capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_the_template_has_both_kinds_of_function():
+    assert "ContainerSettlementFunction" in EVENT_DRIVEN and "UsageApiFunction" in HTTP
+    assert len(EVENT_DRIVEN) == 5 and len(HTTP) == 3
+
+
+@pytest.mark.parametrize("logical_id", EVENT_DRIVEN)
+def test_event_driven_handler_imports_nothing_of_the_http_side(logical_id):
+    modules = imported_by(SPECS[logical_id])
+    assert "billing.ledger" in modules and "msgspec" in modules  # the probe did load the handler
+    assert sorted(m for m in modules if m in HTTP_ONLY) == []
+
+
+def test_an_http_handler_does_load_the_validation_stack():
+    """The probe can see pydantic when it is there (so the test above can fail)."""
+    modules = imported_by(SPECS["UsageApiFunction"])
+    assert {"pydantic", "aws_lambda_powertools.event_handler", "billing.report"} <= modules
