@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from billing.clock import parse_time
+from billing.errors import InvalidInput
+from billing.events import parse_message
 from billing.model import to_json
+from billing.sweeps import AccountSweep, SweepRequest
 from tests.helpers import C, Platform, assert_conserved, load_handler
 
 
@@ -114,3 +119,29 @@ def test_a_bad_sweep_message_fails_alone(ledger):
     result = load_handler("account_sweep").handle(event, None, ledger, p.publisher)
     assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
     assert p.state().as_of == parse_time("2026-04-01T00:00:00Z")
+
+
+@pytest.mark.parametrize(("scheduler_input", "reason"), [
+    ({"sweep": "month_boundary"}, "missing required field `scheduled_time`"),
+    ({"sweep": "yearly", "scheduled_time": "2026-04-01T00:00:00Z"}, "`sweep`"),
+    ({"sweep": "month_boundary", "scheduled_time": "2026-04-01T00:00:00"}, "timezone"),
+    ({"sweep": "month_boundary", "scheduled_time": "2026-04-01T02:00:00+02:00"}, "scheduled_time must be a UTC"),
+    ({"sweep": "month_boundary", "scheduled_time": 1775001600}, "`scheduled_time`"),
+])
+def test_a_bad_schedule_input_fails_the_job_and_queues_nothing(ledger, scheduler_input, reason):
+    p = Platform(ledger, "busy")
+    p.send("Account Created", "2026-03-01T00:00:00Z", email="b@example.com", plan="free")
+    p.send("Container Created", "2026-03-02T00:00:00Z", container_id="c1", storage_gb=6)
+    queue = QueueFake()
+    with pytest.raises(InvalidInput, match="invalid sweep request") as raised:
+        load_handler("monthly_billing").handle(scheduler_input, ledger, queue)
+    assert reason in str(raised.value)
+    assert queue.bodies == []
+
+
+def test_schedule_times_are_read_as_utc_seconds():
+    request = parse_message({"sweep": "periodic_check", "scheduled_time": "2026-04-01T00:05:00.750+00:00",
+                             "extra": "ignored"}, SweepRequest, "sweep request")
+    assert request.scheduled_time == parse_time("2026-04-01T00:05:00Z")
+    assert AccountSweep(account_id="a", at=request.scheduled_time, sweep=request.sweep).event_id == \
+        "sweep:check:2026-04-01T00:05:00Z"

@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.adapters import EventPublisher
+from billing.events import parse_message
 from billing.ledger import Ledger
 from billing.observability import logger, metrics, tracer
 from billing.settings import get_settings
@@ -37,7 +38,7 @@ def handle(
     publisher = publisher or EventPublisher(get_settings().event_bus_name)
 
     def sweep_record(record: SQSRecord) -> None:
-        sweep = AccountSweep.from_body(record.body)
+        sweep = parse_message(record.body, AccountSweep, "sweep message")
         applied = settle_account(sweep.account_id, sweep.at, sweep.event_id, ledger, publisher)
         logger.info("account swept", account_id=sweep.account_id, sweep=sweep.sweep, entries=len(applied.entries))
 

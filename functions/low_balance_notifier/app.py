@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.collaborators import Collaborators
+from billing.events import parse_message
 from billing.low_balance import LowBalanceCheck, maybe_send_low_balance_mail
 from billing.observability import logger, metrics, tracer
 
@@ -19,7 +20,7 @@ deps = Collaborators()  # tests replace it with real fakes
 
 
 def check_record(record: SQSRecord) -> None:
-    check = LowBalanceCheck.from_body(record.body)
+    check = parse_message(record.body, LowBalanceCheck, "low balance check")
     decision = maybe_send_low_balance_mail(
         check.account_id, check.at, deps.ledger, deps.mail_sender, deps.publisher, deps.clock
     )

@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.adapters import aws_client
+from billing.events import parse_message
 from billing.ledger import Ledger
 from billing.observability import logger, metrics, tracer
 from billing.settings import get_settings
@@ -22,7 +23,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def handle(event: dict[str, Any], ledger: Ledger | None = None, sqs: Any | None = None) -> dict[str, Any]:
-    request = SweepRequest.parse(event)
+    request = parse_message(event, SweepRequest, "sweep request")
     settings = get_settings()
     sqs = sqs or aws_client("sqs")
     queued = enqueue_sweeps(accounts_using_resources(ledger or Ledger()), request, settings.sweep_queue_url or "", sqs)

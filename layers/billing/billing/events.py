@@ -8,7 +8,7 @@ The models are msgspec structs: this is the hot path of every settlement (see mo
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -16,21 +16,48 @@ from msgspec import Meta, Struct
 from billing.clock import require_utc
 from billing.errors import InvalidInput
 
+UtcTime = Annotated[datetime, Meta(tz=True)]  # zone-aware on decode; Message makes it UTC
 NonEmpty = Annotated[str, Meta(min_length=1, max_length=200)]
 Count = Annotated[int, Meta(ge=0)]
 Email = Annotated[str, Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
 
 
-class Detail(Struct, frozen=True, kw_only=True):
-    """Fields every platform event carries. Unknown fields are ignored; types are strict (a number
-    sent as text, or a time without its zone, is an error)."""
+_M = TypeVar("_M", bound="Message")
+
+
+class Message(Struct, frozen=True, kw_only=True):
+    """An incoming message (a platform event's detail, a schedule's input, a queue message).
+
+    Unknown fields are ignored; types are strict (a number sent as text is an error). Every time
+    must carry a zone and be UTC, and is kept to the second, the rules' resolution.
+    """
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                msgspec.structs.force_setattr(self, name, require_utc(value, name))
+
+
+def parse_message(data: Any, kind: type[_M], what: str) -> _M:
+    """Validate ``data`` (already parsed JSON, or JSON text) as ``kind``; InvalidInput names the
+    problem and its field."""
+    try:
+        if isinstance(data, str | bytes):
+            return msgspec.json.decode(data, type=kind)
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid {what}: {exc}".replace("`$.", "`")) from None
+    except msgspec.DecodeError:
+        raise InvalidInput(f"invalid {what}: not JSON") from None
+
+
+class Detail(Message, frozen=True, kw_only=True):
+    """Fields every platform event carries."""
 
     event_id: NonEmpty
     account_id: NonEmpty
-    occurred_at: Annotated[datetime, Meta(tz=True)]
-
-    def __post_init__(self) -> None:
-        msgspec.structs.force_setattr(self, "occurred_at", require_utc(self.occurred_at, "occurred_at"))
+    occurred_at: UtcTime
 
 
 class AccountCreated(Detail, frozen=True):
@@ -120,8 +147,5 @@ def parse_platform_event(raw: Any, accepted_sources: tuple[str, ...] | None = No
         raise InvalidInput(f"unsupported event: {source} / {detail_type}")
     if not isinstance(detail, dict):
         raise InvalidInput("event detail is not a JSON object")
-    try:
-        parsed = msgspec.convert(detail, model)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(f"invalid {detail_type}: {exc}".replace("`$.", "`detail.")) from None
+    parsed = parse_message(detail, model, detail_type)
     return PlatformEvent(source=source, detail_type=detail_type, detail=parsed)

@@ -14,36 +14,24 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated
 
-import msgspec
-from msgspec import Meta, Struct
+from msgspec import Meta
 
 from billing.adapters import EventPublisher, MailSender
 from billing.amounts import format_credits
-from billing.clock import Clock, require_utc, utc_now
+from billing.clock import Clock, utc_now
 from billing.engine import Book
-from billing.errors import InvalidInput
+from billing.events import Message, UtcTime
 from billing.ledger import Ledger
 from billing.model import AccountState, OutboundEvent
 from billing.observability import logger
 from billing.settings import get_settings
 
 
-class LowBalanceCheck(Struct, frozen=True, kw_only=True):
+class LowBalanceCheck(Message, frozen=True, kw_only=True):
     """A low-credit mail check (the notifier's SQS message)."""
 
     account_id: Annotated[str, Meta(min_length=1, max_length=128)]
-    at: Annotated[datetime, Meta(tz=True)] | None = None  # the check's moment (event time); None: now
-
-    def __post_init__(self) -> None:
-        if self.at is not None:
-            msgspec.structs.force_setattr(self, "at", require_utc(self.at, "at"))
-
-    @classmethod
-    def from_body(cls, body: str) -> LowBalanceCheck:
-        try:
-            return msgspec.json.decode(body, type=cls)
-        except msgspec.ValidationError as exc:
-            raise InvalidInput(f"invalid low balance check: {exc}") from None
+    at: UtcTime | None = None  # the check's moment (event time); None: now
 
 
 @dataclass

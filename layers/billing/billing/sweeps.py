@@ -9,56 +9,31 @@ again gives the same result.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import msgspec
-from msgspec import Meta, Struct
+from msgspec import Meta
 
-from billing.clock import format_time, month_key, require_utc
-from billing.errors import InvalidInput
+from billing.clock import format_time, month_key
+from billing.events import Message, UtcTime
 from billing.ledger import ACTIVE_SHARDS, Ledger
 from billing.model import to_json
 
 SweepKind = Literal["month_boundary", "periodic_check"]
 
 
-UtcTime = Annotated[datetime, Meta(tz=True)]
-
-
-class SweepRequest(Struct, frozen=True, kw_only=True):
+class SweepRequest(Message, frozen=True, kw_only=True):
     """What the scheduler hands the monthly job (the Input of its ScheduleV2 events)."""
 
     sweep: SweepKind
     scheduled_time: UtcTime
 
-    def __post_init__(self) -> None:
-        msgspec.structs.force_setattr(self, "scheduled_time", require_utc(self.scheduled_time, "scheduled_time"))
 
-    @classmethod
-    def parse(cls, event: Any) -> SweepRequest:
-        try:
-            return msgspec.convert(event, cls)
-        except msgspec.ValidationError as exc:
-            raise InvalidInput(f"invalid sweep request: {exc}") from None
-
-
-class AccountSweep(Struct, frozen=True, kw_only=True):
+class AccountSweep(Message, frozen=True, kw_only=True):
     """One account to settle up to ``at``: the message body of the sweep queue."""
 
     account_id: Annotated[str, Meta(min_length=1)]
     at: UtcTime
     sweep: SweepKind
-
-    def __post_init__(self) -> None:
-        msgspec.structs.force_setattr(self, "at", require_utc(self.at, "at"))
-
-    @classmethod
-    def from_body(cls, body: str) -> AccountSweep:
-        try:
-            return msgspec.json.decode(body, type=cls)
-        except msgspec.ValidationError as exc:
-            raise InvalidInput(f"invalid sweep message: {exc}") from None
 
     @property
     def event_id(self) -> str:
