@@ -164,6 +164,61 @@ def importtime(app: Path, env: dict[str, str], top: int, runs: int = 5) -> None:
         print(f"    {t:8.1f}  {root:<24} beyond boto3: {extra.get(root, 0):6.1f}")
 
 
+Samples = list[tuple[float, float]]  # (wall, CPU) seconds per fresh process
+
+
+def measure(modes: list[str], repeat: int) -> tuple[Samples, dict[tuple[str, str], Samples]]:
+    """``import boto3`` and every handler in each mode, interleaved, ``repeat`` rounds after a warm-up."""
+    globals_env, own, _ = template_env()
+    apps = handlers()
+    boto_env = base_env()
+    times: dict[tuple[str, str], Samples] = {}
+    boto3_times: Samples = []
+    for round_ in range(max(repeat, 1) + 1):  # interleaved: one of each per round
+        keep = round_ > 0  # round 0 warms the OS file cache and writes the .pyc files
+        t = timed(BOTO3, boto_env, ROOT)
+        if keep:
+            boto3_times.append(t)
+        for mode in modes:
+            for app in apps:
+                env = handler_env(app, mode, globals_env, own)
+                t = timed(LOAD.format(path=str(app)), env, app.parent)
+                if keep:
+                    times.setdefault((app.parent.name, mode), []).append(t)
+    return boto3_times, times
+
+
+def report(measured: tuple[Samples, dict[tuple[str, str], Samples]], modes: list[str], http: set[str]) -> str:
+    """Print the medians and ratios; returns the slowest handler (CPU, first mode)."""
+    boto3_times, times = measured
+
+    def med(samples: Samples, i: int) -> float:
+        return statistics.median(s[i] for s in samples)
+
+    bw, bc = med(boto3_times, 0), med(boto3_times, 1)
+    print(f"{PYTHON}, {len(boto3_times)} fresh processes each, medians; "
+          f"wall = perf_counter, cpu = process_time (robust when the machine is busy)")
+    print(f"import boto3: wall {bw * 1000:.1f} ms, cpu {bc * 1000:.1f} ms")
+    print(f"{'handler':<22}{'kind':<7}" + "".join(f"{'[' + m + ']':>22} {'ratio w/cpu':>12}" for m in modes))
+    slowest = ("", 0.0)
+    worst: dict[str, float] = {}  # kind -> highest wall ratio in the first mode
+    for name in sorted({name for name, _ in times}):
+        kind = "http" if name in http else "event"
+        row = f"{name:<22}{kind:<7}"
+        for mode in modes:
+            w, c = med(times[(name, mode)], 0), med(times[(name, mode)], 1)
+            row += f"{w * 1000:>9.0f} / {c * 1000:>4.0f} cpu ms {w / bw:>5.2f} / {c / bc:4.2f}"
+            if mode == modes[0]:
+                worst[kind] = max(worst.get(kind, 0.0), w / bw)
+                if c > slowest[1]:
+                    slowest = (name, c)
+        print(row)
+    print("target: ratio <= 1.5; on Lambda (Tracing: Active) the first mode is what a cold start pays")
+    print("highest ratio [" + modes[0] + "]: " + ", ".join(f"{k} handlers {v:.2f}" for k, v in sorted(worst.items()))
+          + "  (http: Powertools Event Handler with pydantic validation, see bench/README.md)")
+    return slowest[0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=9, help="fresh processes per measurement (>= 7)")
@@ -183,50 +238,10 @@ def main() -> int:
     EXTRA_ENV.update(kv.split("=", 1) for kv in args.env)
 
     globals_env, own, http = template_env()
-    apps = handlers()
     modes = args.modes.split(",")
-    boto_env = base_env()
-    times: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    boto3_times: list[tuple[float, float]] = []
-    for round_ in range(max(args.repeat, 1) + 1):  # interleaved: one of each per round
-        keep = round_ > 0  # round 0 warms the OS file cache and writes the .pyc files
-        t = timed(BOTO3, boto_env, ROOT)
-        if keep:
-            boto3_times.append(t)
-        for mode in modes:
-            for app in apps:
-                env = handler_env(app, mode, globals_env, own)
-                t = timed(LOAD.format(path=str(app)), env, app.parent)
-                if keep:
-                    times.setdefault((app.parent.name, mode), []).append(t)
-
-    def med(samples: list[tuple[float, float]], i: int) -> float:
-        return statistics.median(s[i] for s in samples)
-
-    bw, bc = med(boto3_times, 0), med(boto3_times, 1)
-    print(f"{PYTHON}, {args.repeat} fresh processes each, medians; "
-          f"wall = perf_counter, cpu = process_time (robust when the machine is busy)")
-    print(f"import boto3: wall {bw * 1000:.1f} ms, cpu {bc * 1000:.1f} ms")
-    print(f"{'handler':<22}{'kind':<7}" + "".join(f"{'[' + m + ']':>22} {'ratio w/cpu':>12}" for m in modes))
-    slowest = ("", 0.0)
-    worst: dict[str, float] = {}  # kind -> highest wall ratio in the first mode
-    for app in apps:
-        name = app.parent.name
-        kind = "http" if name in http else "event"
-        row = f"{name:<22}{kind:<7}"
-        for mode in modes:
-            w, c = med(times[(name, mode)], 0), med(times[(name, mode)], 1)
-            row += f"{w * 1000:>9.0f} / {c * 1000:>4.0f} cpu ms {w / bw:>5.2f} / {c / bc:4.2f}"
-            if mode == modes[0]:
-                worst[kind] = max(worst.get(kind, 0.0), w / bw)
-                if c > slowest[1]:
-                    slowest = (name, c)
-        print(row)
-    print("target: ratio <= 1.5; on Lambda (Tracing: Active) the first mode is what a cold start pays")
-    print("highest ratio [" + modes[0] + "]: " + ", ".join(f"{k} handlers {v:.2f}" for k, v in sorted(worst.items()))
-          + "  (http: Powertools Event Handler with pydantic validation, see bench/README.md)")
+    slowest = report(measure(modes, args.repeat), modes, http)
     print(f"code: {CODE_ROOT}" + (f", extra env: {EXTRA_ENV}" if EXTRA_ENV else ""))
-    app = CODE_ROOT / "functions" / slowest[0] / "app.py"
+    app = CODE_ROOT / "functions" / slowest / "app.py"
     importtime(app, handler_env(app, modes[0], globals_env, own), args.top)
     return 0
 

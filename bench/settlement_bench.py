@@ -8,7 +8,9 @@ Container Created, Container Started), each ``Container Stopped`` is settled and
 (b) items written per settlement (TransactItems of TransactWriteItems + any other write request);
 (c) handler time / time of the same DynamoDB requests (the captured GetItem + TransactWriteItems,
     replayed on a fresh copy of the account with a plain boto3 client), interleaved with the
-    handler runs.
+    handler runs;
+(d) the import time of each handler module / that of ``import boto3``, in fresh processes, as
+    Lambda loads them with tracing on (``bench.import_bench``, which also explains where it goes).
 
 Prints figures only (no assertions on time). Run: ``python -m bench.settlement_bench [--runs N]``.
 """
@@ -44,6 +46,7 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
 import boto3  # noqa: E402
 import botocore.client  # noqa: E402
 
+from bench import import_bench  # noqa: E402
 from localsam.runtime import function_module  # noqa: E402
 
 WRITE_OPS = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
@@ -153,6 +156,10 @@ def main() -> int:
                         help="extra stops timed through lambda_handler (default 30)")
     parser.add_argument("--endpoint", default=os.environ.get("DYNAMODB_ENDPOINT"),
                         help="an already running DynamoDB Local (default: start one)")
+    parser.add_argument("--import-repeat", type=int, default=7,
+                        help="rounds of fresh processes for (d) (default 7; 0 skips it)")
+    parser.add_argument("--import-python", default=sys.executable,
+                        help="interpreter for (d), e.g. a venv made from layers/billing/requirements.txt")
     args = parser.parse_args()
 
     from localsam.dynamodb_local import DynamoDBLocal
@@ -165,10 +172,16 @@ def main() -> int:
         plain = boto3.client("dynamodb", endpoint_url=endpoint)
         create_table(plain, table, load_template())
         os.environ["TABLE_NAME"] = table
-        return run(args, table, plain)
+        run(args, table, plain)
+    if args.import_repeat > 0:
+        print("(d) import time of each handler module / import boto3, fresh processes (target <= 1.5)")
+        import_bench.PYTHON = args.import_python
+        _, _, http = import_bench.template_env()
+        import_bench.report(import_bench.measure(["lambda"], args.import_repeat), ["lambda"], http)
+    return 0
 
 
-def run(args: argparse.Namespace, table: str, plain: Any) -> int:
+def run(args: argparse.Namespace, table: str, plain: Any) -> None:
     from billing.adapters import EventPublisher
     from billing.ledger import Ledger, table_models
     from billing.observability import logger
@@ -348,7 +361,6 @@ def run(args: argparse.Namespace, table: str, plain: Any) -> int:
               f"{statistics.median(lambda_direct_t) * ms:.2f} ms   ratio of medians "
               f"{statistics.median(lambda_t) / statistics.median(lambda_direct_t):.2f}")
     print(f"outbound events published (to a null publisher) during the measured stops: {len(published)}")
-    return 0
 
 
 if __name__ == "__main__":
