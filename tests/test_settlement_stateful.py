@@ -1,5 +1,5 @@
 """Stateful property test: random sequences of grants, container events (duplicated, reordered and
-late deliveries), month boundaries and plan changes, applied through the real handler to DynamoDB
+late deliveries; resizes, inactivations and reactivations), month boundaries and plan changes, applied through the real handler to DynamoDB
 Local, and to a small in-memory reference model of billing-rules.md. After every step the stored
 state equals the model and the conservation identities hold.
 
@@ -92,6 +92,8 @@ class Model:
     granted: int = 0
     exhausted: bool = False
     storage_billed: dict[str, datetime] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=lambda: dict(SIZES))  # allocated GB now
+    active: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SIZES, True))
     runs: dict[str, dict[str, MRun]] = field(default_factory=dict)
     traffic: dict[str, int] = field(default_factory=dict)  # month -> units
 
@@ -167,7 +169,8 @@ class Model:
         since = self.storage_billed[cid]
         if until <= since:
             return 0
-        billable = max(0, SIZES[cid] - FREE_GB[self.plan_at(since)])
+        # Size, activity and plan are constant since the last settlement: each change settles first.
+        billable = max(0, self.sizes[cid] - FREE_GB[self.plan_at(since)]) if self.active[cid] else 0
         self.storage_billed[cid] = until
         return billable * STORAGE_PER_GB_S * int((until - since).total_seconds())
 
@@ -365,6 +368,25 @@ class SettlementMachine(RuleBasedStateMachine):
         self.ledger.apply("acct-s", event_id, action)
         self.model.advance(at)
         self.model.grant(MLot(f"{kind}-{event_id}", kind, credits * C, at, expires))
+
+    @rule(cid=st.sampled_from(sorted(SIZES)), gb=st.integers(0, 40))
+    def resize(self, cid: str, gb: int) -> None:
+        self.send("Container Resized", container_id=cid, storage_gb=gb)
+        m = self.model
+        m.advance(self.clock)
+        due = m.storage(cid, self.clock)  # at the old size up to the resize
+        m.sizes[cid] = gb
+        m.deduct(due, self.clock)
+
+    @rule(cid=st.sampled_from(sorted(SIZES)), active=st.booleans())
+    def inactivate_or_reactivate(self, cid: str, active: bool) -> None:
+        """No storage is charged while a container is inactive (running time still is)."""
+        self.send("Container Reactivated" if active else "Container Inactivated", container_id=cid)
+        m = self.model
+        m.advance(self.clock)
+        due = m.storage(cid, self.clock)
+        m.active[cid] = active
+        m.deduct(due, self.clock)
 
     @rule(plan=st.sampled_from(["free", "membership"]))
     def change_plan(self, plan: str) -> None:
