@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from billing import engine
-from billing.accounts import sign
 from billing.collaborators import Collaborators
 from billing.engine import Book
 from billing.ledger import Ledger, account_pk
+from billing.purchases import sign
 from tests.helpers import C, Platform, RecordingPublisher, assert_conserved, load_handler
 
 SECRET = "local-webhook-secret"  # the settings' default (no PAYMENT_WEBHOOK_SECRET in the tests)

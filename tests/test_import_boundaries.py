@@ -26,7 +26,7 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 HTTP_ONLY = ("pydantic", "pydantic_core", "aws_lambda_powertools.event_handler", "billing.http",
-             "billing.accounts", "billing.report")
+             "billing.accounts", "billing.purchases", "billing.grants", "billing.report")
 
 
 def imported_by(spec: FunctionSpec) -> set[str]:

@@ -1,7 +1,8 @@
 """Stateful property test: random sequences of grants, container events (duplicated, reordered and
-late deliveries; resizes, inactivations and reactivations), month boundaries and plan changes, applied through the real handler to DynamoDB
-Local, and to a small in-memory reference model of billing-rules.md. After every step the stored
-state equals the model and the conservation identities hold.
+late deliveries; resizes, inactivations and reactivations), month boundaries and plan changes,
+applied through the real handler to DynamoDB Local, and to a small in-memory reference model of
+billing-rules.md. After every step the stored state equals the model and the conservation
+identities hold.
 
 Times lie on a 3-minute grid and traffic comes in 1/8-GiB units, so every charge is an exact number
 of micro-credits (micro 1.96 cr/h = 4,900 µcr per 9 s; storage 0.018 cr/GB-h = 5 µcr per GB-second;

@@ -12,7 +12,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing import accounts
+from billing import accounts, grants, purchases
 from billing.accounts import (
     CouponRequest,
     GrantRequest,
@@ -62,7 +62,7 @@ def create_purchase() -> Response[Any]:
     account_id = caller_account(app)
     body = json_body(app)
     request = parse_request(PurchaseRequest, body)
-    outcome = accounts.create_purchase(
+    outcome = purchases.create_purchase(
         deps.ledger, account_id, request.credits, _request(account_id, body), deps.clock()
     )
     return _json(201, outcome.response)
@@ -71,13 +71,13 @@ def create_purchase() -> Response[Any]:
 @app.get("/v1/purchases")
 def list_purchases() -> Response[Any]:
     account_id = caller_account(app)
-    return _json(200, {"purchases": accounts.list_purchases(deps.ledger, account_id)})
+    return _json(200, {"purchases": purchases.list_purchases(deps.ledger, account_id)})
 
 
 @app.post("/v1/purchases/<purchase_id>/refund")
 def refund(purchase_id: str) -> Response[Any]:
     account_id = caller_account(app)
-    outcome = accounts.refund_purchase(
+    outcome = purchases.refund_purchase(
         deps.ledger, account_id, purchase_id, _request(account_id, _raw_body()), deps.clock()
     )
     if outcome.outbox:
@@ -89,7 +89,7 @@ def refund(purchase_id: str) -> Response[Any]:
 @app.post("/v1/check-in")
 def check_in() -> Response[Any]:
     account_id = caller_account(app)
-    outcome = accounts.check_in(deps.ledger, account_id, _request(account_id, _raw_body()), deps.clock())
+    outcome = grants.check_in(deps.ledger, account_id, _request(account_id, _raw_body()), deps.clock())
     return _json(201, outcome.response)
 
 
@@ -98,7 +98,7 @@ def redeem_coupon() -> Response[Any]:
     account_id = caller_account(app)
     body = json_body(app)
     request = parse_request(RedeemRequest, body)
-    outcome = accounts.redeem_coupon(
+    outcome = grants.redeem_coupon(
         deps.ledger, account_id, request.code, _request(account_id, body), deps.clock()
     )
     return _json(201, outcome.response)
@@ -116,7 +116,7 @@ def admin_grant() -> Response[Any]:
     operator = operator_identity(app)
     body = json_body(app)
     request = parse_request(GrantRequest, body)
-    outcome = accounts.operator_grant(deps.ledger, request, operator, _request("admin", body), deps.clock())
+    outcome = grants.operator_grant(deps.ledger, request, operator, _request("admin", body), deps.clock())
     return _json(201, outcome.response)
 
 
@@ -126,7 +126,7 @@ def admin_coupon() -> Response[Any]:
     body = json_body(app)
     request = parse_request(CouponRequest, body)
     key = _request("admin", body)
-    response = accounts.create_coupon(
+    response = grants.create_coupon(
         deps.ledger, request, operator, _header("idempotency-key"), key.fingerprint, deps.clock()
     )
     return _json(201, response)

@@ -1,5 +1,5 @@
 """The payment provider's callback: ``Billing-Signature`` is verified before anything is read, then
-a confirmation adds the purchased credits exactly once (:func:`billing.accounts.handle_payment`)."""
+a confirmation adds the purchased credits exactly once (:func:`billing.purchases.handle_payment`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing import accounts
+from billing import purchases
 from billing.accounts import PaymentNotice, parse_request
 from billing.collaborators import Collaborators
 from billing.http import json_body, make_resolver
@@ -30,11 +30,11 @@ def _header(name: str) -> str | None:
 @app.post("/v1/webhooks/payments")
 def payment_notice() -> Response[Any]:
     now = deps.clock()
-    accounts.verify_signature(
+    purchases.verify_signature(
         _header("billing-signature"), app.current_event.decoded_body or "", get_settings().webhook_secret, now
     )
     notice = parse_request(PaymentNotice, json_body(app))
-    result = accounts.handle_payment(deps.ledger, notice, now)
+    result = purchases.handle_payment(deps.ledger, notice, now)
     metrics.add_metric(name="PaymentNotices", unit="Count", value=1)
     return Response(status_code=200, content_type="application/json", body=json.dumps(result))
 
