@@ -301,3 +301,47 @@ def test_an_account_untouched_for_years_is_caught_up_month_by_month(ledger):
     assert len(grants) == 27  # the creation month and 26 monthly grants, each once
     assert ledger.event_record(p.account_id, "roll:2024-02") is not None  # committed on its own
     assert_conserved(state)
+
+
+def test_late_resizes_restate_storage_already_billed(ledger):
+    """A resize applies from its own time: storage billed past it is re-priced, the difference
+    charged (a larger size) or corrected back to the lots (a smaller one)."""
+    p = Platform(ledger)
+    open_free(p)
+    p.send("Container Created", "2026-03-02T00:00:00Z", container_id="c1", storage_gb=20)
+    p.send("Container Started", "2026-03-02T10:00:00Z", container_id="c1", run_id="r1", tier="small",
+           code_supporter=False)
+    # Storage 00:00 -> 10:00: (20 - 5) GB x 10 h x 0.018 = 2.7
+    assert p.state().available() == 50 * C - 2_700_000
+    p.send("Container Stopped", "2026-03-02T12:00:00Z", container_id="c1", run_id="r1", traffic_bytes=0)
+    # small 2 h x 6.8 = 13.6, storage 15 GB x 2 h x 0.018 = 0.54
+    assert p.state().available() == 50 * C - 2_700_000 - 14_140_000
+
+    # Resized to 30 GB at 11:00, delivered after storage was billed to 12:00: 11:00 -> 12:00 is
+    # re-priced at 25 GB instead of 15: 10 GB x 1 h x 0.018 = 0.18 more.
+    p.send("Container Resized", "2026-03-02T11:00:00Z", "resize-30", container_id="c1", storage_gb=30)
+    [last] = [e for e in p.entries() if e.event_id == "resize-30"]  # dated 11:00, the resize's time
+    assert (last.type, last.amount) == ("deduction", 180_000)
+    assert [(x.item, x.seconds, x.storage_gb, x.billable_gb) for x in last.lines] == [("storage", 3600, 30, 25)]
+    assert p.state().available() == 50 * C - 2_700_000 - 14_140_000 - 180_000
+
+    # Resized to 8 GB at 05:00 (an even older fact): 05:00 -> 11:00 drops from 15 to 3 billable GB,
+    # 11:00 -> 12:00 stays at 30 GB. Before 15 x 6 + 25 x 1 = 115 GB-h (2.07), after 3 x 6 + 25 x 1
+    # = 43 GB-h (0.774): a correction of 1.296 back to March's lot.
+    p.send("Container Resized", "2026-03-02T05:00:00Z", "resize-8", container_id="c1", storage_gb=8)
+    [correction] = [e for e in p.entries() if e.event_id == "resize-8"]
+    assert (correction.type, correction.amount) == ("correction", 1_296_000)
+    assert [(x.item, x.start, x.end) for x in correction.lines] == [
+        ("storage", parse_time("2026-03-02T05:00:00Z"), parse_time("2026-03-02T12:00:00Z"))
+    ]
+    state = p.state()
+    assert state.available() == 50 * C - 2_700_000 - 14_140_000 - 180_000 + 1_296_000  # 34.276
+    assert_conserved(state)
+
+    # From 12:00 on the latest size (30 GB) counts: 25 GB x 2 h x 0.018 = 0.9 until the next start.
+    p.send("Container Started", "2026-03-02T14:00:00Z", container_id="c1", run_id="r2", tier="small",
+           code_supporter=False)
+    state = p.state()
+    assert state.available() == 34_276_000 - 900_000
+    assert state.totals.charged == 2_700_000 + 14_140_000 + 180_000 - 1_296_000 + 900_000
+    assert_conserved(state)
