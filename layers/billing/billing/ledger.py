@@ -315,9 +315,10 @@ class Ledger:
     def _needs_catch_up(self, account_id: str, state: AccountState, book: Book) -> bool:
         """An account untouched for months would roll every month in one transaction; past the
         transaction's item limit the months are committed one by one first."""
+        if book.state.as_of < next_month_start(next_month_start(state.as_of)):
+            return False  # the common path: at most one boundary crossed, no counting needed
         items = 2 + len(book.entries) + sum(1 for _ in self._usage_updates(account_pk(account_id), book.entries))
-        two_boundaries_on = next_month_start(next_month_start(state.as_of))
-        return items > CATCH_UP_ITEMS and book.state.as_of >= two_boundaries_on
+        return items > CATCH_UP_ITEMS
 
     def _roll_one_month(self, account_id: str, state: AccountState, version: int | None) -> None:
         boundary = next_month_start(state.as_of)
