@@ -24,7 +24,7 @@ from billing.accounts import (
     request_key,
 )
 from billing.collaborators import Collaborators
-from billing.http import caller_account, json_body, make_resolver, operator_identity
+from billing.http import caller_account, header, json_body, make_resolver, operator_identity
 from billing.observability import logger, metrics, tracer
 
 app = make_resolver()
@@ -35,16 +35,9 @@ def _json(status: int, body: dict[str, Any]) -> Response[Any]:
     return Response(status_code=status, content_type="application/json", body=json.dumps(body))
 
 
-def _header(name: str) -> str | None:
-    for key, value in (app.current_event.headers or {}).items():
-        if key.lower() == name:
-            return str(value)
-    return None
-
-
 def _request(scope: str, body: Any) -> RequestKey:
     event = app.current_event
-    return request_key(scope, _header("idempotency-key"), event.http_method, event.path, body)
+    return request_key(scope, header(app, "idempotency-key"), event.http_method, event.path, body)
 
 
 def _raw_body() -> Any:
@@ -125,10 +118,7 @@ def admin_coupon() -> Response[Any]:
     operator = operator_identity(app)
     body = json_body(app)
     request = parse_request(CouponRequest, body)
-    key = _request("admin", body)
-    response = grants.create_coupon(
-        deps.ledger, request, operator, _header("idempotency-key"), key.fingerprint, deps.clock()
-    )
+    response = grants.create_coupon(deps.ledger, request, operator, _request("admin", body), deps.clock())
     return _json(201, response)
 
 

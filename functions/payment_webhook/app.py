@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from billing import purchases
 from billing.accounts import PaymentNotice, parse_request
 from billing.collaborators import Collaborators
-from billing.http import json_body, make_resolver
+from billing.http import header, json_body, make_resolver
 from billing.observability import logger, metrics, tracer
 from billing.settings import get_settings
 
@@ -20,18 +20,11 @@ app = make_resolver()
 deps = Collaborators()  # tests replace it with real fakes
 
 
-def _header(name: str) -> str | None:
-    for key, value in (app.current_event.headers or {}).items():
-        if key.lower() == name:
-            return str(value)
-    return None
-
-
 @app.post("/v1/webhooks/payments")
 def payment_notice() -> Response[Any]:
     now = deps.clock()
     purchases.verify_signature(
-        _header("billing-signature"), app.current_event.decoded_body or "", get_settings().webhook_secret, now
+        header(app, "billing-signature"), app.current_event.decoded_body or "", get_settings().webhook_secret, now
     )
     notice = parse_request(PaymentNotice, json_body(app))
     result = purchases.handle_payment(deps.ledger, notice, now)

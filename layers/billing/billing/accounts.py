@@ -40,8 +40,9 @@ from billing.amounts import MICRO, micro_of_credits
 from billing.clock import parse_time
 from billing.engine import Book
 from billing.errors import ConcurrentUpdate, Conflict, InvalidInput, RuleViolation
+from billing.http import validation_reasons
 from billing.ledger import Applied, Ledger, TableModels
-from billing.model import AccountState, OutboundEvent, Record, from_json
+from billing.model import AccountState, OutboundEvent, Record, from_json, to_json
 from billing.observability import logger
 
 MAX_GRANT_MICRO = 1_000_000_000 * MICRO
@@ -101,10 +102,7 @@ def parse_request(model: type[M], body: Any) -> M:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
-            for err in exc.errors()
-        )
+        reasons = validation_reasons(exc.errors())
         raise InvalidInput(reasons or "invalid body") from None
 
 
@@ -138,6 +136,16 @@ def saving(writes: list[Write]) -> Callable[[Book, TransactWrite], None]:
             tx.save(item, condition=condition)
 
     return extra
+
+
+def record_write(
+    models: TableModels, pk: str, sk: str, record: Record, read_version: int | None, **attributes: Any
+) -> Write:
+    """A record saved with the next version, on condition that it is still the version read (absent
+    when it was not read): a concurrent change fails the transaction, which re-reads and decides again."""
+    item = models.Item(pk, sk, body=to_json(record), version=(read_version or 0) + 1, **attributes)
+    cond = models.Item.pk.does_not_exist() if read_version is None else models.Item.version == read_version
+    return item, cond
 
 
 def load_record(models: TableModels, pk: str, sk: str, record: type[R]) -> tuple[R, int] | None:

@@ -63,3 +63,12 @@ def format_dollars(cents: int) -> str:
     sign = "-" if cents < 0 else ""
     whole, frac = divmod(abs(cents), 100)
     return f"{sign}{whole}.{frac:02d}"
+
+
+def hours_left(remaining: int, burn: int) -> float | None:
+    """How long ``remaining`` µcr last at ``burn`` µcr per hour, to the hundredth of an hour (half-up);
+    0 when nothing remains, None without a burn. A display figure, never an amount."""
+    if burn <= 0:
+        return None
+    hours = Decimal(max(remaining, 0)) / Decimal(burn)
+    return float(hours.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))

@@ -1,5 +1,5 @@
 """Typed domain errors. The layer raises them; each entry point maps them in one place
-(HTTP: ``billing.api.errors``; events: the invocation fails and the event is dead-lettered)."""
+(HTTP: ``billing.http.make_resolver``; events: the invocation fails and the event is dead-lettered)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,18 @@ class InvalidInput(BillingError):
 
     code = "invalid_input"
     http_status = 400
+
+
+class Unauthorized(BillingError):
+    """No authenticated caller, or a webhook whose signature does not verify."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(BillingError):
+    code = "forbidden"
+    http_status = 403
 
 
 class UnknownAccount(BillingError):

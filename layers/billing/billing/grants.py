@@ -19,7 +19,6 @@ from pynamodb.transactions import TransactWrite
 
 from billing import engine
 from billing.accounts import (
-    KEY_PATTERN,
     CouponRequest,
     GrantRequest,
     Outcome,
@@ -29,6 +28,7 @@ from billing.accounts import (
     load_record,
     parse_credits,
     parse_when,
+    record_write,
     replay,
     run_request,
 )
@@ -37,7 +37,7 @@ from billing.clock import add_one_month, format_time
 from billing.engine import Book
 from billing.errors import Conflict, InvalidInput, NotFound, RuleViolation
 from billing.ledger import Ledger, TableModels
-from billing.model import AccountState, LotKind, Record, to_json
+from billing.model import AccountState, LotKind, Record
 from billing.observability import logger
 from billing.purchases import load_purchase
 from billing.views import lot_view
@@ -67,9 +67,7 @@ def coupon_pk(code: str) -> str:
 
 
 def _coupon_write(models: TableModels, c: Coupon, read_version: int | None) -> Write:
-    item = models.Item(coupon_pk(c.code), "COUPON", body=to_json(c), version=(read_version or 0) + 1)
-    cond = models.Item.pk.does_not_exist() if read_version is None else models.Item.version == read_version
-    return item, cond
+    return record_write(models, coupon_pk(c.code), "COUPON", c, read_version)
 
 
 def check_in(ledger: Ledger, account_id: str, req: RequestKey, now: datetime) -> Outcome:
@@ -92,10 +90,11 @@ def create_coupon(
     ledger: Ledger,
     body: CouponRequest,
     operator: str,
-    idempotency_key: str | None,
-    fingerprint: str,
+    req: RequestKey,
     now: datetime,
 ) -> dict[str, Any]:
+    """A coupon, once per ``Idempotency-Key``: coupons are no account's, so the key's record is an
+    item of its own (``IDEM#<event id>``) written in the coupon's transaction."""
     code = normalize_code(body.code)
     if not CODE_PATTERN.match(code):
         raise InvalidInput("code must be 1 to 64 letters, digits, '_' or '-'")
@@ -108,13 +107,11 @@ def create_coupon(
     if expires_at <= now:
         raise RuleViolation("expires_at must be in the future")
     models = ledger.models
-    idem_pk = f"IDEM#admin#{idempotency_key}" if idempotency_key is not None else None
-    if idempotency_key is not None and not KEY_PATTERN.match(idempotency_key):
-        raise InvalidInput("Idempotency-Key must be 1 to 255 printable ASCII characters")
+    idem_pk = f"IDEM#{req.event_id}" if req.keyed else None
     if idem_pk:
         stored = _stored_idempotent(models, idem_pk)
         if stored is not None:
-            return replay(stored, RequestKey(idem_pk, fingerprint, keyed=True))
+            return replay(stored, req)
     coupon = Coupon(
         code=code,
         credits=credits,
@@ -131,14 +128,14 @@ def create_coupon(
             tx.save(item, condition=condition)
             if idem_pk:
                 record = models.Item(
-                    idem_pk, "IDEM", body=json.dumps({"fingerprint": fingerprint, "response": response})
+                    idem_pk, "IDEM", body=json.dumps({"fingerprint": req.fingerprint, "response": response})
                 )
                 tx.save(record, condition=models.Item.pk.does_not_exist())
     except TransactWriteError:
         if idem_pk:
             stored = _stored_idempotent(models, idem_pk)
             if stored is not None:
-                return replay(stored, RequestKey(idem_pk, fingerprint, keyed=True))
+                return replay(stored, req)
         raise Conflict(f"a coupon {code} exists already") from None
     logger.info("coupon created", code=code, operator=operator)
     return response

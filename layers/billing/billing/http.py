@@ -11,24 +11,15 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from billing.errors import BillingError, InvalidInput
+from billing.errors import BillingError, Forbidden, InvalidInput, Unauthorized
 from billing.observability import logger
-
-
-class Unauthorized(BillingError):
-    code = "unauthorized"
-    http_status = 401
-
-
-class Forbidden(BillingError):
-    code = "forbidden"
-    http_status = 403
 
 
 def error_response(status: int, code: str, message: str) -> Response[Any]:
@@ -37,6 +28,11 @@ def error_response(status: int, code: str, message: str) -> Response[Any]:
         content_type="application/json",
         body=json.dumps({"error": {"code": code, "message": message}}),
     )
+
+
+def validation_reasons(errors: Iterable[Mapping[str, Any]]) -> str:
+    """pydantic's errors as one message: ``field.path: what is wrong; ...``."""
+    return "; ".join(f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}" for err in errors)
 
 
 def make_resolver() -> APIGatewayHttpResolver:
@@ -50,9 +46,7 @@ def make_resolver() -> APIGatewayHttpResolver:
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response[Any]:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}" for err in exc.errors()
-        )
+        reasons = validation_reasons(exc.errors())
         logger.info("request invalid", reason=reasons)
         return error_response(400, InvalidInput.code, reasons or "invalid request")
 
@@ -82,6 +76,14 @@ def operator_identity(app: APIGatewayHttpResolver) -> str:
     if not arn:
         raise Forbidden("operator routes need IAM authorization")
     return str(arn)
+
+
+def header(app: APIGatewayHttpResolver, name: str) -> str | None:
+    """A request header, by its lower-case name (HTTP header names are case-insensitive)."""
+    for key, value in (app.current_event.headers or {}).items():
+        if key.lower() == name:
+            return str(value)
+    return None
 
 
 def json_body(app: APIGatewayHttpResolver) -> dict[str, Any]:

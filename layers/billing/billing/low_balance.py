@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated
 
 from msgspec import Meta
 
 from billing.adapters import EventPublisher, MailSender
-from billing.amounts import format_credits
+from billing.amounts import format_credits, hours_left
 from billing.clock import Clock, utc_now
 from billing.engine import Book
 from billing.events import Message, UtcTime
@@ -44,13 +43,6 @@ class MailDecision:
     message_id: str | None = None
 
 
-def _hours_left(remaining: int, burn: int) -> float | None:
-    if burn <= 0:
-        return None
-    hours = Decimal(max(remaining, 0)) / Decimal(burn)
-    return float(hours.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
-
-
 def low_balance_position(state: AccountState, ledger: Ledger, at: datetime) -> tuple[int, int]:
     """(remaining, hourly burn) at ``at``: available - accrued, as the balance route shows them."""
     book, moment = Book.projection(state, ledger.catalog, at)
@@ -72,7 +64,7 @@ def maybe_send_low_balance_mail(
         logger.warning("low balance check for an unknown account", account_id=account_id)
         return MailDecision(False, "unknown_account")
     remaining, burn = low_balance_position(state, ledger, moment)
-    hours = _hours_left(remaining, burn)
+    hours = hours_left(remaining, burn)
     decision = MailDecision(False, "", remaining, burn, hours)
     if not state.credit_mail:
         decision.reason = "credit_mail_off"

@@ -42,15 +42,16 @@ from billing.accounts import (
     Write,
     load_record,
     parse_when,
+    record_write,
     run_request,
     saving,
 )
 from billing.amounts import MICRO, ceil_cents, cents_of_micro, format_credits, money
 from billing.clock import format_time
 from billing.engine import Book
-from billing.errors import ConcurrentUpdate, Conflict, NotFound, RuleViolation
+from billing.errors import ConcurrentUpdate, Conflict, NotFound, RuleViolation, Unauthorized
 from billing.ledger import Ledger, TableModels
-from billing.model import AccountState, OutboundEvent, Record, from_json, to_json
+from billing.model import AccountState, OutboundEvent, Record, from_json
 from billing.observability import logger
 from billing.views import lot_view, time_or_none
 
@@ -106,16 +107,10 @@ def load_purchase(models: TableModels, purchase_id: str) -> tuple[Purchase, int]
 
 
 def _purchase_write(models: TableModels, p: Purchase, read_version: int | None) -> Write:
-    item = models.Item(
-        purchase_pk(p.purchase_id),
-        "PURCHASE",
-        body=to_json(p),
-        version=(read_version or 0) + 1,
-        gsi1pk=purchases_index_key(p.account_id),
-        gsi1sk=format_time(p.created_at) + "#" + p.purchase_id,
+    return record_write(
+        models, purchase_pk(p.purchase_id), "PURCHASE", p, read_version,
+        gsi1pk=purchases_index_key(p.account_id), gsi1sk=format_time(p.created_at) + "#" + p.purchase_id,
     )
-    cond = models.Item.pk.does_not_exist() if read_version is None else models.Item.version == read_version
-    return item, cond
 
 
 def purchase_view(p: Purchase) -> dict[str, Any]:
@@ -183,8 +178,6 @@ def list_purchases(ledger: Ledger, account_id: str) -> list[dict[str, Any]]:
 
 def verify_signature(header: str | None, raw_body: str, secret: str, now: datetime) -> None:
     """``Billing-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">``, within 5 minutes."""
-    from billing.http import Unauthorized
-
     if not header:
         raise Unauthorized("missing Billing-Signature")
     timestamp: str | None = None

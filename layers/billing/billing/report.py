@@ -43,7 +43,7 @@ import msgspec
 from pydantic import BaseModel, Field
 from pynamodb.exceptions import DoesNotExist
 
-from billing.amounts import cents_of_micro, format_credits
+from billing.amounts import cents_of_micro, format_credits, hours_left
 from billing.burn_down import burn_order
 from billing.clock import Clock, format_time, month_key, next_month_start, parse_time, utc_now
 from billing.engine import Book
@@ -324,10 +324,6 @@ class UsageReports:
         accrued = book.accrued(at)
         remaining = available - accrued
         burn = book.hourly_burn(at)
-        hours_left: float | None = None
-        if burn > 0:
-            hours = Decimal(max(remaining, 0)) / Decimal(burn)
-            hours_left = float(hours.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
         expiring = sorted(
             (lot for lot in open_lots if lot.expires_at), key=lambda lot: (lot.expires_at, lot.lot_id)
         )
@@ -343,7 +339,7 @@ class UsageReports:
             accrued=format_credits(accrued),
             remaining=format_credits(remaining),
             hourly_burn=format_credits(burn),
-            hours_left=hours_left,
+            hours_left=hours_left(remaining, burn),
             next_monthly_grant_at=format_time(next_month_start(at)),
             lots=[LotView.model_validate(lot_view(lot)) for lot in open_lots],
             upcoming_expirations=[
