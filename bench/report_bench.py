@@ -34,11 +34,11 @@ import boto3  # noqa: E402
 
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 from billing import engine  # noqa: E402
-from billing.catalog import load_catalog  # noqa: E402
-from billing.http import CursorCodec  # noqa: E402
-from billing.ledger import Ledger, account_pk, day_attr, ledger_sk  # noqa: E402
-from billing.model import ChargeLine, LedgerEntry, LotAmount, to_json  # noqa: E402
-from billing.report import UsageReports  # noqa: E402
+from billing.api.reports import UsageReports  # noqa: E402
+from billing.domain.catalog import load_catalog  # noqa: E402
+from billing.domain.model import ChargeLine, LedgerEntry, LotAmount, to_json  # noqa: E402
+from billing.store.cursors import CursorCodec  # noqa: E402
+from billing.store.ledger import Ledger, account_pk, day_attr, ledger_sk  # noqa: E402
 from localsam.dynamodb_local import DynamoDBLocal  # noqa: E402
 from localsam.runtime import function_module  # noqa: E402
 from localsam.template import create_table, load_template  # noqa: E402

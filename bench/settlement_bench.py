@@ -183,8 +183,9 @@ def main() -> int:
 
 def run(args: argparse.Namespace, table: str, plain: Any) -> None:
     from billing.adapters import EventPublisher
-    from billing.ledger import Ledger, table_models
     from billing.observability import logger
+    from billing.store.ledger import Ledger
+    from billing.store.tables import table_models
 
     devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the run
     for h in logger.handlers:  # keep the formatting cost, drop the output

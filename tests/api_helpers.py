@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from billing.ledger import TableModels
+from billing.store.tables import TableModels
 
 
 def api_event(

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from billing.catalog import PriceCatalog, load_catalog
-from billing.ledger import Ledger
+from billing.domain.catalog import PriceCatalog, load_catalog
+from billing.store.ledger import Ledger
 from localsam.dynamodb_local import DynamoDBLocal
 from localsam.stack import LocalStack
 from localsam.template import create_table, load_template

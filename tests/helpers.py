@@ -3,23 +3,42 @@
 from __future__ import annotations
 
 import itertools
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from billing import wiring
 from billing.adapters import EventPublisher
-from billing.ledger import Ledger
-from billing.model import OutboundEvent
+from billing.domain import credits, settle
+from billing.domain.model import LotKind, OutboundEvent
+from billing.domain.posting import Book
+from billing.store.ledger import Change, Ledger
 from localsam.runtime import function_module
+from tests.api_helpers import FakeContext
 
 ROOT = Path(__file__).resolve().parents[1]
 C = 1_000_000  # µcr per credit
 GIB = 2**30
 
 
-def load_handler(function: str) -> ModuleType:
-    """A function's app.py loaded from its file, as Lambda would (a module of its own)."""
-    return function_module(function)
+def load_handler(function: str, **collaborators: Any) -> ModuleType:
+    """A function's app.py loaded from its file, as Lambda would (a module of its own), with the
+    given collaborators (``ledger=``, ``clock=``, ``publisher=``... named after the providers of
+    :mod:`billing.wiring`) in place of the ones its configuration would build."""
+    return wire(function_module(function), **collaborators)
+
+
+def wire(module: ModuleType, **collaborators: Any) -> ModuleType:
+    """Override providers of a handler module's wiring with ready collaborators."""
+    for name, value in collaborators.items():
+        module.deps.dependency_overrides[getattr(wiring, name)] = lambda value=value: value
+    return module
+
+
+def invoke(module: ModuleType, event: Any) -> Any:
+    """Call a handler module's ``lambda_handler`` as Lambda would."""
+    return module.lambda_handler(event, FakeContext())
 
 
 class RecordingPublisher(EventPublisher):
@@ -52,7 +71,7 @@ class Platform:
         self.ledger = ledger
         self.account_id = account_id
         self.publisher = RecordingPublisher()
-        self.handler = load_handler("container_settlement")
+        self.handler = load_handler("container_settlement", ledger=ledger, publisher=self.publisher)
 
     def event(self, detail_type: str, at: str, event_id: str | None = None, **fields: Any) -> dict[str, Any]:
         detail = {"event_id": event_id or f"ev-{next(self._ids)}", "account_id": self.account_id,
@@ -64,17 +83,32 @@ class Platform:
         return self.deliver(self.event(detail_type, at, event_id, **fields))
 
     def deliver(self, event: dict[str, Any]) -> dict[str, Any]:
-        return self.handler.handle(event, self.ledger, self.publisher)
+        return invoke(self.handler, event)
 
     def state(self) -> Any:
         return self.ledger.load(self.account_id)
 
     def entries(self) -> list[Any]:
-        from billing.ledger import account_pk, entries_from_items
+        from billing.store import keys
+        from billing.store.ledger import entries_from_items
 
         entry = self.ledger.models.Entry
-        items = entry.query(account_pk(self.account_id), entry.sk.startswith("LEDGER#"))
+        items = entry.query(keys.account_pk(self.account_id), entry.sk.startswith(keys.LEDGER))
         return entries_from_items(items)
+
+
+def grant(
+    ledger: Ledger, account_id: str, event_id: str, at: datetime, kind: LotKind, amount: int,
+    expires: datetime | None, reason: str,
+) -> None:
+    """Grant a lot to an account exactly once for ``event_id``, as the grant services do."""
+
+    def action(state: Any) -> Change:
+        book = Book(settle.require(state, account_id), ledger.catalog, event_id)
+        credits.grant(book, at, kind, amount, expires, reason)
+        return Change(book)
+
+    ledger.apply(account_id, event_id, action)
 
 
 def assert_conserved(state: Any) -> None:

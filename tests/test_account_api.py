@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from billing import engine
-from billing.collaborators import Collaborators
-from billing.engine import Book
-from billing.ledger import Ledger, account_pk
-from billing.purchases import sign
+from billing.api.signatures import sign
+from billing.domain import settle
+from billing.domain.posting import Book
+from billing.store.keys import account_pk
+from billing.store.ledger import Change, Ledger
 from tests.helpers import C, Platform, RecordingPublisher, assert_conserved, load_handler
 
 SECRET = "local-webhook-secret"  # the settings' default (no PAYMENT_WEBHOOK_SECRET in the tests)
@@ -93,10 +93,8 @@ class Api:
         self.ledger = ledger
         self.clock = clock
         self.publisher = RecordingPublisher()
-        self.accounts = load_handler("account_api")
-        self.webhook = load_handler("payment_webhook")
-        for module in (self.accounts, self.webhook):
-            module.deps = Collaborators(ledger_=ledger, clock=clock, publisher_=self.publisher)
+        self.accounts = load_handler("account_api", ledger=ledger, clock=clock, publisher=self.publisher)
+        self.webhook = load_handler("payment_webhook", ledger=ledger, clock=clock, publisher=self.publisher)
 
     @staticmethod
     def _call(module: ModuleType, event: dict[str, Any]) -> tuple[int, Any]:
@@ -149,10 +147,10 @@ def spend(ledger: Ledger, account_id: str, credits_micro: int, at: str, event_id
     assert credits_micro % 4 == 0
     moment = parse(at)
 
-    def action(state: Any) -> Book:
-        book = Book(engine.require(state, account_id), ledger.catalog, event_id)
-        engine.ai_used(book, moment, "chat", "gpt-5-nano", credits_micro // 4, 0, None)
-        return book
+    def action(state: Any) -> Change:
+        book = Book(settle.require(state, account_id), ledger.catalog, event_id)
+        settle.ai_used(book, moment, "chat", "gpt-5-nano", credits_micro // 4, 0, None)
+        return Change(book)
 
     ledger.apply(account_id, event_id, action)
 
@@ -527,7 +525,7 @@ def test_unknown_route_is_404(api: Api) -> None:
 
 def test_event_records_of_requests_are_in_the_account_partition(api: Api, ledger: Ledger) -> None:
     api.call("POST", "/v1/check-in", headers={"Idempotency-Key": "abc"})
-    record = ledger.event_record("acct-1", "idem:acct-1:abc")
+    record = ledger.models.EventRecord.get(account_pk("acct-1"), "EVENT#idem:acct-1:abc")
     assert record is not None
     assert record.pk == account_pk("acct-1")
     assert json.loads(record.result)["response"]["lot"]["kind"] == "event"

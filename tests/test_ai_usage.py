@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from billing.catalog import PriceCatalog
-from billing.errors import InvalidInput, UnknownPriceItem
-from billing.ledger import Ledger, account_pk
+from billing.domain.catalog import PriceCatalog
+from billing.domain.errors import InvalidInput, UnknownPriceItem
+from billing.store.keys import account_pk
+from billing.store.ledger import Ledger
 from tests.api_helpers import FakeContext
-from tests.helpers import ROOT, Platform, load_handler
+from tests.helpers import ROOT, Platform, invoke, load_handler, wire
 
 AI = load_handler("ai_usage")
+
+
+def handle(event: Any, ledger: Ledger, publisher: Any) -> Any:
+    return invoke(wire(AI, ledger=ledger, publisher=publisher), event)
 SAMPLES = ROOT / "events" / "ai_usage"
 
 
@@ -39,7 +45,7 @@ def test_samples_settle_at_token_prices(account: Platform) -> None:
     ledger = account.ledger
     results = {}
     for name in ("chat.json", "snap.json", "ai-supporter.json"):
-        AI.handle(sample(name), ledger, account.publisher)
+        handle(sample(name), ledger, account.publisher)
         entries = [e for e in account.entries() if e.type == "deduction"]
         results[name] = entries[-1]
     chat = results["chat.json"]
@@ -56,14 +62,14 @@ def test_samples_settle_at_token_prices(account: Platform) -> None:
 
 
 def test_same_event_twice_is_charged_once(account: Platform) -> None:
-    first = AI.handle(sample("chat.json"), account.ledger, account.publisher)
-    again = AI.handle(sample("chat.json"), account.ledger, account.publisher)
+    first = handle(sample("chat.json"), account.ledger, account.publisher)
+    again = handle(sample("chat.json"), account.ledger, account.publisher)
     assert first["duplicate"] is False and again["duplicate"] is True
     assert len([e for e in account.entries() if e.type == "deduction"]) == 1
 
 
 def test_one_line_rounded_once_half_up(ledger: Ledger, catalog: PriceCatalog) -> None:
-    data = json.loads((ROOT / "layers/billing/billing/catalog/default.json").read_text())
+    data = json.loads((ROOT / "layers/billing/billing/domain/prices/default.json").read_text())
     data["versions"][0]["ai_models"]["half-model"] = {"input": "0.0000005", "output": "0.0000001"}
     custom = PriceCatalog.from_json(json.dumps(data))
     led = Ledger(table_name=ledger.models.table_name, catalog=custom, sleep=lambda _: None)
@@ -71,12 +77,12 @@ def test_one_line_rounded_once_half_up(ledger: Ledger, catalog: PriceCatalog) ->
     p.send("Account Created", "2026-11-01T00:00:00Z", email="r@example.com", plan="free")
     event = p.event("AI Usage Recorded", "2026-11-02T10:00:00Z", feature="snap", model="half-model",
                     input_tokens=3, output_tokens=0)
-    AI.handle(event, led, p.publisher)
+    handle(event, led, p.publisher)
     # 3 x 0.0000005 = 0.0000015 credits = 1.5 µcr -> 2 (half-up, once for the whole use)
     assert [e.amount for e in p.entries() if e.type == "deduction"] == [2]
     event = p.event("AI Usage Recorded", "2026-11-02T10:01:00Z", feature="snap", model="half-model",
                     input_tokens=1, output_tokens=2)
-    AI.handle(event, led, p.publisher)
+    handle(event, led, p.publisher)
     # 0.5 + 0.2 = 0.7 µcr -> 1 (per-token rounding would give 1 + 0 + 0)
     assert [e.amount for e in p.entries() if e.type == "deduction"] == [2, 1]
 
@@ -87,21 +93,21 @@ def test_invalid_samples_write_nothing_and_raise(account: Platform, name: str, e
     before = items(account.ledger, "acct-sample")
     version = account.state().version
     with pytest.raises(error):
-        AI.lambda_handler(sample(name), FakeContext(function_name="ai-usage"))
+        load_handler("ai_usage").lambda_handler(sample(name), FakeContext(function_name="ai-usage"))
     # The handler built its own Ledger from TABLE_NAME: the same table as the fixture's.
     assert items(account.ledger, "acct-sample") == before
     assert account.state().version == version
-    assert account.ledger.event_record("acct-sample", sample(name)["detail"]["event_id"]) is None
+    assert account.ledger.stored("acct-sample", sample(name)["detail"]["event_id"]) is None
 
 
 def test_other_sources_and_unknown_accounts_are_rejected(account: Platform) -> None:
     container_event = json.loads((ROOT / "events/container_settlement/container-started.json").read_text())
     with pytest.raises(InvalidInput):
-        AI.handle(container_event, account.ledger, account.publisher)
+        handle(container_event, account.ledger, account.publisher)
     stranger = sample("chat.json")
     stranger["detail"]["account_id"] = "acct-nobody"
     with pytest.raises(Exception, match="no account"):
-        AI.handle(stranger, account.ledger, account.publisher)
+        handle(stranger, account.ledger, account.publisher)
 
 
 def test_usage_api_samples_are_payload_v2_with_the_sample_account() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
-from billing.errors import InvalidInput, UnknownAccount, UnknownPriceItem
+from billing.domain.errors import InvalidInput, UnknownAccount, UnknownPriceItem
 from billing.observability import logger
 from tests.helpers import Platform
 

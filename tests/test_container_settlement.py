@@ -7,9 +7,8 @@ Supporter 1.96 cr/h; storage 0.018 cr per GB-hour above 5 GB (Free) / 15 GB (Mem
 
 from __future__ import annotations
 
-from billing import engine
-from billing.clock import parse_time
-from tests.helpers import GIB, C, Platform, assert_conserved
+from billing.domain.clock import add_one_month, parse_time
+from tests.helpers import GIB, C, Platform, assert_conserved, grant
 
 
 def open_free(p: Platform, at: str = "2026-03-01T00:00:00Z") -> None:
@@ -81,13 +80,8 @@ def test_run_paid_partly_by_a_check_in_lot(ledger):
     open_free(p)
     # A check-in on March 10: 5 credits valid one month (to April 10), so it burns after the
     # monthly lot, which expires sooner (April 1).
-    def check_in(state):
-        book = engine.Book(state, ledger.catalog, "checkin-1")
-        at = parse_time("2026-03-10T09:00:00Z")
-        engine.grant_credits(book, at, "event", 5 * C, engine.check_in_expiry(at), "daily_check_in")
-        return book
-
-    ledger.apply(p.account_id, "checkin-1", check_in)
+    at = parse_time("2026-03-10T09:00:00Z")
+    grant(ledger, p.account_id, "checkin-1", at, "event", 5 * C, add_one_month(at), "daily_check_in")
     p.send("Container Created", "2026-03-10T10:00:00Z", container_id="c1", storage_gb=5)
     p.send("Container Started", "2026-03-10T10:00:00Z", container_id="c1", run_id="r1", tier="large",
            code_supporter=False)
@@ -143,12 +137,7 @@ def test_run_that_exhausts_the_credits(ledger):
     assert_conserved(state)
 
     # A grant pays the debt first and ends the exhausted state.
-    def grant(s):
-        book = engine.Book(s, ledger.catalog, "grant-1")
-        engine.grant_credits(book, parse_time("2026-03-02T13:00:00Z"), "event", 10 * C, None, "support")
-        return book
-
-    ledger.apply(p.account_id, "grant-1", grant)
+    grant(ledger, p.account_id, "grant-1", parse_time("2026-03-02T13:00:00Z"), "event", 10 * C, None, "support")
     state = p.state()
     assert state.debt == 0 and not state.exhausted
     assert state.available() == 10 * C - 6_794_667
@@ -264,11 +253,12 @@ def test_stop_older_than_an_already_settled_boundary_is_corrected(ledger):
 
 
 def load_sweep():
-    from billing.settlement import settle_account
+    from billing.adapters import LowBalanceChecks
+    from billing.services.settlement import settle_account
 
     def sweep(ledger, p):
         settle_account(p.account_id, parse_time("2026-04-01T00:00:00Z"), "sweep:month:2026-04", ledger,
-                       p.publisher)
+                       p.publisher, LowBalanceChecks(None))
 
     return sweep
 
@@ -299,7 +289,7 @@ def test_an_account_untouched_for_years_is_caught_up_month_by_month(ledger):
     assert state.as_of == parse_time("2026-03-01T00:00:00Z")
     grants = [e for e in p.entries() if e.type == "grant"]
     assert len(grants) == 27  # the creation month and 26 monthly grants, each once
-    assert ledger.event_record(p.account_id, "roll:2024-02") is not None  # committed on its own
+    assert ledger.stored(p.account_id, "roll:2024-02") is not None  # committed on its own
     assert_conserved(state)
 
 

@@ -1,6 +1,10 @@
-"""What each handler module loads at import: the event-driven functions (EventBridge, schedule, SQS)
-stay free of pydantic and of the HTTP side of the layer, which keeps their cold start close to that
-of boto3 (bench/import_bench.py measures it; this only guards the boundary, it times nothing)."""
+"""What each module loads at import.
+
+* The event-driven functions (EventBridge, schedule, SQS) stay free of pydantic and of the HTTP side
+  of the layer, which keeps their cold start close to that of boto3 (bench/import_bench.py measures
+  it; this only guards the boundary, it times nothing).
+* The domain (``billing.domain``) is pure: none of its modules loads boto3, PynamoDB or pydantic.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import sys
 import pytest
 
 from localsam.runtime import FunctionSpec, functions
+from tests.helpers import ROOT
 
 SPECS = functions()
 HTTP = {name for name, spec in SPECS.items() if spec.events_of_type("HttpApi")}
@@ -25,8 +30,13 @@ module = importlib.util.module_from_spec(spec); sys.modules["app"] = module; spe
 print(json.dumps(sorted(sys.modules)))
 """
 
-HTTP_ONLY = ("pydantic", "pydantic_core", "aws_lambda_powertools.event_handler", "billing.http",
-             "billing.accounts", "billing.purchases", "billing.grants", "billing.report")
+HTTP_ONLY = ("pydantic", "pydantic_core", "aws_lambda_powertools.event_handler", "billing.api")
+DOMAIN = sorted(
+    f"billing.domain.{path.stem}"
+    for path in (ROOT / "layers/billing/billing/domain").glob("*.py")
+    if path.stem != "__init__"
+)
+NOT_IN_DOMAIN = ("boto3", "botocore", "pynamodb", "pydantic", "aws_lambda_powertools")
 
 
 def imported_by(spec: FunctionSpec) -> set[str]:
@@ -45,11 +55,28 @@ def test_the_template_has_both_kinds_of_function():
 @pytest.mark.parametrize("logical_id", EVENT_DRIVEN)
 def test_event_driven_handler_imports_nothing_of_the_http_side(logical_id):
     modules = imported_by(SPECS[logical_id])
-    assert "billing.ledger" in modules and "msgspec" in modules  # the probe did load the handler
-    assert sorted(m for m in modules if m in HTTP_ONLY) == []
+    assert "billing.store.ledger" in modules and "msgspec" in modules  # the probe did load the handler
+    assert sorted(m for m in modules if m.split(".")[0] in HTTP_ONLY or m.startswith(HTTP_ONLY)) == []
 
 
 def test_an_http_handler_does_load_the_validation_stack():
     """The probe can see pydantic when it is there (so the test above can fail)."""
     modules = imported_by(SPECS["UsageApiFunction"])
-    assert {"pydantic", "aws_lambda_powertools.event_handler", "billing.report"} <= modules
+    assert {"pydantic", "aws_lambda_powertools.event_handler", "billing.api.reports"} <= modules
+
+
+def imported_with(module: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+@pytest.mark.parametrize("module", DOMAIN)
+def test_the_domain_is_pure(module):
+    modules = imported_with(module)
+    assert module in modules
+    assert sorted(m for m in modules if m.split(".")[0] in NOT_IN_DOMAIN) == []
+
+
+def test_the_purity_probe_sees_the_sdk_when_it_is_there():
+    assert {"pynamodb", "botocore"} <= imported_with("billing.store.ledger")

@@ -19,9 +19,8 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from billing.adapters import EventPublisher, MailSender
-from billing.collaborators import Collaborators
-from billing.ledger import Ledger
-from billing.low_balance import MailDecision, maybe_send_low_balance_mail
+from billing.services.low_balance import MailDecision, maybe_send_low_balance_mail
+from billing.store.ledger import Ledger
 from tests.helpers import C, Platform, load_handler
 from tests.test_account_api import Api, FixedClock, parse
 from tests.test_account_api import clock as clock
@@ -170,8 +169,8 @@ def test_notifier_function_reports_bad_messages_alone(ledger: Ledger, aws: Aws, 
                                                       clock: FixedClock) -> None:
     from tests.test_account_api import Context
 
-    notifier = load_handler("low_balance_notifier")
-    notifier.deps = Collaborators(ledger_=ledger, clock=clock, publisher_=aws.publisher, mail_sender_=aws.mail)
+    notifier = load_handler("low_balance_notifier", ledger=ledger, clock=clock, publisher=aws.publisher,
+                            mail_sender=aws.mail)
     good = json.dumps({"account_id": "acct-1", "at": "2026-01-10T11:00:00Z"})
     result = notifier.lambda_handler(sqs_event(good, "{not json", json.dumps({"at": "2026-01-10T11:00:00Z"}),
                                                json.dumps({"account_id": "acct-1", "at": "noon"})), Context())
@@ -198,8 +197,8 @@ def test_checks_are_enqueued_for_the_notifier(aws: Aws) -> None:
 def test_settlement_asks_for_a_check_after_a_deduction_and_at_a_start(ledger):
     """Checked after every deduction and at every container start, not after other events."""
     from billing.adapters import LowBalanceChecks
-    from billing.events import parse_platform_event
-    from billing.settlement import settle_platform_event
+    from billing.domain.events import parse_platform_event
+    from billing.services.settlement import settle_platform_event
     from tests.helpers import RecordingPublisher
 
     class RecordingChecks(LowBalanceChecks):

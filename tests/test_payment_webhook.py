@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from billing.ledger import Ledger
-from billing.purchases import sign
+from billing.api.signatures import sign
+from billing.store.ledger import Ledger
 from tests.helpers import C, assert_conserved
 from tests.test_account_api import SECRET, Api, FixedClock, snapshot, spend
 from tests.test_account_api import api as api

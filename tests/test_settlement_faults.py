@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 from pynamodb.exceptions import TransactWriteError
 
-from billing.ledger import Ledger
+from billing.store.ledger import Ledger
 from tests.helpers import C, Platform, assert_conserved
 
 

@@ -21,12 +21,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from billing import engine
-from billing.clock import add_one_month, month_key, next_month_start
-from billing.ledger import Ledger
-from billing.settlement import settle_account
+from billing.adapters import LowBalanceChecks
+from billing.domain.clock import add_one_month, month_key, next_month_start
+from billing.services.settlement import settle_account
+from billing.store.ledger import Ledger
 from localsam.template import create_table
-from tests.helpers import Platform, assert_conserved
+from tests.helpers import Platform, assert_conserved, grant
 
 C = 1_000_000
 PER_9S = {"micro": 4_900, "small": 17_000, "medium": 34_000}  # µcr per 9 seconds
@@ -324,7 +324,7 @@ class SettlementMachine(RuleBasedStateMachine):
     def month_boundary(self) -> None:
         boundary = next_month_start(self.clock)
         settle_account("acct-s", boundary, f"sweep:month:{month_key(boundary)}", self.ledger,
-                       self.platform.publisher)
+                       self.platform.publisher, LowBalanceChecks(None))
         m = self.model
         m.advance(boundary)
         # The sweep's overuse check: right after the boundary nothing is accrued, so running
@@ -361,12 +361,7 @@ class SettlementMachine(RuleBasedStateMachine):
         event_id = f"grant-{uuid.uuid4().hex[:8]}"
         expires = add_one_month(at) if kind == "event" else None
 
-        def action(state):
-            book = engine.Book(state, self.ledger.catalog, event_id)
-            engine.grant_credits(book, at, kind, credits * C, expires, "test grant")
-            return book
-
-        self.ledger.apply("acct-s", event_id, action)
+        grant(self.ledger, "acct-s", event_id, at, kind, credits * C, expires, "test grant")
         self.model.advance(at)
         self.model.grant(MLot(f"{kind}-{event_id}", kind, credits * C, at, expires))
 

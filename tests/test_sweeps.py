@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 
-from billing.clock import parse_time
-from billing.errors import InvalidInput
-from billing.events import parse_message
-from billing.model import to_json
-from billing.sweeps import AccountSweep, SweepRequest
-from tests.helpers import C, Platform, assert_conserved, load_handler
+from billing.adapters import MessageQueue
+from billing.domain.clock import parse_time
+from billing.domain.errors import InvalidInput
+from billing.domain.events import parse_message
+from billing.domain.model import to_json
+from billing.services.sweeps import AccountSweep, SweepRequest
+from tests.helpers import C, Platform, assert_conserved, invoke, load_handler
 
 
 class QueueFake:
@@ -38,10 +39,11 @@ class QueueFake:
 
 
 def run_job(ledger, publisher, sweep: str, at: str) -> dict[str, Any]:
-    monthly, account_sweep = load_handler("monthly_billing"), load_handler("account_sweep")
     queue = QueueFake()
-    result = monthly.handle({"sweep": sweep, "scheduled_time": at}, ledger, queue)
-    batch = account_sweep.handle(queue.as_sqs_event(), None, ledger, publisher)
+    monthly = load_handler("monthly_billing", ledger=ledger, sweep_queue=MessageQueue("sweeps", queue))
+    account_sweep = load_handler("account_sweep", ledger=ledger, publisher=publisher)
+    result = invoke(monthly, {"sweep": sweep, "scheduled_time": at})
+    batch = invoke(account_sweep, queue.as_sqs_event())
     assert batch == {"batchItemFailures": []}
     return result
 
@@ -116,7 +118,7 @@ def test_a_bad_sweep_message_fails_alone(ledger):
         {"messageId": "good", "receiptHandle": "r", "body": good, "attributes": {}, "messageAttributes": {},
          "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn", "awsRegion": "us-east-1"},
     ]}
-    result = load_handler("account_sweep").handle(event, None, ledger, p.publisher)
+    result = invoke(load_handler("account_sweep", ledger=ledger, publisher=p.publisher), event)
     assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
     assert p.state().as_of == parse_time("2026-04-01T00:00:00Z")
 
@@ -134,7 +136,8 @@ def test_a_bad_schedule_input_fails_the_job_and_queues_nothing(ledger, scheduler
     p.send("Container Created", "2026-03-02T00:00:00Z", container_id="c1", storage_gb=6)
     queue = QueueFake()
     with pytest.raises(InvalidInput, match="invalid sweep request") as raised:
-        load_handler("monthly_billing").handle(scheduler_input, ledger, queue)
+        monthly = load_handler("monthly_billing", ledger=ledger, sweep_queue=MessageQueue("sweeps", queue))
+        invoke(monthly, scheduler_input)
     assert reason in str(raised.value)
     assert queue.bodies == []
 

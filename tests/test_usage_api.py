@@ -14,15 +14,13 @@ from typing import Any
 
 import pytest
 
-from billing import engine
-from billing.amounts import format_credits
-from billing.clock import parse_time
-from billing.engine import Book
-from billing.http import CursorCodec
-from billing.ledger import Ledger
-from billing.report import UsageReports
+from billing.domain.amounts import format_credits
+from billing.domain.clock import parse_time
+from billing.store.cursors import CursorCodec
+from billing.store.ledger import Ledger
 from tests.api_helpers import RequestCounter, api_event, call
-from tests.helpers import GIB, ROOT, Platform, load_handler
+from tests.helpers import GIB, ROOT, Platform, invoke, load_handler, wire
+from tests.helpers import grant as give
 
 C = 1_000_000
 API = load_handler("usage_api")
@@ -38,19 +36,14 @@ def cr(text: str) -> int:
 
 def grant(ledger: Ledger, account: str, event_id: str, at: str, kind: str, credits: str,
           expires: datetime | None, reason: str) -> None:
-    def action(state: Any) -> Book:
-        book = Book(engine.require(state, account), ledger.catalog, event_id)
-        engine.grant_credits(book, parse_time(at), kind, cr(credits), expires, reason)  # type: ignore[arg-type]
-        return book
-
-    ledger.apply(account, event_id, action)
+    give(ledger, account, event_id, parse_time(at), kind, cr(credits), expires, reason)  # type: ignore[arg-type]
 
 
 def ai(p: Platform, at: str, feature: str, model: str, tin: int, tout: int, container: str | None) -> None:
     fields: dict[str, Any] = {"feature": feature, "model": model, "input_tokens": tin, "output_tokens": tout}
     if container:
         fields["container_id"] = container
-    AI.handle(p.event("AI Usage Recorded", at, **fields), p.ledger, p.publisher)
+    invoke(load_handler("ai_usage", ledger=p.ledger, publisher=p.publisher), p.event("AI Usage Recorded", at, **fields))
 
 
 @pytest.fixture()
@@ -77,7 +70,7 @@ def month(ledger: Ledger) -> Platform:
     grant(ledger, "acct-1", "purchase-1", "2026-03-16T10:00:00Z", "purchased", "100", None, "purchase")
     grant(ledger, "acct-1", "checkin-mar", "2026-03-17T07:00:00Z", "event", "5",
           datetime(2026, 4, 17, 7, tzinfo=UTC), "daily_check_in")
-    API.configure(UsageReports(ledger, CursorCodec(SECRET), clock=lambda: NOW))
+    wire(API, ledger=ledger, cursor_codec=CursorCodec(SECRET), clock=lambda: NOW)
     return p
 
 
@@ -143,8 +136,7 @@ def test_balance(month: Platform) -> None:
 
 
 def test_balance_rolls_a_month_in_memory_without_writing(month: Platform) -> None:
-    API.configure(UsageReports(month.ledger, CursorCodec(SECRET),
-                               clock=lambda: datetime(2026, 4, 2, tzinfo=UTC)))
+    wire(API, ledger=month.ledger, cursor_codec=CursorCodec(SECRET), clock=lambda: datetime(2026, 4, 2, tzinfo=UTC))
     version = month.state().version
     status, body, _ = call(API, api_event("/v1/balance"))
     assert status == 200
@@ -362,7 +354,7 @@ BAD_PARAMS = [
 
 def test_bad_params_are_400(ledger: Ledger) -> None:
     Platform(ledger, "acct-1").send("Account Created", "2026-03-01T00:00:00Z", email="a@example.com", plan="free")
-    API.configure(UsageReports(ledger, CursorCodec(SECRET), clock=lambda: NOW))
+    wire(API, ledger=ledger, cursor_codec=CursorCodec(SECRET), clock=lambda: NOW)
     for path, query in BAD_PARAMS:
         status, body, _ = call(API, api_event(path, query))
         assert status == 400, (path, query, body)
@@ -382,7 +374,7 @@ def test_sample_events_of_every_route(ledger: Ledger) -> None:
     """The files in events/usage_api drive the real handler: 200 for each route, 400 for invalid-*."""
     Platform(ledger, "acct-sample").send("Account Created", "2026-11-01T00:00:00Z", email="s@example.com",
                                          plan="free")
-    API.configure(UsageReports(ledger, CursorCodec(SECRET), clock=lambda: datetime(2026, 11, 2, 14, tzinfo=UTC)))
+    wire(API, ledger=ledger, cursor_codec=CursorCodec(SECRET), clock=lambda: datetime(2026, 11, 2, 14, tzinfo=UTC))
     samples = sorted((ROOT / "events" / "usage_api").glob("*.json"))
     routes = set()
     for path in samples:

@@ -1,7 +1,9 @@
 """Account API: purchases, refunds, daily check-in, coupons, settings, operator grants and coupons.
 
-Business rules live in :mod:`billing.accounts`; this module only reads the request (caller, body,
-``Idempotency-Key``) and shapes the response. Errors are mapped once, in :func:`make_resolver`.
+Each route reads the request (caller, body, ``Idempotency-Key``), calls one service and shapes the
+response: purchases and refunds in :mod:`billing.services.purchases`, check-in, coupons and grants in
+:mod:`billing.services.grants`, settings in :mod:`billing.services.account_settings`. Errors are
+mapped once, in :func:`billing.api.http.make_resolver`.
 """
 
 from __future__ import annotations
@@ -12,23 +14,24 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing import accounts, grants, purchases
-from billing.accounts import (
+from billing import wiring
+from billing.api.http import caller_account, header, json_body, make_resolver, operator_identity
+from billing.api.requests import (
     CouponRequest,
     GrantRequest,
     PurchaseRequest,
     RedeemRequest,
-    RequestKey,
     SettingsRequest,
+    parse_credits,
     parse_request,
-    request_key,
+    parse_when,
 )
-from billing.collaborators import Collaborators
-from billing.http import caller_account, header, json_body, make_resolver, operator_identity
 from billing.observability import logger, metrics, tracer
+from billing.services import account_settings, grants, purchases
+from billing.store.idempotency import RequestKey, request_key
 
 app = make_resolver()
-deps = Collaborators()  # tests replace it with real fakes (ledger on DynamoDB Local, fixed clock...)
+deps = wiring.Wiring()
 
 
 def _json(status: int, body: dict[str, Any]) -> Response[Any]:
@@ -50,40 +53,43 @@ def _raw_body() -> Any:
         return raw
 
 
+def _now() -> Any:
+    return deps.get(wiring.clock)()
+
+
 @app.post("/v1/purchases")
 def create_purchase() -> Response[Any]:
     account_id = caller_account(app)
     body = json_body(app)
     request = parse_request(PurchaseRequest, body)
-    outcome = purchases.create_purchase(
-        deps.ledger, account_id, request.credits, _request(account_id, body), deps.clock()
+    response = purchases.create_purchase(
+        deps.get(wiring.ledger), account_id, request.credits, _request(account_id, body), _now()
     )
-    return _json(201, outcome.response)
+    return _json(201, response)
 
 
 @app.get("/v1/purchases")
 def list_purchases() -> Response[Any]:
-    account_id = caller_account(app)
-    return _json(200, {"purchases": purchases.list_purchases(deps.ledger, account_id)})
+    return _json(200, {"purchases": purchases.list_purchases(deps.get(wiring.ledger), caller_account(app))})
 
 
 @app.post("/v1/purchases/<purchase_id>/refund")
 def refund(purchase_id: str) -> Response[Any]:
     account_id = caller_account(app)
-    outcome = purchases.refund_purchase(
-        deps.ledger, account_id, purchase_id, _request(account_id, _raw_body()), deps.clock()
+    response, outbox = purchases.refund_purchase(
+        deps.get(wiring.ledger), account_id, purchase_id, _request(account_id, _raw_body()), _now()
     )
-    if outcome.outbox:
-        deps.publisher.publish(outcome.outbox)
+    if outbox:
+        deps.get(wiring.publisher).publish(outbox)
     metrics.add_metric(name="Refunds", unit="Count", value=1)
-    return _json(200, outcome.response)
+    return _json(200, response)
 
 
 @app.post("/v1/check-in")
 def check_in() -> Response[Any]:
     account_id = caller_account(app)
-    outcome = grants.check_in(deps.ledger, account_id, _request(account_id, _raw_body()), deps.clock())
-    return _json(201, outcome.response)
+    response = grants.check_in(deps.get(wiring.ledger), account_id, _request(account_id, _raw_body()), _now())
+    return _json(201, response)
 
 
 @app.post("/v1/coupons/redeem")
@@ -91,34 +97,40 @@ def redeem_coupon() -> Response[Any]:
     account_id = caller_account(app)
     body = json_body(app)
     request = parse_request(RedeemRequest, body)
-    outcome = grants.redeem_coupon(
-        deps.ledger, account_id, request.code, _request(account_id, body), deps.clock()
+    response = grants.redeem_coupon(
+        deps.get(wiring.ledger), account_id, request.code, _request(account_id, body), _now()
     )
-    return _json(201, outcome.response)
+    return _json(201, response)
 
 
 @app.put("/v1/settings")
 def update_settings() -> Response[Any]:
     account_id = caller_account(app)
     request = parse_request(SettingsRequest, json_body(app))
-    return _json(200, accounts.set_credit_mail(deps.ledger, account_id, request.credit_mail))
+    return _json(200, account_settings.set_credit_mail(deps.get(wiring.ledger), account_id, request.credit_mail))
 
 
 @app.post("/v1/admin/grants")
 def admin_grant() -> Response[Any]:
     operator = operator_identity(app)
     body = json_body(app)
-    request = parse_request(GrantRequest, body)
-    outcome = grants.operator_grant(deps.ledger, request, operator, _request("admin", body), deps.clock())
-    return _json(201, outcome.response)
+    r = parse_request(GrantRequest, body)
+    response = grants.operator_grant(
+        deps.get(wiring.ledger), r.account_id, parse_credits(r.credits), r.kind, parse_when(r.expires_at, "expires_at"),
+        r.reason, r.purchase_id, operator, _request("admin", body), _now(),
+    )
+    return _json(201, response)
 
 
 @app.post("/v1/admin/coupons")
 def admin_coupon() -> Response[Any]:
     operator = operator_identity(app)
     body = json_body(app)
-    request = parse_request(CouponRequest, body)
-    response = grants.create_coupon(deps.ledger, request, operator, _request("admin", body), deps.clock())
+    r = parse_request(CouponRequest, body)
+    response = grants.create_coupon(
+        deps.get(wiring.ledger), r.code, parse_credits(r.credits), r.valid_days, parse_when(r.expires_at, "expires_at"),
+        r.max_redemptions, operator, _request("admin", body), _now(),
+    )
     return _json(201, response)
 
 

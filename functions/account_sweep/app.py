@@ -1,5 +1,6 @@
 """Settles one account per sweep message up to the sweep's time: month boundary (settle, expire,
-grant) and the overuse check. A failed message is retried alone (partial batch failures)."""
+grant) and the overuse check (:func:`billing.services.settlement.settle_account`). A failed message
+is retried alone (partial batch failures)."""
 
 from __future__ import annotations
 
@@ -10,36 +11,27 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing.adapters import EventPublisher
-from billing.events import parse_message
-from billing.ledger import Ledger
+from billing import wiring
+from billing.domain.events import parse_message
 from billing.observability import logger, metrics, tracer
-from billing.settings import get_settings
-from billing.settlement import settle_account
-from billing.sweeps import AccountSweep
+from billing.services.settlement import settle_account
+from billing.services.sweeps import AccountSweep
 
 processor = BatchProcessor(event_type=EventType.SQS)
+deps = wiring.Wiring()
+
+
+def sweep_record(record: SQSRecord) -> None:
+    sweep = parse_message(record.body, AccountSweep, "sweep message")
+    applied = settle_account(
+        sweep.account_id, sweep.at, sweep.event_id,
+        deps.get(wiring.ledger), deps.get(wiring.publisher), deps.get(wiring.low_balance_checks),
+    )
+    logger.info("account swept", account_id=sweep.account_id, sweep=sweep.sweep, entries=len(applied.entries))
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return handle(event, context)
-
-
-def handle(
-    event: dict[str, Any],
-    context: LambdaContext | None = None,
-    ledger: Ledger | None = None,
-    publisher: EventPublisher | None = None,
-) -> PartialItemFailureResponse:
-    ledger = ledger or Ledger()
-    publisher = publisher or EventPublisher(get_settings().event_bus_name)
-
-    def sweep_record(record: SQSRecord) -> None:
-        sweep = parse_message(record.body, AccountSweep, "sweep message")
-        applied = settle_account(sweep.account_id, sweep.at, sweep.event_id, ledger, publisher)
-        logger.info("account swept", account_id=sweep.account_id, sweep=sweep.sweep, entries=len(applied.entries))
-
     return process_partial_response(event=event, record_handler=sweep_record, processor=processor, context=context)

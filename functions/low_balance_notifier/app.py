@@ -1,6 +1,7 @@
 """Low-credit mail: one SQS message ``{"account_id", "at"}`` per check (after a deduction, at a
-container start, by the periodic check). At most one mail per purchase cycle, even when checks run
-concurrently. A failed message is retried alone (partial batch failures)."""
+container start, by the periodic check), evaluated by
+:func:`billing.services.low_balance.maybe_send_low_balance_mail`. At most one mail per purchase
+cycle, even when checks run concurrently. A failed message is retried alone (partial batch failures)."""
 
 from __future__ import annotations
 
@@ -10,23 +11,22 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing.collaborators import Collaborators
-from billing.events import parse_message
-from billing.low_balance import LowBalanceCheck, maybe_send_low_balance_mail
+from billing import wiring
+from billing.domain.events import parse_message
 from billing.observability import logger, metrics, tracer
+from billing.services.low_balance import LowBalanceCheck, maybe_send_low_balance_mail
 
 processor = BatchProcessor(event_type=EventType.SQS)
-deps = Collaborators()  # tests replace it with real fakes
+deps = wiring.Wiring()
 
 
 def check_record(record: SQSRecord) -> None:
     check = parse_message(record.body, LowBalanceCheck, "low balance check")
     decision = maybe_send_low_balance_mail(
-        check.account_id, check.at, deps.ledger, deps.mail_sender, deps.publisher, deps.clock
+        check.account_id, check.at, deps.get(wiring.ledger), deps.get(wiring.mail_sender),
+        deps.get(wiring.publisher), deps.get(wiring.clock),
     )
-    logger.info(
-        "low balance checked", account_id=check.account_id, sent=decision.sent, reason=decision.reason
-    )
+    logger.info("low balance checked", account_id=check.account_id, sent=decision.sent, reason=decision.reason)
     if decision.sent:
         metrics.add_metric(name="LowBalanceMails", unit="Count", value=1)
 
@@ -35,6 +35,5 @@ def check_record(record: SQSRecord) -> None:
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return dict(process_partial_response(
-        event=event, record_handler=check_record, processor=processor, context=context
-    ))
+    response = process_partial_response(event=event, record_handler=check_record, processor=processor, context=context)
+    return dict(response)

@@ -1,7 +1,8 @@
-"""The credit-usage page's reads: balance, monthly usage, container log, AI log and audit log.
+"""The credit-usage page's reads: balance, monthly usage, container log, AI log and audit log
+(:class:`billing.api.reports.UsageReports`).
 
 The account is the JWT's ``sub`` claim and nothing else; nothing here writes. Query parameters are
-typed and validated by the resolver (a bad one is a 400); domain errors map in ``billing.http``.
+typed and validated by the resolver (a bad one is a 400); domain errors map in ``billing.api.http``.
 """
 
 from __future__ import annotations
@@ -12,28 +13,20 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing.http import CursorCodec, caller_account, make_resolver
-from billing.ledger import Ledger
+from billing import wiring
+from billing.api.http import caller_account, make_resolver
+from billing.api.reports import UsageReports
 from billing.observability import logger, metrics, tracer
-from billing.report import UsageReports
-from billing.settings import get_settings
 
 app = make_resolver()
-
-_reports: UsageReports | None = None  # installed by tests; otherwise built from the settings
+deps = wiring.Wiring()
 
 Cursor = Annotated[str | None, Query(min_length=1, max_length=2048)]
 Limit = Annotated[int, Query(ge=1, le=100)]
 
 
 def reports() -> UsageReports:
-    """The report service of the current settings (tests install their own with :func:`configure`)."""
-    return _reports or UsageReports(Ledger(), CursorCodec(get_settings().cursor_secret))
-
-
-def configure(service: UsageReports | None) -> None:
-    global _reports
-    _reports = service
+    return UsageReports(deps.get(wiring.ledger), deps.get(wiring.cursor_codec), deps.get(wiring.clock))
 
 
 @app.get("/v1/balance")
@@ -80,9 +73,7 @@ def get_ledger(
             headers["X-Next-Cursor"] = export.next_cursor
         return Response(status_code=200, content_type="text/csv", body=export.body, headers=headers)
     page = reports().audit_log(account_id, from_, to, limit or 50, cursor)
-    return Response(
-        status_code=200, content_type="application/json", body=page.model_dump_json(by_alias=True)
-    )
+    return Response(status_code=200, content_type="application/json", body=page.model_dump_json(by_alias=True))
 
 
 @logger.inject_lambda_context

@@ -1,5 +1,6 @@
 """Shared layer of the credit-billing back end.
 
-Pure billing rules (``amounts``, ``clock``, ``catalog``, ``burn_down``, ``engine``) do no I/O;
-``ledger`` persists accounts on DynamoDB through PynamoDB; ``adapters`` talk to EventBridge and SES.
+``domain`` holds the pure rules, ``store`` the ledger on DynamoDB, ``services`` one module per job,
+``api`` the HTTP side; ``adapters`` talk to EventBridge, SES and SQS; ``config`` and
+``observability`` are shared by every function.
 """

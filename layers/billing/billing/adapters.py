@@ -13,8 +13,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from billing.clock import format_time
-from billing.model import OutboundEvent
+from billing.domain.clock import format_time
+from billing.domain.model import OutboundEvent
 from billing.observability import logger
 
 SOURCE = "billing"
@@ -109,3 +109,24 @@ class LowBalanceChecks:
             QueueUrl=self.queue_url, MessageBody=json.dumps({"account_id": account_id, "at": format_time(at)})
         )
         logger.info("low balance check enqueued", account_id=account_id)
+
+
+class MessageQueue:
+    """An SQS queue that messages are sent to in batches of at most 10."""
+
+    def __init__(self, queue_url: str | None, client: Any | None = None) -> None:
+        self.queue_url = queue_url
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        return self._client or aws_client("sqs")
+
+    def send_batch(self, bodies: Sequence[str]) -> None:
+        if not self.queue_url:
+            raise RuntimeError("no queue URL is configured")
+        for start in range(0, len(bodies), 10):
+            entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + 10])]
+            response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            if response.get("Failed"):
+                raise RuntimeError(f"{len(response['Failed'])} messages were not queued")

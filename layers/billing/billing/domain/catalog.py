@@ -16,10 +16,8 @@ from pathlib import Path
 import msgspec
 from msgspec import Struct
 
-from billing.amounts import micro_of_credits
-from billing.errors import UnknownPriceItem
-
-PLANS = ("free", "membership")
+from billing.domain.amounts import micro_of_credits
+from billing.domain.errors import UnknownPriceItem
 
 
 class TierPrice(Struct, frozen=True, forbid_unknown_fields=True):
@@ -103,12 +101,6 @@ class PriceCatalog:
         """Effective times strictly inside (start, end): where a priced interval must be cut."""
         return [t for t in self._starts[1:] if start < t < end]
 
-    def knows_tier(self, name: str) -> bool:
-        return any(name in v.tiers for v in self.versions)
-
-    def knows_model(self, name: str) -> bool:
-        return any(name in v.ai_models for v in self.versions)
-
     @classmethod
     def from_json(cls, text: str) -> PriceCatalog:
         return cls(msgspec.json.decode(text, type=_CatalogFile).versions)
@@ -119,5 +111,5 @@ def load_catalog(path: str | None = None) -> PriceCatalog:
     """The catalog from a JSON file, or the packaged defaults of billing-rules.md."""
     if path:
         return PriceCatalog.from_json(Path(path).read_text())
-    text = resources.files("billing").joinpath("catalog/default.json").read_text()
+    text = resources.files("billing.domain").joinpath("prices/default.json").read_text()
     return PriceCatalog.from_json(text)

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta, Struct
 
-from billing.clock import require_utc
-from billing.errors import InvalidInput
+from billing.domain.clock import require_utc
+from billing.domain.errors import InvalidInput
 
 UtcTime = Annotated[datetime, Meta(tz=True)]  # zone-aware on decode; Message makes it UTC
 NonEmpty = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -99,9 +99,21 @@ class ContainerResized(Detail, frozen=True):
 
 
 class ContainerFact(Detail, frozen=True):
-    """Inactivated, Reactivated, Deleted: the container and the time are the whole fact."""
+    """A container event whose container and time are the whole fact."""
 
     container_id: NonEmpty
+
+
+class ContainerInactivated(ContainerFact, frozen=True):
+    pass
+
+
+class ContainerReactivated(ContainerFact, frozen=True):
+    pass
+
+
+class ContainerDeleted(ContainerFact, frozen=True):
+    pass
 
 
 class AiUsageRecorded(Detail, frozen=True):
@@ -120,9 +132,9 @@ DETAILS: dict[tuple[str, str], type[Detail]] = {
     ("platform.containers", "Container Stopped"): ContainerStopped,
     ("platform.containers", "Container Traffic Reported"): ContainerTrafficReported,
     ("platform.containers", "Container Resized"): ContainerResized,
-    ("platform.containers", "Container Inactivated"): ContainerFact,
-    ("platform.containers", "Container Reactivated"): ContainerFact,
-    ("platform.containers", "Container Deleted"): ContainerFact,
+    ("platform.containers", "Container Inactivated"): ContainerInactivated,
+    ("platform.containers", "Container Reactivated"): ContainerReactivated,
+    ("platform.containers", "Container Deleted"): ContainerDeleted,
     ("platform.ai", "AI Usage Recorded"): AiUsageRecorded,
 }
 

@@ -1,4 +1,4 @@
-"""One typed settings model, built from the environment variables declared in ``template.yaml``.
+"""The one typed configuration model, built from the environment variables declared in ``template.yaml``.
 
 AWS configuration itself (region, credentials, ``AWS_ENDPOINT_URL_*``) is read by the SDK the
 standard way and never here.
@@ -14,7 +14,7 @@ from typing import Annotated
 import msgspec
 
 
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
+class Config(msgspec.Struct, frozen=True, kw_only=True):
     table_name: str = "billing"
     event_bus_name: str = "default"
     sender_address: str = "billing@example.com"
@@ -28,7 +28,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 8
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         source = os.environ if env is None else env
         values = {field: source[var] for field, var in ENV_NAMES.items() if source.get(var)}
         # strict=False: environment variables are strings, numbers are read from them.
@@ -50,12 +50,12 @@ ENV_NAMES = {
 }
 
 
-def get_settings() -> Settings:
-    """The settings of the current environment (built once per distinct environment: on Lambda,
-    once per container; a process whose environment changes gets settings that follow it)."""
-    return _settings_of(tuple(os.environ.get(var) for var in ENV_NAMES.values()))
+def get_config() -> Config:
+    """The configuration of the current environment (built once per distinct environment: on
+    Lambda, once per container; a process whose environment changes gets one that follows it)."""
+    return _config_of(tuple(os.environ.get(var) for var in ENV_NAMES.values()))
 
 
 @lru_cache(maxsize=16)
-def _settings_of(values: tuple[str | None, ...]) -> Settings:
-    return Settings.from_env({var: value for var, value in zip(ENV_NAMES.values(), values, strict=True) if value})
+def _config_of(values: tuple[str | None, ...]) -> Config:
+    return Config.from_env({var: value for var, value in zip(ENV_NAMES.values(), values, strict=True) if value})

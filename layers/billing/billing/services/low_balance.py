@@ -16,14 +16,16 @@ from typing import Annotated
 from msgspec import Meta
 
 from billing.adapters import EventPublisher, MailSender
-from billing.amounts import format_credits, hours_left
-from billing.clock import Clock, utc_now
-from billing.engine import Book
-from billing.events import Message, UtcTime
-from billing.ledger import Ledger
-from billing.model import AccountState, OutboundEvent
+from billing.config import get_config
+from billing.domain.amounts import format_credits, hours_left
+from billing.domain.clock import Clock, utc_now
+from billing.domain.events import Message, UtcTime
+from billing.domain.model import AccountState
+from billing.domain.posting import Book
+from billing.domain.projection import project
 from billing.observability import logger
-from billing.settings import get_settings
+from billing.store import keys
+from billing.store.ledger import Change, Ledger
 
 
 class LowBalanceCheck(Message, frozen=True, kw_only=True):
@@ -45,8 +47,8 @@ class MailDecision:
 
 def low_balance_position(state: AccountState, ledger: Ledger, at: datetime) -> tuple[int, int]:
     """(remaining, hourly burn) at ``at``: available - accrued, as the balance route shows them."""
-    book, moment = Book.projection(state, ledger.catalog, at)
-    return book.remaining(moment), book.hourly_burn(moment)
+    seen = project(state, ledger.catalog, at)
+    return seen.remaining, seen.hourly_burn
 
 
 def maybe_send_low_balance_mail(
@@ -75,29 +77,23 @@ def maybe_send_low_balance_mail(
     if decision.reason:
         return decision
     cycle = state.mail_cycle
-    event = OutboundEvent(
-        detail_type="Low Balance Notified",
-        detail={"account_id": account_id, "remaining": format_credits(remaining), "hours_left": hours},
-    )
-    claimed: list[str] = []
+    event_id = keys.low_balance_mail_event_id(account_id, cycle)
 
-    def claim(current: AccountState | None) -> Book | None:
-        claimed.clear()
+    def claim(current: AccountState | None) -> Change | None:
         if current is None or not current.credit_mail or current.mail_cycle != cycle:
             return None
         if current.mail_sent_cycle == cycle:
             return None
         current.mail_sent_cycle = cycle
-        book = Book(current, ledger.catalog, f"lowmail:{account_id}:{cycle}")
-        book.outbox.append(event)
-        claimed.append(current.email)
-        return book
+        book = Book(current, ledger.catalog, event_id)
+        book.emit("Low Balance Notified", remaining=format_credits(remaining), hours_left=hours)
+        return Change(book, result={"to": current.email})
 
-    applied = ledger.apply(account_id, f"lowmail:{account_id}:{cycle}", claim)
-    if applied.duplicate or not claimed:
+    applied = ledger.apply(account_id, event_id, claim)
+    if applied.duplicate or not applied.result:
         decision.reason = "claimed_elsewhere"
         return decision
-    settings = get_settings()
+    settings = get_config()
     left = f"about {hours} hours" if hours is not None else "unknown"
     body = (
         "Your credits are running low.\n\n"
@@ -105,7 +101,7 @@ def maybe_send_low_balance_mail(
         f"Estimated time left at the current usage: {left}\n\n"
         f"Buy credits: {settings.buy_credits_url}\n"
     )
-    decision.message_id = mail_sender.send(claimed[0], "Your credits are running low", body)
+    decision.message_id = mail_sender.send(applied.result["to"], "Your credits are running low", body)
     publisher.publish(applied.outbox)
     decision.sent, decision.reason = True, "sent"
     logger.info("low balance mail sent", account_id=account_id, cycle=cycle, remaining=remaining, burn=burn)

@@ -64,14 +64,3 @@ def add_one_month(moment: datetime) -> datetime:
     year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
     day = min(moment.day, calendar.monthrange(year, month)[1])
     return moment.replace(year=year, month=month, day=day)
-
-
-def boundaries_between(start: datetime, end: datetime) -> list[datetime]:
-    """Month starts b with start < b <= end, oldest first."""
-    out: list[datetime] = []
-    b = next_month_start(start)
-    while b <= end:
-        out.append(b)
-        b = next_month_start(b)
-    return out
-

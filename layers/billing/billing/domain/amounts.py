@@ -58,13 +58,6 @@ def money(cents: int, currency: str = "USD") -> dict[str, object]:
     return {"currency": currency, "cents": cents}
 
 
-def format_dollars(cents: int) -> str:
-    """Cents as a dollar string: 27 -> "0.27"."""
-    sign = "-" if cents < 0 else ""
-    whole, frac = divmod(abs(cents), 100)
-    return f"{sign}{whole}.{frac:02d}"
-
-
 def hours_left(remaining: int, burn: int) -> float | None:
     """How long ``remaining`` µcr last at ``burn`` µcr per hour, to the hundredth of an hour (half-up);
     0 when nothing remains, None without a burn. A display figure, never an amount."""

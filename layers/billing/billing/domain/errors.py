@@ -1,5 +1,6 @@
 """Typed domain errors. The layer raises them; each entry point maps them in one place
-(HTTP: ``billing.http.make_resolver``; events: the invocation fails and the event is dead-lettered)."""
+(HTTP: :func:`billing.api.http.make_resolver`; events: the invocation fails and the event is
+dead-lettered, unless the error is ``transient``, when it is retried)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ class BillingError(Exception):
 
     code = "billing_error"
     http_status = 400
+    transient = False  # True: the same input may succeed later (retry it)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -65,5 +67,12 @@ class RuleViolation(BillingError):
     http_status = 422
 
 
-class ConcurrentUpdate(Exception):
-    """The account changed between read and write; the caller retries with a fresh read."""
+class ConcurrentUpdate(Conflict):
+    """The account changed between read and write: retried with a fresh read, and a 409 when it
+    keeps happening."""
+
+    transient = True
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__("the account kept changing during the request; retry it")
+        self.account_id = account_id

@@ -13,10 +13,13 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta
 
-from billing.clock import format_time, month_key
-from billing.events import Message, UtcTime
-from billing.ledger import ACTIVE_SHARDS, Ledger
-from billing.model import to_json
+from billing.adapters import MessageQueue
+from billing.domain.clock import format_time, month_key
+from billing.domain.events import Message, UtcTime, parse_message
+from billing.domain.model import to_json
+from billing.observability import logger, metrics
+from billing.store import keys
+from billing.store.ledger import Ledger
 
 SweepKind = Literal["month_boundary", "periodic_check"]
 
@@ -39,8 +42,8 @@ class AccountSweep(Message, frozen=True, kw_only=True):
     def event_id(self) -> str:
         """The idempotency key: one month-boundary sweep per month, one check per scheduled time."""
         if self.sweep == "month_boundary":
-            return f"sweep:month:{month_key(self.at)}"
-        return f"sweep:check:{format_time(self.at)}"
+            return keys.month_sweep_event_id(month_key(self.at))
+        return keys.check_sweep_event_id(self.at)
 
     def body(self) -> str:
         return to_json(self)
@@ -49,30 +52,32 @@ class AccountSweep(Message, frozen=True, kw_only=True):
 def accounts_using_resources(ledger: Ledger) -> Iterator[str]:
     """Every account with containers that use resources (the sparse, sharded ``active`` index)."""
     state = ledger.models.State
-    for shard in range(ACTIVE_SHARDS):
-        for item in state.active.query(f"ACTIVE#{shard}"):
-            yield str(item.pk).removeprefix("ACCOUNT#")
+    for shard in keys.active_shards():
+        for item in state.active.query(shard):
+            yield keys.account_of(str(item.pk))
 
 
-def enqueue_sweeps(account_ids: Iterable[str], request: SweepRequest, queue_url: str, sqs: Any) -> int:
+def enqueue_sweeps(account_ids: Iterable[str], request: SweepRequest, queue: MessageQueue) -> int:
     """Send one sweep message per account, in batches of 10; returns how many were sent."""
     sent = 0
-    batch: list[dict[str, str]] = []
-
-    def flush() -> None:
-        nonlocal sent, batch
-        if not batch:
-            return
-        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=batch)
-        if response.get("Failed"):
-            raise RuntimeError(f"{len(response['Failed'])} sweep messages were not queued")
-        sent += len(batch)
-        batch = []
-
+    batch: list[str] = []
     for account_id in account_ids:
-        sweep = AccountSweep(account_id=account_id, at=request.scheduled_time, sweep=request.sweep)
-        batch.append({"Id": str(len(batch)), "MessageBody": sweep.body()})
+        batch.append(AccountSweep(account_id=account_id, at=request.scheduled_time, sweep=request.sweep).body())
         if len(batch) == 10:
-            flush()
-    flush()
+            queue.send_batch(batch)
+            sent, batch = sent + len(batch), []
+    if batch:
+        queue.send_batch(batch)
+        sent += len(batch)
     return sent
+
+
+def queue_sweeps(raw: Any, ledger: Ledger, queue: MessageQueue) -> dict[str, Any]:
+    """The scheduled job: one sweep per account whose containers use resources."""
+    request = parse_message(raw, SweepRequest, "sweep request")
+    queued = enqueue_sweeps(accounts_using_resources(ledger), request, queue)
+    logger.info(
+        "sweeps queued", sweep=request.sweep, scheduled_time=format_time(request.scheduled_time), accounts=queued
+    )
+    metrics.add_metric(name="SweepsQueued", unit="Count", value=queued)
+    return {"sweep": request.sweep, "queued": queued}

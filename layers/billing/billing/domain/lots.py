@@ -1,14 +1,15 @@
-"""Spending credits: the burn-down order, payment with debt, grants that repay debt, expiry write-offs.
+"""Credit lots: the burn-down order, payment with debt, grants that repay debt, expiry and refund.
 
-Pure functions over :class:`~billing.model.AccountState`; every movement keeps the conservation
-identities ``granted = spent + expired + refunded + available`` and ``charged = spent + debt``.
+The one writer of lots and of the account's totals. Pure functions over
+:class:`~billing.domain.model.AccountState`; every movement keeps the conservation identities
+``granted = spent + expired + refunded + available`` and ``charged = spent + debt``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from billing.model import AccountState, CreditLot, LotAmount
+from billing.domain.model import AccountState, CreditLot, LotAmount
 
 
 def burn_order(lot: CreditLot) -> tuple[int, float, float, str]:
@@ -152,3 +153,24 @@ def expire_lots(state: AccountState, until: datetime) -> list[CreditLot]:
         lot.closed = True
         expired.append(lot)
     return expired
+
+
+def refund_lot(state: AccountState, lot: CreditLot) -> int:
+    """Take back what remains of a purchased lot and close it; returns the µcr taken back."""
+    taken = lot.remaining
+    lot.refunded += taken
+    state.totals.refunded += taken
+    lot.remaining = 0
+    lot.closed = True
+    return taken
+
+
+def expire_lot_now(state: AccountState, lot: CreditLot, at: datetime) -> int:
+    """Write off what remains of a lot at ``at`` (before its own expiry) and close it."""
+    written_off = lot.remaining
+    lot.expired += written_off
+    state.totals.expired += written_off
+    lot.remaining = 0
+    lot.closed = True
+    lot.expires_at = min(lot.expires_at, at) if lot.expires_at else at
+    return written_off

@@ -1,8 +1,7 @@
 """The account's billing state and the ledger's records, as plain typed data.
 
 One :class:`AccountState` is everything a settlement needs to read: the lots, the containers and
-their open runs, the traffic counters, the debt and the running totals. The ledger stores it as one
-DynamoDB item, so a settlement is one strongly consistent read and one transaction.
+their open runs, the traffic counters, the debt and the running totals.
 
 The records are ``msgspec`` structs rather than pydantic models: they are on every settlement's
 path, and msgspec defines them and (de)serialises them an order of magnitude faster, which keeps

@@ -7,9 +7,6 @@ and answered 500 without detail (no input should ever get there: tests check eve
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -18,7 +15,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from billing.errors import BillingError, Forbidden, InvalidInput, Unauthorized
+from billing.domain.errors import BillingError, Forbidden, InvalidInput, Unauthorized
 from billing.observability import logger
 
 
@@ -98,36 +95,3 @@ def json_body(app: APIGatewayHttpResolver) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
     return body
-
-
-class CursorCodec:
-    """Opaque paging cursors: the DynamoDB key, bound to one account and signed (HMAC-SHA256).
-
-    A cursor altered in any byte, or issued to another account, is refused with a 400.
-    """
-
-    def __init__(self, secret: str) -> None:
-        self._key = secret.encode()
-
-    def _sign(self, account_id: str, payload: bytes) -> str:
-        return hmac.new(self._key, account_id.encode() + b"\0" + payload, hashlib.sha256).hexdigest()[:32]
-
-    def encode(self, account_id: str, key: dict[str, Any] | None) -> str | None:
-        if not key:
-            return None
-        payload = json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
-        token = base64.urlsafe_b64encode(payload).decode().rstrip("=")
-        return f"{token}.{self._sign(account_id, payload)}"
-
-    def decode(self, account_id: str, cursor: str | None) -> dict[str, Any] | None:
-        if not cursor:
-            return None
-        try:
-            token, signature = cursor.split(".", 1)
-            payload = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            key = json.loads(payload)
-        except (ValueError, TypeError):
-            raise InvalidInput("invalid cursor") from None
-        if not hmac.compare_digest(signature, self._sign(account_id, payload)) or not isinstance(key, dict):
-            raise InvalidInput("invalid cursor")
-        return key

@@ -1,0 +1,320 @@
+"""The read side of the credit-usage page: balance, monthly usage, container log, AI log, audit log.
+
+Nothing here writes. The balance is the account rolled to the wall clock in memory
+(:func:`billing.domain.projection.project`). The monthly usage report reads the account's state and
+one month aggregate item: two ``GetItem`` requests whatever the size of the history. Logs are pages of
+ledger entries (:mod:`billing.store.queries`) behind signed cursors bound to the account. Decisions
+where the contract is silent are in the README ("Usage report").
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import io
+import re
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+
+from billing.api.models import (
+    AiLog,
+    AiLogEntry,
+    Amount,
+    BalanceView,
+    ByResource,
+    ContainerLog,
+    ContainerLogEntry,
+    Expiration,
+    LedgerCsv,
+    LedgerEntryView,
+    LedgerPage,
+    LotView,
+    Money,
+    SeriesPoint,
+    Unit,
+    UsageView,
+)
+from billing.api.views import entry_view, lot_view, time_or_none
+from billing.domain.amounts import cents_of_micro, format_credits, hours_left
+from billing.domain.clock import Clock, format_time, month_key, next_month_start, parse_time, utc_now
+from billing.domain.errors import InvalidInput, UnknownAccount
+from billing.domain.lots import burn_order
+from billing.domain.model import RESOURCES, AccountState, ChargeLine, LedgerEntry, Resource
+from billing.domain.projection import project
+from billing.store import queries
+from billing.store.cursors import CursorCodec
+from billing.store.ledger import Ledger
+from billing.store.tables import day_attr
+
+CSV_MAX_ROWS = 10_000
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+DEFAULT_LIMIT = 50
+AI_TYPES = {"chat": "Chat", "snap": "Snap", "ai_supporter": "AI Supporter"}
+CSV_COLUMNS = ("entry_id", "type", "amount", "at", "reason", "event_id", "lot_id", "paid_by", "lines")
+_MONTH = re.compile(r"^\d{4}-\d{2}$")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_month(value: str) -> datetime:
+    """``YYYY-MM`` as the first second of that month, or InvalidInput."""
+    if not _MONTH.match(value):
+        raise InvalidInput("month must be YYYY-MM")
+    try:
+        return datetime(int(value[:4]), int(value[5:]), 1, tzinfo=UTC)
+    except ValueError:
+        raise InvalidInput("month must be YYYY-MM") from None
+
+
+def parse_day(value: str) -> date:
+    if not _DAY.match(value):
+        raise InvalidInput("date must be YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput("date must be YYYY-MM-DD") from None
+
+
+def parse_bound(value: str, name: str, end_of_day: bool) -> datetime:
+    """A date (``YYYY-MM-DD``; as ``to`` the day's last second) or an ISO-8601 UTC time."""
+    if _DAY.match(value):
+        day = parse_day(value)
+        moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return moment + timedelta(days=1, seconds=-1) if end_of_day else moment
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise InvalidInput(f"{name} must be YYYY-MM-DD or an ISO-8601 UTC time") from None
+
+
+def _csv_cell(value: str) -> str:
+    """Keep spreadsheet formulas out of exported cells."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def ledger_csv(entries: list[LedgerEntry]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for e in entries:
+        paid_by = ";".join(f"{p.lot_id}:{format_credits(p.amount)}" for p in e.paid_by)
+        lines = ";".join(
+            f"{ln.resource}:{ln.item}:{ln.container_id or ''}:{format_credits(ln.amount)}" for ln in e.lines
+        )
+        row = [e.entry_id, e.type, format_credits(e.amount), format_time(e.at), e.reason, e.event_id,
+               e.lot_id or "", paid_by, lines]
+        writer.writerow([_csv_cell(cell) for cell in row])
+    return out.getvalue()
+
+
+class UsageReports:
+    """The usage page's reads for one table. Collaborators are arguments (tests inject a clock)."""
+
+    def __init__(self, ledger: Ledger, cursors: CursorCodec, clock: Clock = utc_now) -> None:
+        self.ledger = ledger
+        self.cursors = cursors
+        self.clock = clock
+
+    def _state(self, account_id: str) -> AccountState:
+        state = self.ledger.load(account_id)
+        if state is None:
+            raise UnknownAccount(f"no account {account_id}")
+        return state
+
+    # ------------------------------------------------------------ balance
+
+    def balance(self, account_id: str) -> BalanceView:
+        return self.balance_of(self._state(account_id), self.clock())
+
+    def balance_of(self, state: AccountState, now: datetime) -> BalanceView:
+        seen = project(state, self.ledger.catalog, now)
+        s, at = seen.state, seen.at
+        open_lots = sorted((lot for lot in s.usable_lots(at) if lot.remaining > 0), key=burn_order)
+        free = sum(lot.remaining for lot in open_lots if lot.is_free)
+        purchased = sum(lot.remaining for lot in open_lots if not lot.is_free)
+        accrued = seen.accrued
+        remaining = free + purchased - accrued
+        burn = seen.hourly_burn
+        expiring = sorted((lot for lot in open_lots if lot.expires_at), key=lambda lot: (lot.expires_at, lot.lot_id))
+        return BalanceView(
+            account_id=s.account_id,
+            plan=s.plan_at(at),
+            available=format_credits(free + purchased),
+            free=format_credits(free),
+            purchased=format_credits(purchased),
+            debt=format_credits(s.debt),
+            exhausted=s.exhausted,
+            credit_mail=s.credit_mail,
+            accrued=format_credits(accrued),
+            remaining=format_credits(remaining),
+            hourly_burn=format_credits(burn),
+            hours_left=hours_left(remaining, burn),
+            next_monthly_grant_at=format_time(next_month_start(at)),
+            lots=[LotView.model_validate(lot_view(lot)) for lot in open_lots],
+            upcoming_expirations=[
+                Expiration(lot_id=lot.lot_id, kind=lot.kind, amount=format_credits(lot.remaining),
+                           expires_at=format_time(lot.expires_at))  # type: ignore[arg-type]
+                for lot in expiring
+            ],
+            credit_price_usd=s.credit_price_usd,
+            at=format_time(at),
+        )
+
+    # ------------------------------------------------------------ monthly usage
+
+    def usage(
+        self,
+        account_id: str,
+        month: str | None = None,
+        cumulative: bool = False,
+        unit: Unit = "credits",
+        resource: Resource | None = None,
+        container_id: str | None = None,
+    ) -> UsageView:
+        now = self.clock()
+        this_month = datetime(now.year, now.month, 1, tzinfo=UTC)
+        start = parse_month(month) if month else this_month
+        key = month_key(start)
+        state = self._state(account_id)
+        agg = queries.usage_aggregate(self.ledger.models, account_id, key, container_id)
+        price = Decimal(state.credit_price_usd)
+
+        def conv(micro: int) -> Amount:
+            return Money(cents=cents_of_micro(micro, price)) if unit == "usd" else format_credits(micro)
+
+        current = start == this_month
+        if current:
+            days = now.day
+        elif start < this_month:
+            days = calendar.monthrange(start.year, start.month)[1]
+        else:
+            days = 0  # a future month: nothing has happened yet
+        names = [resource] if resource else list(RESOURCES)
+        total = agg.get(f"r_{resource}", 0) if resource else agg.get("total", 0)
+        series: list[SeriesPoint] = []
+        running = 0
+        for day in range(1, days + 1):
+            amount = sum(agg.get(day_attr(day, r), 0) for r in names)
+            running += amount
+            series.append(
+                SeriesPoint(date=f"{key}-{day:02d}", amount=conv(running if cumulative else amount),
+                            cumulative=conv(running))
+            )
+        average = int((Decimal(total) / days).quantize(Decimal(1), rounding=ROUND_HALF_UP)) if days else 0
+        projected: str | None = None
+        if current and average > 0:
+            remaining = project(state, self.ledger.catalog, now).remaining
+            seconds = (Decimal(max(remaining, 0)) * 86400 / average).to_integral_value(rounding=ROUND_DOWN)
+            projected = format_time(now + timedelta(seconds=int(seconds)))
+        return UsageView(
+            account_id=account_id,
+            month=key,
+            unit=unit,
+            cumulative_mode=cumulative,
+            resource=resource,
+            container_id=container_id,
+            total=conv(total),
+            by_resource=ByResource(**{r: conv(agg.get(f"r_{r}", 0)) for r in RESOURCES}),
+            series=series,
+            days_elapsed=days,
+            average_daily=conv(average),
+            projected_run_out=projected,
+            credit_price_usd=state.credit_price_usd,
+        )
+
+    # ------------------------------------------------------------ logs
+
+    def container_log(self, account_id: str, day: str) -> ContainerLog:
+        parse_day(day)
+        rows = [row for entry in queries.deductions_of_day(self.ledger.models, account_id, day)
+                for row in _container_rows(entry)]
+        return ContainerLog(date=day, entries=rows)
+
+    def ai_log(self, account_id: str, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> AiLog:
+        after = self.cursors.decode(account_id, cursor)
+        entries, next_key = queries.ai_page(self.ledger.models, account_id, limit, after)
+        rows = [row for entry in entries for row in _ai_rows(entry)]
+        return AiLog(entries=rows, next_cursor=self.cursors.encode(account_id, next_key))
+
+    def _range(self, from_: str | None, to: str | None) -> tuple[datetime, datetime | None]:
+        # Without a range the audit log is the whole history (paged), not a guess at a window.
+        start = parse_bound(from_, "from", False) if from_ else EARLIEST
+        end = parse_bound(to, "to", True) if to else None
+        if end is not None and end < start:
+            raise InvalidInput("from must not be after to")
+        return start, end
+
+    def _ledger_entries(
+        self, account_id: str, start: datetime, end: datetime | None, limit: int, cursor: str | None
+    ) -> tuple[list[LedgerEntry], str | None]:
+        after = self.cursors.decode(account_id, cursor)
+        entries, next_key = queries.ledger_page(self.ledger.models, account_id, start, end, limit, after)
+        return entries, self.cursors.encode(account_id, next_key)
+
+    def audit_log(
+        self, account_id: str, from_: str | None = None, to: str | None = None,
+        limit: int = DEFAULT_LIMIT, cursor: str | None = None,
+    ) -> LedgerPage:
+        start, end = self._range(from_, to)
+        entries, next_cursor = self._ledger_entries(account_id, start, end, limit, cursor)
+        return LedgerPage(
+            entries=[LedgerEntryView.model_validate(entry_view(e)) for e in entries], next_cursor=next_cursor,
+            from_=format_time(start), to=time_or_none(end),
+        )
+
+    def audit_csv(
+        self, account_id: str, from_: str | None = None, to: str | None = None,
+        limit: int | None = None, cursor: str | None = None,
+    ) -> LedgerCsv:
+        start, end = self._range(from_, to)
+        entries, next_cursor = self._ledger_entries(account_id, start, end, limit or CSV_MAX_ROWS, cursor)
+        return LedgerCsv(body=ledger_csv(entries), next_cursor=next_cursor)
+
+
+def _container_rows(entry: LedgerEntry) -> list[ContainerLogEntry]:
+    """One row per container of a deduction: its run's time and features, its storage and traffic,
+    and the credits deducted for all of them."""
+    groups: dict[str, list[ChargeLine]] = {}
+    for line in entry.lines:
+        if line.container_id and line.resource != "ai":
+            groups.setdefault(line.container_id, []).append(line)
+    rows = []
+    for container_id, lines in groups.items():
+        time_lines = [ln for ln in lines if ln.resource == "container" and ln.item != "code_supporter"]
+        run_lines = [ln for ln in lines if ln.resource == "container"]
+        storage = [ln for ln in lines if ln.resource == "storage"]
+        traffic = [ln for ln in lines if ln.resource == "traffic"]
+        run_ids = [ln.run_id for ln in run_lines + traffic if ln.run_id]
+        rows.append(
+            ContainerLogEntry(
+                container_id=container_id,
+                run_id=run_ids[0] if run_ids else None,
+                tier=run_lines[0].tier if run_lines else None,
+                seconds=sum(ln.seconds or 0 for ln in time_lines) if time_lines else None,
+                code_supporter=bool(run_lines[0].code_supporter) if run_lines else None,
+                storage_gb=storage[-1].storage_gb if storage else None,
+                billable_gb=storage[-1].billable_gb if storage else None,
+                traffic_bytes=sum(ln.traffic_bytes or 0 for ln in traffic) if traffic else None,
+                credits=format_credits(sum(ln.amount for ln in lines)),
+                deducted_at=format_time(entry.at),
+                storage_seconds=sum(ln.seconds or 0 for ln in storage) if storage else None,
+                entry_id=entry.entry_id,
+            )
+        )
+    return rows
+
+
+def _ai_rows(entry: LedgerEntry) -> list[AiLogEntry]:
+    return [
+        AiLogEntry(
+            type=AI_TYPES[line.item],  # type: ignore[arg-type]
+            container_id=line.container_id,
+            model=line.model if line.item == "chat" else None,
+            input_tokens=line.input_tokens or 0,
+            output_tokens=line.output_tokens or 0,
+            credits=format_credits(line.amount),
+            at=format_time(line.start or entry.at),
+            entry_id=entry.entry_id,
+        )
+        for line in entry.lines
+        if line.resource == "ai" and line.item in AI_TYPES
+    ]

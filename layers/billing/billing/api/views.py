@@ -1,0 +1,88 @@
+"""How the API shows domain objects: credit strings with 6 decimals, ``Z`` times, money objects.
+
+Plain functions to dicts (no pydantic): the services store these as the responses that a repeated
+request replays, and the event-driven functions import nothing of the HTTP stack.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from billing.domain.amounts import MICRO, format_credits, money
+from billing.domain.clock import format_time
+from billing.domain.model import ChargeLine, CreditLot, LedgerEntry
+
+if TYPE_CHECKING:  # the records are the services'; only their fields are read here
+    from billing.services.grants import Coupon
+    from billing.services.purchases import Purchase
+
+
+def time_or_none(moment: datetime | None) -> str | None:
+    return format_time(moment) if moment else None
+
+
+def lot_view(lot: CreditLot) -> dict[str, Any]:
+    """A lot as in ``GET /v1/balance`` and the grant routes."""
+    return {
+        "lot_id": lot.lot_id,
+        "kind": lot.kind,
+        "granted": format_credits(lot.granted),
+        "remaining": format_credits(lot.remaining),
+        "granted_at": format_time(lot.granted_at),
+        "expires_at": time_or_none(lot.expires_at),
+    }
+
+
+def purchase_view(p: Purchase) -> dict[str, Any]:
+    return {
+        "purchase_id": p.purchase_id,
+        "credits": format_credits(p.credits * MICRO),
+        "price": money(p.price_cents, p.currency),
+        "status": p.status,
+        "created_at": format_time(p.created_at),
+        "paid_at": time_or_none(p.paid_at),
+        "refund": money(p.refund_cents, p.currency) if p.refund_cents is not None else None,
+        "refunded_credits": format_credits(p.refunded_credits) if p.refunded_credits is not None else None,
+        "refunded_at": time_or_none(p.refunded_at),
+    }
+
+
+def coupon_view(c: Coupon) -> dict[str, Any]:
+    return {
+        "code": c.code,
+        "credits": format_credits(c.credits),
+        "valid_days": c.valid_days,
+        "expires_at": format_time(c.expires_at),
+        "max_redemptions": c.max_redemptions,
+        "redemptions": c.redemptions,
+    }
+
+
+def line_view(line: ChargeLine) -> dict[str, Any]:
+    """A charge line: its set fields, the amount as credits and times as ``Z`` strings."""
+    fields = msgspec.structs.asdict(line).items()
+    data = {k: v for k, v in fields if v is not None and k not in ("amount", "start", "end")}
+    data["amount"] = format_credits(line.amount)
+    if line.start:
+        data["start"] = format_time(line.start)
+    if line.end:
+        data["end"] = format_time(line.end)
+    return data
+
+
+def entry_view(entry: LedgerEntry) -> dict[str, Any]:
+    """A ledger entry as in ``GET /v1/ledger``."""
+    return {
+        "entry_id": entry.entry_id,
+        "type": entry.type,
+        "amount": format_credits(entry.amount),
+        "at": format_time(entry.at),
+        "reason": entry.reason,
+        "event_id": entry.event_id,
+        "lines": [line_view(line) for line in entry.lines],
+        "paid_by": [{"lot_id": p.lot_id, "amount": format_credits(p.amount)} for p in entry.paid_by],
+        "lot_id": entry.lot_id,
+    }

@@ -1,0 +1,139 @@
+"""What containers accrue and how it is settled: run time, Code Supporter, storage and traffic.
+
+Each function adds charge lines (or corrections) to a :class:`~billing.domain.posting.Book` and moves
+the container's "billed until" marks; :meth:`Book.flush` then deducts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+
+from billing.domain import pricing
+from billing.domain.amounts import to_micro
+from billing.domain.clock import month_key
+from billing.domain.model import Container, Run
+from billing.domain.posting import Book
+
+
+def container(book: Book, container_id: str, at: datetime) -> Container:
+    """The container, known from its first event whatever that event is."""
+    c = book.state.containers.get(container_id)
+    if c is None:
+        c = book.state.containers[container_id] = Container(container_id=container_id)
+    c.seen_until = max(c.seen_until or at, at)
+    return c
+
+
+def open_run(c: Container, run_id: str) -> Run | None:
+    """The run, created on its first event (start or stop, whichever comes first); None when it was
+    settled and closed already."""
+    run = c.runs.get(run_id)
+    if run is None and run_id not in c.closed_runs:
+        run = c.runs[run_id] = Run(run_id=run_id)
+    return run
+
+
+def settle_storage(book: Book, c: Container, until: datetime) -> None:
+    """Charge the container's storage from where it was billed to ``until``."""
+    if c.created_at is None or not c.sizes:
+        return
+    start = c.storage_billed_until or c.created_at
+    end = min(until, c.deleted_at) if c.deleted_at else until
+    if end > start:
+        exact = pricing.storage_exact(book.catalog, book.state, c, start, end)
+        book.charge(
+            pricing.storage_line(book.catalog, book.state, c, month, to_micro(value), span)
+            for month, (value, span) in exact.items()
+        )
+    if c.storage_billed_until is None or until > c.storage_billed_until:
+        c.storage_billed_until = max(until, c.created_at)
+
+
+def restate_storage(book: Book, c: Container, since: datetime, change: Callable[[], None]) -> None:
+    """Apply a storage fact that takes effect at ``since``; storage already billed past it is
+    re-priced: the difference is charged, or given back as a correction."""
+    billed = c.storage_billed_until
+    if billed is None or since >= billed or c.created_at is None:
+        change()
+        return
+    start = max(since, c.created_at)
+    before = pricing.storage_exact(book.catalog, book.state, c, start, billed)
+    change()
+    after = pricing.storage_exact(book.catalog, book.state, c, start, billed)
+    for month in sorted(set(before) | set(after)):
+        old, span = before[month] if month in before else (Decimal(0), after[month][1])
+        new = after[month][0] if month in after else Decimal(0)
+        diff = to_micro(new) - to_micro(old)
+        line = pricing.storage_line(book.catalog, book.state, c, month, abs(diff), span)
+        if diff > 0:
+            book.charge([line])
+        elif diff < 0:
+            book.correct([line])
+
+
+def settle_run(book: Book, c: Container, run: Run, until: datetime) -> None:
+    """Charge a run's time up to ``until`` (never past its stop) and its reported traffic; a run
+    that is complete is closed."""
+    if run.started_at is not None and run.tier is not None:
+        start = run.billed_until or run.started_at
+        end = min(until, run.stopped_at) if run.stopped_at else until
+        if end > start:
+            book.charge(pricing.run_lines(book.catalog, c, run, start, end))
+            run.billed_until = end
+    book.charge(pricing.traffic_line(book.catalog, c, run, month) for month in sorted(run.pending_traffic))
+    run.pending_traffic.clear()
+    run.pending_billable.clear()
+    if run.is_complete:
+        del c.runs[run.run_id]
+        assert run.stopped_at is not None
+        c.closed_runs[run.run_id] = run.stopped_at
+
+
+def unbill_run_past(book: Book, c: Container, run: Run, stop: datetime) -> None:
+    """A stop older than time already billed (a boundary or final settlement ran first): that time
+    is given back as a correction."""
+    if run.billed_until is not None and run.billed_until > stop:
+        book.correct(pricing.run_lines(book.catalog, c, run, stop, run.billed_until))
+        run.billed_until = stop
+
+
+def settle_container(book: Book, c: Container, until: datetime) -> None:
+    for run in list(c.runs.values()):
+        settle_run(book, c, run, until)
+    settle_storage(book, c, until)
+
+
+def settle_everything(book: Book, until: datetime) -> None:
+    for c in book.state.containers.values():
+        settle_container(book, c, until)
+
+
+def record_traffic(book: Book, run: Run, at: datetime, traffic_bytes: int) -> None:
+    """Count bytes against the allowance of the event's month; only bytes beyond it are billable.
+    They are deducted with the run's next settlement."""
+    if traffic_bytes <= 0:
+        return
+    month = month_key(at)
+    used = book.state.traffic_used.get(month, 0)
+    free = book.catalog.at(at).traffic_free_bytes_per_month
+    book.state.traffic_used[month] = used + traffic_bytes
+    run.pending_traffic[month] = run.pending_traffic.get(month, 0) + traffic_bytes
+    run.pending_billable[month] = run.pending_billable.get(month, 0) + pricing.billable_traffic(
+        free, used, traffic_bytes
+    )
+
+
+def running_container_ids(book: Book) -> list[str]:
+    return sorted(cid for cid, c in book.state.containers.items() if c.running_runs)
+
+
+def storage_billed_container_ids(book: Book, at: datetime) -> list[str]:
+    """Containers whose allocated storage is above the free allowance (it is billed)."""
+    state = book.state
+    return sorted(
+        cid
+        for cid, c in state.containers.items()
+        if c.deleted_at is None and pricing.billable_gb_at(book.catalog, state, c, max(at, c.created_at or at)) > 0
+    )

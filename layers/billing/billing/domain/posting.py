@@ -1,0 +1,151 @@
+"""Posting: turning charge lines into ledger entries, one account and one event at a time.
+
+A :class:`Book` wraps an :class:`~billing.domain.model.AccountState` for one event. Its ``event_id``
+seeds the id of every ledger entry it writes, so a retried event writes the very same entries.
+Settlement code adds charge lines (:meth:`Book.charge`) and corrections (:meth:`Book.correct`);
+:meth:`Book.flush` deducts them (one deduction per month, each paid as of that month) through the
+burn-down rules of :mod:`billing.domain.lots`, the only writer of lots and totals. What the event asks
+of the outside world is collected in :attr:`Book.outbox`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from billing.domain import lots
+from billing.domain.catalog import PriceCatalog
+from billing.domain.clock import SECOND, month_start_of_key, next_month_start
+from billing.domain.model import (
+    AccountState,
+    ChargeLine,
+    CreditLot,
+    EntryType,
+    LedgerEntry,
+    LotAmount,
+    LotKind,
+    OutboundEvent,
+)
+
+
+class Book:
+    """One account's state being changed by one event: the entries and effects it produces."""
+
+    def __init__(self, state: AccountState, catalog: PriceCatalog, event_id: str) -> None:
+        self.state = state
+        self.catalog = catalog
+        self.event_id = event_id
+        self.entries: list[LedgerEntry] = []
+        self.outbox: list[OutboundEvent] = []
+        self._lines: list[ChargeLine] = []
+        self._corrections: list[ChargeLine] = []
+
+    # ------------------------------------------------------------------ lines
+
+    def charge(self, lines: Iterable[ChargeLine]) -> None:
+        """Usage to deduct at the next :meth:`flush`."""
+        self._lines.extend(lines)
+
+    def correct(self, lines: Iterable[ChargeLine]) -> None:
+        """Usage billed before that should not have been: given back at the next :meth:`flush`."""
+        self._corrections.extend(lines)
+
+    @property
+    def pending(self) -> int:
+        """µcr of the lines collected and not flushed yet, less the corrections."""
+        return sum(line.amount for line in self._lines) - sum(line.amount for line in self._corrections)
+
+    def flush(self, at: datetime, reason: str) -> None:
+        """Deduct the collected lines: one deduction per month, each paid as of that month; a
+        correction is given back first (debt first, then the lots)."""
+        self._flush_corrections(at, reason)
+        by_month: dict[str, list[ChargeLine]] = defaultdict(list)
+        for line in self._lines:
+            by_month[line.month].append(line)
+        self._lines = []
+        for month in sorted(by_month):
+            month_lines = by_month[month]
+            total = sum(line.amount for line in month_lines)
+            if total == 0 and not any(line.resource == "container" for line in month_lines):
+                continue  # nothing to deduct and nothing for the container log
+            as_of = min(at, next_month_start(month_start_of_key(month)) - SECOND)
+            paid_by, debt = lots.pay(self.state, total, as_of, max(self.state.as_of, at))
+            self.record("deduction", total - debt, as_of, reason, lines=month_lines, paid_by=paid_by)
+            if debt:
+                self.record("debt", debt, as_of, "insufficient_credits")
+
+    def _flush_corrections(self, at: datetime, reason: str) -> None:
+        total = sum(line.amount for line in self._corrections)
+        if total:
+            back, _forgiven, written_off = lots.give_back(self.state, total, at)
+            self.record("correction", total, at, reason, lines=self._corrections, paid_by=back)
+            if written_off:
+                self.record("expiry", written_off, at, "corrected_credits_of_expired_lots")
+        self._corrections = []
+
+    # ------------------------------------------------------------------ grants and entries
+
+    def grant(
+        self,
+        kind: LotKind,
+        amount: int,
+        at: datetime,
+        expires_at: datetime | None,
+        reason: str,
+        *,
+        lot_id: str | None = None,
+        purchase_id: str | None = None,
+    ) -> CreditLot:
+        """A new lot; it repays debt first."""
+        lot = CreditLot(
+            lot_id=lot_id or f"{kind}-{self.event_id}",
+            kind=kind,
+            granted=amount,
+            remaining=amount,
+            granted_at=at,
+            expires_at=expires_at,
+            purchase_id=purchase_id,
+            reason=reason,
+        )
+        repaid = lots.add_lot(self.state, lot)
+        self.record("grant", amount, at, reason, lot_id=lot.lot_id)
+        if repaid:
+            self.record("debt", repaid, at, "debt_repaid", paid_by=[LotAmount(lot_id=lot.lot_id, amount=repaid)])
+        return lot
+
+    def record(
+        self,
+        type_: EntryType,
+        amount: int,
+        at: datetime,
+        reason: str,
+        *,
+        lines: list[ChargeLine] | None = None,
+        paid_by: list[LotAmount] | None = None,
+        lot_id: str | None = None,
+    ) -> LedgerEntry:
+        """Write a ledger entry; its id is the event's id and the entry's number within the event."""
+        entry = LedgerEntry(
+            entry_id=f"{self.event_id}:{len(self.entries) + 1:03d}",
+            type=type_,
+            amount=amount,
+            at=at,
+            reason=reason,
+            event_id=self.event_id,
+            lines=list(lines or []),
+            paid_by=list(paid_by or []),
+            lot_id=lot_id,
+        )
+        self.entries.append(entry)
+        return entry
+
+    def emit(self, detail_type: str, **detail: object) -> None:
+        """Ask the outside world for something (an outbound event about this account), once this
+        change commits."""
+        self.outbox.append(
+            OutboundEvent(detail_type=detail_type, detail={"account_id": self.state.account_id, **detail})
+        )
+
+    def emitted(self, detail_type: str) -> bool:
+        return any(e.detail_type == detail_type for e in self.outbox)

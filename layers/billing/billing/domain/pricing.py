@@ -1,0 +1,148 @@
+"""Charge lines: what a piece of usage costs, computed exactly and rounded once per line.
+
+Intervals are cut at month boundaries and at catalog version changes, so every piece is priced by
+the version in effect when it happened and belongs to one month. Pure functions, no state changes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from itertools import pairwise
+
+from msgspec.structs import replace
+
+from billing.domain.amounts import GIB, to_micro
+from billing.domain.catalog import PriceCatalog
+from billing.domain.clock import month_key, month_start_of_key, next_month_start
+from billing.domain.model import AccountState, ChargeLine, Container, Run
+
+Interval = tuple[datetime, datetime]
+
+
+def pieces(catalog: PriceCatalog, start: datetime, end: datetime) -> list[Interval]:
+    """[start, end) cut at month boundaries and catalog version changes."""
+    cuts = set(catalog.split_points(start, end))
+    boundary = next_month_start(start)
+    while boundary < end:
+        cuts.add(boundary)
+        boundary = next_month_start(boundary)
+    points = [start, *sorted(cuts), end]
+    return [(a, b) for a, b in pairwise(points) if b > a]
+
+
+def run_lines(catalog: PriceCatalog, c: Container, run: Run, start: datetime, end: datetime) -> list[ChargeLine]:
+    """Container time and Code Supporter for [start, end), one line each per piece."""
+    assert run.tier is not None
+    lines = []
+    for a, b in pieces(catalog, start, end):
+        version = catalog.at(a)
+        seconds = int((b - a).total_seconds())
+        hours = Decimal(seconds) / 3600
+        time_line = ChargeLine(
+            resource="container", item=run.tier, month=month_key(a), container_id=c.container_id,
+            run_id=run.run_id, tier=run.tier, seconds=seconds, code_supporter=run.code_supporter,
+            start=a, end=b, amount=to_micro(version.tier(run.tier).credits_per_hour * hours),
+        )
+        lines.append(time_line)
+        cs_rate = version.code_supporter_rate(run.tier)
+        if run.code_supporter and cs_rate:
+            lines.append(replace(time_line, item="code_supporter", amount=to_micro(cs_rate * hours)))
+    return lines
+
+
+def billable_gb_at(catalog: PriceCatalog, state: AccountState, c: Container, moment: datetime) -> int:
+    """GB of the container's allocated storage above the plan's free allowance at ``moment``."""
+    if c.created_at is None or moment < c.created_at or (c.deleted_at and moment >= c.deleted_at):
+        return 0
+    if not c.active_at(moment):
+        return 0
+    free = catalog.at(moment).free_storage(state.plan_at(moment))
+    return max(0, c.size_at(moment) - free)
+
+
+def _storage_gb_seconds(
+    catalog: PriceCatalog, state: AccountState, c: Container, start: datetime, end: datetime
+) -> int:
+    """Σ billable GB × seconds over [start, end), following every fact on the timeline."""
+    facts = [
+        *(at for at, _ in c.sizes),
+        *(at for at, _ in c.activity),
+        *(at for at, _ in state.plans),
+        *([c.created_at] if c.created_at else []),
+        *([c.deleted_at] if c.deleted_at else []),
+    ]
+    points = sorted({start, end, *(t for t in facts if start < t < end)})
+    return sum(
+        billable_gb_at(catalog, state, c, a) * int((b - a).total_seconds()) for a, b in pairwise(points)
+    )
+
+
+def storage_exact(
+    catalog: PriceCatalog, state: AccountState, c: Container, start: datetime, end: datetime
+) -> dict[str, tuple[Decimal, Interval]]:
+    """Exact storage credits for [start, end) by month (each version priced on its own piece)."""
+    out: dict[str, tuple[Decimal, Interval]] = {}
+    for a, b in pieces(catalog, start, end):
+        rate = catalog.at(a).storage_credits_per_gb_hour
+        value = rate * Decimal(_storage_gb_seconds(catalog, state, c, a, b)) / 3600
+        month = month_key(a)
+        if month in out:
+            previous, (first, _) = out[month]
+            out[month] = (previous + value, (first, b))
+        else:
+            out[month] = (value, (a, b))
+    return out
+
+
+def storage_line(
+    catalog: PriceCatalog, state: AccountState, c: Container, month: str, amount: int, span: Interval
+) -> ChargeLine:
+    a, b = span
+    return ChargeLine(
+        resource="storage", item="storage", amount=amount, month=month, container_id=c.container_id,
+        seconds=int((b - a).total_seconds()), storage_gb=c.size_at(a),
+        billable_gb=billable_gb_at(catalog, state, c, a), start=a, end=b,
+    )
+
+
+def traffic_line(catalog: PriceCatalog, c: Container, run: Run, month: str) -> ChargeLine:
+    """A run's reported traffic of one month: only its bytes beyond the allowance are billed."""
+    rate = catalog.at(month_start_of_key(month)).traffic_credits_per_gb
+    billable = run.pending_billable.get(month, 0)
+    return ChargeLine(
+        resource="traffic", item="traffic", month=month, container_id=c.container_id, run_id=run.run_id,
+        traffic_bytes=run.pending_traffic[month], amount=to_micro(rate * Decimal(billable) / GIB),
+    )
+
+
+def billable_traffic(free_bytes: int, used_before: int, reported: int) -> int:
+    """The part of ``reported`` bytes that lies beyond the month's allowance."""
+    return max(0, used_before + reported - free_bytes) - max(0, used_before - free_bytes)
+
+
+def ai_line(
+    catalog: PriceCatalog, at: datetime, feature: str, model: str, input_tokens: int, output_tokens: int,
+    container_id: str | None,
+) -> ChargeLine:
+    """One AI use at the token prices of the model it names (an unknown model is an error)."""
+    price = catalog.at(at).model(model)
+    return ChargeLine(
+        resource="ai", item=feature, month=month_key(at), container_id=container_id, model=model,
+        input_tokens=input_tokens, output_tokens=output_tokens, start=at, end=at,
+        amount=to_micro(price.input * input_tokens + price.output * output_tokens),
+    )
+
+
+def hourly_burn(catalog: PriceCatalog, state: AccountState, at: datetime) -> int:
+    """µcr per hour: running containers (tier + Code Supporter) and billable storage."""
+    version = catalog.at(at)
+    total = Decimal(0)
+    for c in state.containers.values():
+        for run in c.running_runs:
+            assert run.tier is not None
+            total += version.tier(run.tier).credits_per_hour + (
+                version.code_supporter_rate(run.tier) if run.code_supporter else 0
+            )
+        total += version.storage_credits_per_gb_hour * billable_gb_at(catalog, state, c, max(at, c.created_at or at))
+    return to_micro(total)

@@ -1,0 +1,188 @@
+"""Purchases, the payment provider's notices, and refunds.
+
+Every change goes through :meth:`Ledger.request` / :meth:`Ledger.apply`, so the purchase record is
+saved in the same transaction as the account's credits and the change's idempotency record.
+Decisions where the rules are silent are in the README ("Purchases, refunds, grants, mail").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from billing.api.views import lot_view, purchase_view
+from billing.domain import credits, rollover, settle
+from billing.domain.amounts import MICRO, cents_of_micro, format_credits, money
+from billing.domain.clock import format_time
+from billing.domain.errors import Conflict, NotFound, RuleViolation
+from billing.domain.model import AccountState, OutboundEvent, Record, from_json
+from billing.domain.posting import Book
+from billing.observability import logger
+from billing.store import keys, queries
+from billing.store.idempotency import RequestKey
+from billing.store.ledger import Change, Ledger, Write
+from billing.store.records import load_record, record_write
+from billing.store.tables import TableModels
+
+PURCHASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+PurchaseStatus = Literal["pending", "paid", "failed", "refunded"]
+
+
+class Purchase(Record, kw_only=True):
+    purchase_id: str
+    account_id: str
+    credits: int  # whole credits purchased
+    price_cents: int
+    currency: str = "USD"
+    status: PurchaseStatus = "pending"
+    created_at: datetime
+    paid_at: datetime | None = None
+    payment_id: str | None = None
+    payment_created_at: datetime | None = None
+    failed_at: datetime | None = None
+    refund_cents: int | None = None
+    refunded_credits: int | None = None  # µcr taken back
+    refunded_at: datetime | None = None
+
+
+class PaymentNotice(Record, kw_only=True):
+    """A verified payment notice of the provider (its body, validated by the API layer)."""
+
+    id: str
+    type: Literal["payment.succeeded", "payment.failed"]
+    purchase_id: str
+    currency: str
+    cents: int
+    created_at: datetime
+
+
+def load_purchase(models: TableModels, purchase_id: str) -> tuple[Purchase, int] | None:
+    if not PURCHASE_ID_PATTERN.match(purchase_id):
+        return None
+    return load_record(models, keys.purchase_pk(purchase_id), keys.PURCHASE, Purchase)
+
+
+def _purchase_write(models: TableModels, p: Purchase, read_version: int | None) -> Write:
+    return record_write(
+        models, keys.purchase_pk(p.purchase_id), keys.PURCHASE, p, read_version,
+        gsi1pk=keys.purchases_index_pk(p.account_id), gsi1sk=format_time(p.created_at) + "#" + p.purchase_id,
+    )
+
+
+def create_purchase(
+    ledger: Ledger, account_id: str, credits_wanted: int, req: RequestKey, now: datetime
+) -> dict[str, Any]:
+    version = ledger.catalog.at(now)
+    if not version.purchase_min_credits <= credits_wanted <= version.purchase_max_credits:
+        raise RuleViolation(
+            f"credits must be a whole number from {version.purchase_min_credits} to {version.purchase_max_credits}"
+        )
+    # A keyed request gets a purchase id derived from its key (the same on every retry, and known to
+    # whoever holds the key); an unkeyed one a random id.
+    purchase_id = (
+        f"pur_{hashlib.sha256(req.event_id.encode()).hexdigest()[:32]}" if req.keyed else f"pur_{uuid.uuid4().hex}"
+    )
+
+    def action(state: AccountState | None) -> Change:
+        state = settle.require(state, account_id)
+        if req.keyed and load_purchase(ledger.models, purchase_id) is not None:
+            raise Conflict("this Idempotency-Key was used for a purchase before")
+        price = cents_of_micro(credits_wanted * MICRO, Decimal(state.credit_price_usd))
+        p = Purchase(
+            purchase_id=purchase_id, account_id=account_id, credits=credits_wanted, price_cents=price, created_at=now
+        )
+        view = purchase_view(p)
+        response = {k: view[k] for k in ("purchase_id", "credits", "price", "status", "created_at")}
+        return Change(Book(state, ledger.catalog, req.event_id), response, [_purchase_write(ledger.models, p, None)])
+
+    response, applied = ledger.request(account_id, req, action)
+    logger.info("purchase created", account_id=account_id, purchase_id=response.get("purchase_id"),
+                replayed=applied.duplicate)
+    return response
+
+
+def list_purchases(ledger: Ledger, account_id: str) -> list[dict[str, Any]]:
+    purchases = (from_json(body, Purchase) for body in queries.purchase_bodies(ledger.models, account_id))
+    return [purchase_view(p) for p in purchases if p.account_id == account_id]
+
+
+def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> dict[str, Any]:
+    """Apply a verified payment notice once (by its id). A confirmation adds the credits; a failure
+    marks a pending purchase failed. Notices that change nothing are acknowledged."""
+    found = load_purchase(ledger.models, notice.purchase_id)
+    if found is None:
+        raise NotFound(f"no purchase {notice.purchase_id}")
+    purchase, _ = found
+    price = (purchase.currency, purchase.price_cents)
+    if notice.type == "payment.succeeded" and (notice.currency, notice.cents) != price:
+        raise RuleViolation("the amount differs from the purchase's price")
+
+    def action(state: AccountState | None) -> Change:
+        book = Book(settle.require(state, purchase.account_id), ledger.catalog, notice.id)
+        again = load_purchase(ledger.models, notice.purchase_id)
+        assert again is not None  # purchases are never deleted
+        p, version = again
+        if notice.type == "payment.failed":
+            if p.status != "pending":
+                return Change(None, {"purchase_id": p.purchase_id, "status": p.status, "duplicate": True})
+            p.status, p.failed_at = "failed", now
+            return Change(book, {"purchase_id": p.purchase_id, "status": "failed", "duplicate": False},
+                          [_purchase_write(ledger.models, p, version)])
+        if p.status in ("paid", "refunded"):
+            return Change(None, {"purchase_id": p.purchase_id, "status": p.status, "duplicate": True})
+        lot = credits.purchased(book, now, p.purchase_id, p.credits)
+        p.status, p.paid_at, p.payment_id, p.payment_created_at = "paid", now, notice.id, notice.created_at
+        response = {"purchase_id": p.purchase_id, "status": "paid", "duplicate": False, "lot": lot_view(lot)}
+        return Change(book, response, [_purchase_write(ledger.models, p, version)])
+
+    applied = ledger.apply(purchase.account_id, notice.id, action)
+    result = dict(applied.result)
+    if applied.duplicate:
+        result["duplicate"] = True
+    logger.info("payment notice applied", purchase_id=notice.purchase_id, payment_id=notice.id,
+                type=notice.type, status=result.get("status"), duplicate=result.get("duplicate"))
+    return result
+
+
+def refund_purchase(
+    ledger: Ledger, account_id: str, purchase_id: str, req: RequestKey, now: datetime
+) -> tuple[dict[str, Any], list[OutboundEvent]]:
+    """Refund a purchase's unused credits; returns the response and the events to publish."""
+    if not PURCHASE_ID_PATTERN.match(purchase_id):
+        raise NotFound(f"no purchase {purchase_id[:100]}")
+
+    def action(state: AccountState | None) -> Change:
+        state = settle.require(state, account_id)
+        found = load_purchase(ledger.models, purchase_id)
+        if found is None or found[0].account_id != account_id:
+            raise NotFound(f"no purchase {purchase_id}")
+        p, version = found
+        if p.status == "refunded":
+            raise Conflict("the purchase was refunded already")
+        if p.status != "paid" or p.paid_at is None:
+            raise RuleViolation(f"only a paid purchase can be refunded (this one is {p.status})")
+        window = ledger.catalog.at(p.paid_at).refund_window_days
+        if now > p.paid_at + timedelta(days=window):
+            raise RuleViolation(f"the refund window of {window} days has passed")
+        book = Book(state, ledger.catalog, req.event_id)
+        rollover.advance_if_current(book, now)
+        if state.available(max(now, state.as_of)) < credits.promotional_credits(book, purchase_id):
+            raise RuleViolation("the available balance is lower than the promotional credits of this purchase")
+        unused = credits.refund(book, purchase_id, now)
+        if unused <= 0:
+            raise RuleViolation("no unused credits of this purchase are left to refund")
+        cents = credits.refund_cents(p.price_cents, p.credits, unused)
+        p.status, p.refund_cents, p.refunded_credits, p.refunded_at = "refunded", cents, unused, now
+        response = {"purchase_id": purchase_id, "refund": money(cents, p.currency), "credits": format_credits(unused)}
+        book.emit("Refund Issued", **response)
+        return Change(book, response, [_purchase_write(ledger.models, p, version)])
+
+    response, applied = ledger.request(account_id, req, action)
+    logger.info("purchase refunded", account_id=account_id, purchase_id=purchase_id, replayed=applied.duplicate)
+    return response, applied.outbox
+

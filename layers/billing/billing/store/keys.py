@@ -1,0 +1,119 @@
+"""Every DynamoDB key of the single table, in one place.
+
+Items of an account share the partition ``ACCOUNT#<id>``:
+
+==========================  ===================================================================
+sort key                    item
+==========================  ===================================================================
+``STATE``                   the account's state (JSON) and its ``version``
+``EVENT#<event_id>``        the idempotency record of an applied event or request
+``LEDGER#<at>#<entry>``     one ledger entry; AI entries are also in GSI1 under ``…#AI``
+``USAGE#<YYYY-MM>``         the month's usage aggregate (totals per resource and per day)
+``USAGE#<YYYY-MM>#C#<c>``   the same for one container
+==========================  ===================================================================
+
+Other partitions: ``PURCHASE#<id>`` (a purchase; GSI1 ``ACCOUNT#<id>#PURCHASES`` lists an
+account's), ``COUPON#<code>`` (a coupon), ``IDEM#<event id>`` (the idempotency record of an operator
+request that belongs to no account). The sparse ``active`` index lists accounts whose containers
+use resources, spread over ``ACTIVE#<n>`` shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from billing.domain.clock import format_time
+
+STATE = "STATE"
+PURCHASE = "PURCHASE"
+COUPON = "COUPON"
+IDEM = "IDEM"
+LEDGER = "LEDGER#"
+LEDGER_END = "LEDGER#~"  # sorts after every ledger entry
+ACTIVE_SHARDS = 8
+
+
+def account_pk(account_id: str) -> str:
+    return f"ACCOUNT#{account_id}"
+
+
+def account_of(pk: str) -> str:
+    return pk.removeprefix("ACCOUNT#")
+
+
+def event_sk(event_id: str) -> str:
+    return f"EVENT#{event_id}"
+
+
+def ledger_sk(at: datetime, entry_id: str) -> str:
+    return f"{LEDGER}{format_time(at)}#{entry_id}"
+
+
+def ledger_bound(at: datetime, end: bool = False) -> str:
+    """A sort-key bound of the ledger entries at ``at`` (``end``: after every entry of that second)."""
+    return f"{LEDGER}{format_time(at)}" + ("~" if end else "")
+
+
+def ai_index_pk(account_id: str) -> str:
+    return f"{account_pk(account_id)}#AI"
+
+
+def usage_sk(month: str, container_id: str | None = None) -> str:
+    return f"USAGE#{month}" + (f"#C#{container_id}" if container_id else "")
+
+
+def purchase_pk(purchase_id: str) -> str:
+    return f"PURCHASE#{purchase_id}"
+
+
+def purchases_index_pk(account_id: str) -> str:
+    return f"{account_pk(account_id)}#PURCHASES"
+
+
+def coupon_pk(code: str) -> str:
+    return f"COUPON#{code}"
+
+
+def operator_request_pk(event_id: str) -> str:
+    return f"IDEM#{event_id}"
+
+
+def active_shard(account_id: str) -> str:
+    shard = int(hashlib.sha256(account_id.encode()).hexdigest(), 16) % ACTIVE_SHARDS
+    return f"ACTIVE#{shard}"
+
+
+def active_shards() -> list[str]:
+    return [f"ACTIVE#{n}" for n in range(ACTIVE_SHARDS)]
+
+
+# Ids of the events the billing stack makes itself (their records are ``EVENT#<id>`` items).
+
+
+def request_event_id(scope: str, idempotency_key: str) -> str:
+    return f"idem:{scope}:{idempotency_key}"
+
+
+def unkeyed_request_event_id(nonce: str) -> str:
+    return f"req:{nonce}"
+
+
+def roll_event_id(month: str) -> str:
+    return f"roll:{month}"
+
+
+def month_sweep_event_id(month: str) -> str:
+    return f"sweep:month:{month}"
+
+
+def check_sweep_event_id(at: datetime) -> str:
+    return f"sweep:check:{format_time(at)}"
+
+
+def low_balance_mail_event_id(account_id: str, cycle: int) -> str:
+    return f"lowmail:{account_id}:{cycle}"
+
+
+def settings_event_id(nonce: str) -> str:
+    return f"settings:{nonce}"

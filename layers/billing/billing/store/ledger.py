@@ -1,0 +1,308 @@
+"""The ledger on DynamoDB: atomic, idempotent changes to an account.
+
+A change is one strongly consistent ``GetItem`` of the account's state and one
+``TransactWriteItems`` that puts the new state (condition: the version read, so concurrent changes
+never lose an update), puts the change's idempotency record (condition: absent, so a repeated event
+changes nothing; :mod:`billing.store.idempotency`), puts the ledger entries, adds to the usage
+aggregates and saves any other record the change touched (a purchase, a coupon) on its own version
+condition. A version conflict, a transaction conflict, throttling or a timeout re-reads and
+recomputes the whole change.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.expressions.update import Action as UpdateAction
+from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
+
+from billing.config import get_config
+from billing.domain import rollover
+from billing.domain.catalog import PriceCatalog, load_catalog
+from billing.domain.clock import format_time, month_key, next_month_start
+from billing.domain.errors import ConcurrentUpdate, Conflict
+from billing.domain.model import AccountState, LedgerEntry, OutboundEvent, clone, from_json, to_json
+from billing.domain.posting import Book
+from billing.observability import logger
+from billing.store import keys
+from billing.store.idempotency import RequestKey, Stored, lookup, record_item
+from billing.store.tables import TableModels, day_attr, table_models
+
+CATCH_UP_ITEMS = 90  # a TransactWriteItems takes at most 100 items; leave room for extra writes
+RETRYABLE_CODES = {
+    "TransactionConflict",
+    "TransactionConflictException",
+    "ThrottlingError",
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+}
+
+Write = tuple[Model, Any]  # an item and the condition it is saved with
+
+
+@dataclass
+class Change:
+    """What an action decided: the changed account (its book), the result to keep with the record
+    (replayed to a repeat), and other records saved in the same transaction. Without a book the
+    change writes nothing and only answers ``result``."""
+
+    book: Book | None
+    result: dict[str, Any] = field(default_factory=dict)
+    writes: list[Write] = field(default_factory=list)
+
+
+Action = Callable[[AccountState | None], Change | None]
+
+
+@dataclass
+class Applied:
+    """What applying one event or request did (for a repeat: what the first one stored)."""
+
+    state: AccountState | None
+    entries: list[LedgerEntry] = field(default_factory=list)
+    outbox: list[OutboundEvent] = field(default_factory=list)
+    duplicate: bool = False
+    result: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 1
+
+
+class _Duplicate(Exception):
+    """The change's record exists: it was applied before."""
+
+
+def _error_code(exc: BaseException) -> str | None:
+    code = getattr(exc, "cause_response_code", None)
+    if code:
+        return str(code)
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure that a fresh attempt can get past (conflict, throttling, timeout, connection)."""
+    if isinstance(exc, ConcurrentUpdate) or _error_code(exc) in RETRYABLE_CODES:
+        return True
+    cause = getattr(exc, "cause", None)
+    name = type(cause or exc).__name__
+    return any(word in name for word in ("Timeout", "ConnectionError", "EndpointConnection"))
+
+
+class Ledger:
+    """Reads and changes accounts. Collaborators (table, catalog, sleep) are arguments with defaults."""
+
+    def __init__(
+        self,
+        table_name: str | None = None,
+        catalog: PriceCatalog | None = None,
+        max_attempts: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        config = get_config()
+        self.models: TableModels = table_models(table_name or config.table_name)
+        self.catalog = catalog or load_catalog(config.catalog_path)
+        self.max_attempts = max_attempts or config.max_attempts
+        self._sleep = sleep
+
+    # ---------------------------------------------------------------- reads
+
+    def load(self, account_id: str) -> AccountState | None:
+        state, _ = self._read(account_id)
+        return state
+
+    def _read(self, account_id: str) -> tuple[AccountState | None, int | None]:
+        try:
+            item = self.models.State.get(keys.account_pk(account_id), keys.STATE, consistent_read=True)
+        except DoesNotExist:
+            return None, None
+        return from_json(item.body, AccountState), int(item.version)
+
+    def stored(self, account_id: str, event_id: str) -> Stored | None:
+        """The record of an event or request applied to the account, if any."""
+        return lookup(self.models, keys.account_pk(account_id), keys.event_sk(event_id))
+
+    # ---------------------------------------------------------------- writes
+
+    def apply(self, account_id: str, event_id: str, action: Action) -> Applied:
+        """Apply ``action`` to the account exactly once for ``event_id``.
+
+        ``action`` gets a copy of the current state (None for no account) and returns the
+        :class:`Change` it decided (None: nothing to write). Transient failures recompute the whole
+        change from a fresh read, up to ``max_attempts`` times."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                state, version = self._read(account_id)
+                change = action(clone(state) if state else None)
+                if change is None or change.book is None:
+                    return Applied(state=state, result=change.result if change else {}, attempts=attempt)
+                if state is not None and self._needs_catch_up(account_id, state, change.book):
+                    self._roll_one_month(account_id, state, version)
+                    attempt -= 1  # progress, not a failed attempt
+                    continue
+                self._commit(account_id, event_id, change, version)
+                book = change.book
+                return Applied(book.state, book.entries, book.outbox, result=change.result, attempts=attempt)
+            except _Duplicate:
+                stored = self.stored(account_id, event_id) or Stored()
+                return Applied(None, outbox=stored.outbox, duplicate=True, result=stored.result, attempts=attempt)
+            except Exception as exc:
+                if not is_transient(exc) or attempt >= self.max_attempts:
+                    raise
+                self._sleep(min(0.02 * 2**attempt, 1.0) * random.random())
+
+    def request(self, account_id: str, req: RequestKey, action: Action) -> tuple[dict[str, Any], Applied]:
+        """Apply an HTTP request once: a keyed repeat replays the first response (or is a 422).
+        The action's ``result`` is the response."""
+        if req.keyed:
+            stored = self.stored(account_id, req.event_id)
+            if stored is not None:
+                return req.replay(stored.result), Applied(None, outbox=stored.outbox, duplicate=True)
+
+        def keep_response(state: AccountState | None) -> Change | None:
+            change = action(state)
+            if change is not None:
+                change.result = req.response_to_store(change.result)
+            return change
+
+        applied = self.apply(account_id, req.event_id, keep_response)
+        return req.replay(applied.result), applied
+
+    def operator_request(
+        self, req: RequestKey, writes: list[Write], response: dict[str, Any], conflict: str
+    ) -> dict[str, Any]:
+        """An operator request that belongs to no account (a new coupon): its writes and its record
+        (``IDEM#…``) in one transaction; a keyed repeat replays the first response. A failed
+        condition of the writes is a :class:`Conflict` with the message ``conflict``."""
+        pk, sk = keys.operator_request_pk(req.event_id), keys.IDEM
+
+        def replayed() -> dict[str, Any] | None:
+            stored = lookup(self.models, pk, sk) if req.keyed else None
+            return req.replay(stored.result) if stored is not None else None
+
+        if (first := replayed()) is not None:
+            return first
+        try:
+            with TransactWrite(connection=self.models.connection) as tx:
+                for item, condition in writes:
+                    tx.save(item, condition=condition)
+                if req.keyed:
+                    record = record_item(self.models, pk, sk, Stored(req.response_to_store(response)))
+                    tx.save(record, condition=self.models.EventRecord.pk.does_not_exist())
+        except TransactWriteError:
+            if (first := replayed()) is not None:  # a concurrent repeat of the same key committed first
+                return first
+            raise Conflict(conflict) from None
+        return response
+
+    # ---------------------------------------------------------------- commit
+
+    def _needs_catch_up(self, account_id: str, state: AccountState, book: Book) -> bool:
+        """An account untouched for months would roll every month in one transaction; past the
+        transaction's item limit the months are committed one by one first."""
+        if rollover.months_behind(state, book.state.as_of) < 2:
+            return False  # the common path: at most one boundary crossed, no counting needed
+        pk = keys.account_pk(account_id)
+        items = 2 + len(book.entries) + sum(1 for _ in self._usage_updates(pk, book.entries))
+        return items > CATCH_UP_ITEMS
+
+    def _roll_one_month(self, account_id: str, state: AccountState, version: int | None) -> None:
+        boundary = next_month_start(state.as_of)
+        event_id = keys.roll_event_id(month_key(boundary))
+        roll = Book(clone(state), self.catalog, event_id)
+        rollover.advance_to(roll, boundary)
+        with suppress(_Duplicate, ConcurrentUpdate):  # someone else moved the account on: the caller re-reads
+            self._commit(account_id, event_id, Change(roll), version)
+        logger.info("account caught up one month", account_id=account_id, boundary=format_time(boundary))
+
+    def _commit(self, account_id: str, event_id: str, change: Change, version: int | None) -> None:
+        m = self.models
+        pk = keys.account_pk(account_id)
+        book = change.book
+        assert book is not None
+        state = book.state
+        state.version = (version or 0) + 1
+        uses_resources = any(c.deleted_at is None and (c.runs or c.created_at) for c in state.containers.values())
+        state_item = m.State(
+            pk,
+            keys.STATE,
+            body=to_json(state),
+            version=state.version,
+            as_of=format_time(state.as_of),
+            active_shard=keys.active_shard(account_id) if uses_resources else None,
+        )
+        condition = m.State.version == version if version is not None else m.State.pk.does_not_exist()
+        record = record_item(m, pk, keys.event_sk(event_id), Stored(change.result, book.outbox))
+        # No ClientRequestToken of ours (botocore fills a fresh one per call): a retry after a timeout
+        # re-reads the state, and if the first attempt did commit, the record turns the retry into a
+        # recognised duplicate.
+        try:
+            with TransactWrite(connection=m.connection) as tx:
+                tx.save(state_item, condition=condition)
+                tx.save(record, condition=m.EventRecord.pk.does_not_exist())
+                for entry in book.entries:
+                    tx.save(self._entry_item(account_id, entry))
+                for item, actions in self._usage_updates(pk, book.entries):
+                    tx.update(item, actions=actions)
+                for item, item_condition in change.writes:
+                    tx.save(item, condition=item_condition)
+        except TransactWriteError as exc:
+            reasons = [getattr(r, "code", None) if r else None for r in exc.cancellation_reasons]
+            if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                raise _Duplicate from exc
+            if "ConditionalCheckFailed" in reasons or "TransactionConflict" in reasons:
+                raise ConcurrentUpdate(account_id) from exc
+            raise
+
+    def _entry_item(self, account_id: str, entry: LedgerEntry) -> Model:
+        indexed = entry.type in ("deduction", "debt") and any(line.resource == "ai" for line in entry.lines)
+        sk = keys.ledger_sk(entry.at, entry.entry_id)
+        return self.models.Entry(
+            keys.account_pk(account_id),
+            sk,
+            body=to_json(entry),
+            entry_type=entry.type,
+            gsi1pk=keys.ai_index_pk(account_id) if indexed else None,
+            gsi1sk=sk if indexed else None,
+        )
+
+    def _usage_updates(self, pk: str, entries: Iterable[LedgerEntry]) -> Iterator[tuple[Model, list[UpdateAction]]]:
+        """The month aggregates: what was charged (deductions incl. their debt part) less corrections,
+        by resource and by day of the deduction, for the account and for each container."""
+        deltas: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for entry in entries:
+            if entry.type not in ("deduction", "correction"):
+                continue
+            sign = -1 if entry.type == "correction" else 1
+            for line in entry.lines:
+                if not line.amount:
+                    continue
+                sort_keys = [keys.usage_sk(line.month)]
+                if line.container_id:
+                    sort_keys.append(keys.usage_sk(line.month, line.container_id))
+                for sk in sort_keys:
+                    d = deltas[sk]
+                    d["total"] += sign * line.amount
+                    d[f"r_{line.resource}"] += sign * line.amount
+                    d[day_attr(entry.at.day, line.resource)] += sign * line.amount
+        usage = self.models.Usage
+        for sk, delta in sorted(deltas.items()):
+            actions = [getattr(usage, name).add(value) for name, value in sorted(delta.items()) if value]
+            if actions:
+                yield usage(pk, sk), actions
+
+
+def entries_from_items(items: Iterable[Any]) -> list[LedgerEntry]:
+    return [from_json(item.body, LedgerEntry) for item in items]

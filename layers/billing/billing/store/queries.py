@@ -1,0 +1,102 @@
+"""Read queries of the usage page and the account API (nothing here writes).
+
+Paging keys are plain dicts of the table's key attributes; :class:`billing.store.cursors.CursorCodec`
+turns them into signed cursors and back, and :func:`check_page_key` refuses a key that does not
+belong to the query it is offered to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+
+from pynamodb.exceptions import DoesNotExist
+
+from billing.domain.errors import InvalidInput
+from billing.domain.model import LedgerEntry, from_json
+from billing.store import keys
+from billing.store.tables import TableModels
+
+PageKey = dict[str, str]
+
+
+def check_page_key(key: PageKey, names: set[str], account_id: str) -> None:
+    """A paging key must be one of this account's ledger keys (InvalidInput otherwise)."""
+    if set(key) != names or not all(isinstance(v, str) for v in key.values()):
+        raise InvalidInput("invalid cursor")
+    if key["pk"] != keys.account_pk(account_id) or not key["sk"].startswith(keys.LEDGER):
+        raise InvalidInput("invalid cursor")
+
+
+def _dynamo_key(key: PageKey | None) -> dict[str, dict[str, str]] | None:
+    return {name: {"S": value} for name, value in key.items()} if key else None
+
+
+def ledger_page(
+    models: TableModels, account_id: str, start: datetime, end: datetime | None, limit: int, after: PageKey | None
+) -> tuple[list[LedgerEntry], PageKey | None]:
+    """Ledger entries from ``start`` to ``end`` (inclusive; None: the end of history), oldest first."""
+    lo = keys.ledger_bound(start)
+    hi = keys.ledger_bound(end, end=True) if end else keys.LEDGER_END
+    if after is not None:
+        check_page_key(after, {"pk", "sk"}, account_id)
+        if not lo <= after["sk"] <= hi:
+            raise InvalidInput("invalid cursor: it belongs to another range")
+    entry = models.Entry
+    items = list(
+        entry.query(
+            keys.account_pk(account_id), entry.sk.between(lo, hi), limit=limit + 1,
+            page_size=min(limit + 1, 1000), last_evaluated_key=_dynamo_key(after),
+        )
+    )
+    page = items[:limit]
+    next_key = {"pk": page[-1].pk, "sk": page[-1].sk} if len(items) > limit else None
+    return [from_json(i.body, LedgerEntry) for i in page], next_key
+
+
+def deductions_of_day(models: TableModels, account_id: str, day: str) -> Iterator[LedgerEntry]:
+    """The deduction entries of one UTC day (``YYYY-MM-DD``), oldest first."""
+    entry = models.Entry
+    lo, hi = f"{keys.LEDGER}{day}T00:00:00Z", f"{keys.LEDGER}{day}T23:59:59Z~"
+    for item in entry.query(keys.account_pk(account_id), entry.sk.between(lo, hi)):
+        if item.entry_type == "deduction":
+            yield from_json(item.body, LedgerEntry)
+
+
+def ai_page(
+    models: TableModels, account_id: str, limit: int, after: PageKey | None
+) -> tuple[list[LedgerEntry], PageKey | None]:
+    """The account's AI entries, newest first."""
+    index_pk = keys.ai_index_pk(account_id)
+    if after is not None:
+        check_page_key(after, {"pk", "sk", "gsi1pk", "gsi1sk"}, account_id)
+        if after["gsi1pk"] != index_pk or after["gsi1sk"] != after["sk"]:
+            raise InvalidInput("invalid cursor")
+    items = list(
+        models.Entry.ai.query(
+            index_pk, scan_index_forward=False, limit=limit + 1, page_size=limit + 1,
+            last_evaluated_key=_dynamo_key(after),
+        )
+    )
+    page = items[:limit]
+    next_key = None
+    if len(items) > limit:
+        last = page[-1]
+        next_key = {"pk": last.pk, "sk": last.sk, "gsi1pk": last.gsi1pk, "gsi1sk": last.gsi1sk}
+    return [from_json(i.body, LedgerEntry) for i in page], next_key
+
+
+def usage_aggregate(models: TableModels, account_id: str, month: str, container_id: str | None) -> dict[str, int]:
+    """The month's usage aggregate (of the account, or of one container) as attribute -> µcr."""
+    try:
+        item = models.Usage.get(keys.account_pk(account_id), keys.usage_sk(month, container_id))
+    except DoesNotExist:
+        return {}
+    return {k: int(v) for k, v in item.attribute_values.items() if isinstance(v, int | float | Decimal)}
+
+
+def purchase_bodies(models: TableModels, account_id: str) -> Iterator[str]:
+    """The stored purchases of an account, newest first (JSON bodies)."""
+    for item in models.Item.by_gsi1.query(keys.purchases_index_pk(account_id), scan_index_forward=False):
+        yield str(item.body)

@@ -1,0 +1,169 @@
+"""The PynamoDB models of the single billing table (key formats in :mod:`billing.store.keys`).
+
+Models are declared once with a placeholder table name and bound to a real table by
+:func:`table_models` (tests and the local stack use tables of their own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TypeVar
+
+from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.connection import Connection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from billing.domain.model import RESOURCES
+from billing.store.keys import STATE
+
+
+def day_attr(day: int, resource: str) -> str:
+    """The usage aggregate's attribute of one day and resource."""
+    return f"d{day:02d}_{resource}"
+
+
+class EntryByGsi1(GlobalSecondaryIndex["EntryItem"]):
+    """GSI1 over ledger entries: an account's AI entries (``ACCOUNT#<id>#AI``)."""
+
+    class Meta:
+        index_name = "gsi1"
+        projection = AllProjection()
+
+    gsi1pk = UnicodeAttribute(hash_key=True)
+    gsi1sk = UnicodeAttribute(range_key=True)
+
+
+class RecordByGsi1(GlobalSecondaryIndex["RecordItem"]):
+    """GSI1 over other records: an account's purchases (``ACCOUNT#<id>#PURCHASES``)."""
+
+    class Meta:
+        index_name = "gsi1"
+        projection = AllProjection()
+
+    gsi1pk = UnicodeAttribute(hash_key=True)
+    gsi1sk = UnicodeAttribute(range_key=True)
+
+
+class ActiveIndex(GlobalSecondaryIndex["StateItem"]):
+    """The sparse index of accounts whose containers use resources, by shard."""
+
+    class Meta:
+        index_name = "active"
+        projection = KeysOnlyProjection()
+
+    active_shard = UnicodeAttribute(hash_key=True)
+    pk = UnicodeAttribute(range_key=True)
+
+
+class StateItem(Model):
+    """``STATE``: the account's state as JSON, with the version that guards concurrent writes."""
+
+    class Meta:
+        table_name = "billing"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True, default=STATE)
+    body = UnicodeAttribute()
+    version = NumberAttribute()
+    as_of = UnicodeAttribute()
+    active_shard = UnicodeAttribute(null=True)  # set while containers use resources
+    active = ActiveIndex()
+
+
+class EventRecordItem(Model):
+    """``EVENT#<event_id>`` (or an operator request's ``IDEM#…``): an applied event or request,
+    its stored result, and the events it asked to publish."""
+
+    class Meta:
+        table_name = "billing"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    outbox = UnicodeAttribute(default="[]")
+    result = UnicodeAttribute(default="{}")
+    expires = NumberAttribute()  # DynamoDB TTL
+
+
+class EntryItem(Model):
+    """``LEDGER#<at>#<entry_id>``: one ledger entry as JSON."""
+
+    class Meta:
+        table_name = "billing"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    body = UnicodeAttribute()
+    entry_type = UnicodeAttribute()
+    gsi1pk = UnicodeAttribute(null=True)
+    gsi1sk = UnicodeAttribute(null=True)
+    ai = EntryByGsi1()
+
+
+class UsageItem(Model):
+    """``USAGE#<month>[#C#<container>]``: µcr charged by resource and by day (added atomically)."""
+
+    class Meta:
+        table_name = "billing"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    total = NumberAttribute(default=0)
+    # r_<resource> and d<DD>_<resource>, one number attribute each
+    for _resource in RESOURCES:
+        locals()[f"r_{_resource}"] = NumberAttribute(default=0)
+        for _day in range(1, 32):
+            locals()[day_attr(_day, _resource)] = NumberAttribute(null=True)
+    del _resource, _day
+
+
+class RecordItem(Model):
+    """Other records of the table (purchases, coupons): a JSON body under pk/sk, versioned."""
+
+    class Meta:
+        table_name = "billing"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    body = UnicodeAttribute()
+    version = NumberAttribute(default=0)
+    gsi1pk = UnicodeAttribute(null=True)
+    gsi1sk = UnicodeAttribute(null=True)
+    by_gsi1 = RecordByGsi1()
+
+
+_M = TypeVar("_M", bound=Model)
+
+
+def _bound(model: type[_M], table_name: str) -> type[_M]:
+    """A subclass of ``model`` bound to ``table_name`` (with a connection of its own)."""
+    meta = type("Meta", (), {"table_name": table_name, "max_retry_attempts": 3})
+    return type(model.__name__, (model,), {"Meta": meta, "_connection": None})
+
+
+@dataclass
+class TableModels:
+    """The PynamoDB models of one table."""
+
+    table_name: str
+    connection: Connection
+    State: type[StateItem]
+    EventRecord: type[EventRecordItem]
+    Entry: type[EntryItem]
+    Usage: type[UsageItem]
+    Item: type[RecordItem]
+
+
+@lru_cache(maxsize=16)
+def table_models(table_name: str) -> TableModels:
+    """The models bound to ``table_name``, built once per table name."""
+    return TableModels(
+        table_name,
+        Connection(),
+        _bound(StateItem, table_name),
+        _bound(EventRecordItem, table_name),
+        _bound(EntryItem, table_name),
+        _bound(UsageItem, table_name),
+        _bound(RecordItem, table_name),
+    )

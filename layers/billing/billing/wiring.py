@@ -1,0 +1,59 @@
+"""What handlers work with, and the one way they get it.
+
+Each collaborator has a provider here (a function of no arguments that builds it from the
+configuration). A handler module holds a :class:`Wiring` and asks it for what it needs
+(``wiring.get(ledger)``); tests replace a provider in ``wiring.dependency_overrides`` with one that
+returns a real fake (a ledger on DynamoDB Local, a fixed clock, a recording publisher), the same
+idiom as Powertools' ``Depends``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from billing.adapters import EventPublisher, LowBalanceChecks, MailSender, MessageQueue
+from billing.config import get_config
+from billing.domain.clock import Clock, utc_now
+from billing.store.cursors import CursorCodec
+from billing.store.ledger import Ledger
+
+T = TypeVar("T")
+
+
+def ledger() -> Ledger:
+    return Ledger()
+
+
+def clock() -> Clock:
+    return utc_now
+
+
+def publisher() -> EventPublisher:
+    return EventPublisher(get_config().event_bus_name)
+
+
+def mail_sender() -> MailSender:
+    return MailSender(get_config().sender_address)
+
+
+def low_balance_checks() -> LowBalanceChecks:
+    return LowBalanceChecks(get_config().low_balance_queue_url)
+
+
+def cursor_codec() -> CursorCodec:
+    return CursorCodec(get_config().cursor_secret)
+
+
+def sweep_queue() -> MessageQueue:
+    return MessageQueue(get_config().sweep_queue_url)
+
+
+class Wiring:
+    """A handler's collaborators: each built by its provider unless a test overrides it."""
+
+    def __init__(self) -> None:
+        self.dependency_overrides: dict[Callable[[], Any], Callable[[], Any]] = {}
+
+    def get(self, provider: Callable[[], T]) -> T:
+        return self.dependency_overrides.get(provider, provider)()
