@@ -15,7 +15,7 @@ import pytest
 from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.store.ledger import Ledger
 from localsam.dynamodb_local import DynamoDBLocal
-from localsam.stack import LocalStack
+from localsam.runner import StackRunner
 from localsam.template import create_table, load_template
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -64,8 +64,8 @@ def ledger(table_name: str, catalog: PriceCatalog) -> Ledger:
 
 
 @pytest.fixture(scope="module")
-def local_stack(dynamodb_endpoint: str) -> Iterator[LocalStack]:
-    """The whole template running locally (see tools/localsam/stack.py) on the session's DynamoDB
+def local_stack(dynamodb_endpoint: str) -> Iterator[StackRunner]:
+    """The whole template running locally (see tools/localsam/runner.py) on the session's DynamoDB
     Local, with a table of its own; one per test module."""
-    with LocalStack(dynamodb_endpoint=dynamodb_endpoint) as stack:
+    with StackRunner(dynamodb_endpoint=dynamodb_endpoint) as stack:
         yield stack

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from billing import wiring
-from billing.adapters import EventPublisher
+from billing.adapters import EventPublisher, MailSender
 from billing.domain import credits, settle
+from billing.domain.clock import parse_time
 from billing.domain.model import LotKind, OutboundEvent
 from billing.domain.posting import Book
+from billing.services import outbox
 from billing.store.ledger import Change, Ledger
+from billing.store.outbox import OutboxRecord
 from localsam.runtime import function_module
 from tests.api_helpers import FakeContext
 
@@ -52,7 +56,32 @@ class RecordingPublisher(EventPublisher):
         self.sent.extend(events)
 
     def of_type(self, detail_type: str) -> list[dict[str, Any]]:
-        return [e.detail for e in self.sent if e.detail_type == detail_type]
+        """The details of the events of a type, without their ``effect_id`` (checked to be there)."""
+        details = [dict(e.detail) for e in self.sent if e.detail_type == detail_type]
+        for detail in details:
+            assert re.fullmatch(r"[0-9a-f]{32}", str(detail.pop("effect_id")))
+        return details
+
+
+class RecordingMailer(MailSender):
+    """A real mail sender whose transport is a list of (to, subject, text)."""
+
+    def __init__(self) -> None:
+        super().__init__("billing@example.com", client=object())
+        self.sent: list[tuple[str, str, str]] = []
+
+    def send(self, to: str, subject: str, body: str) -> str:  # type: ignore[override]
+        self.sent.append((to, subject, body))
+        return f"mail-{len(self.sent)}"
+
+
+def deliver_effects(ledger: Ledger, account_id: str, event_id: str, publisher: EventPublisher,
+                    mailer: MailSender | None = None) -> None:
+    """Deliver what the change of ``event_id`` asked for, as the outbox dispatcher does."""
+    stored = ledger.stored(account_id, event_id)
+    if stored and stored.effects:
+        record = OutboxRecord(account_id, event_id, stored.effects)
+        outbox.deliver(record, ledger, publisher, mailer or RecordingMailer(), "https://example.com/buy")
 
 
 SOURCES = {
@@ -60,6 +89,25 @@ SOURCES = {
     "Plan Changed": "platform.accounts",
     "AI Usage Recorded": "platform.ai",
 }
+
+
+class Outbox:
+    """Stands in for the table's stream: delivers the effects of every change committed since the
+    last call (each record once), as the outbox dispatcher would."""
+
+    def __init__(self, ledger: Ledger, publisher: EventPublisher, mailer: MailSender) -> None:
+        self.ledger, self.publisher, self.mailer = ledger, publisher, mailer
+        self.seen: set[tuple[str, str]] = set()
+
+    def drain(self) -> None:
+        m = self.ledger.models
+        for item in m.EventRecord.scan(m.EventRecord.effects.exists(), consistent_read=True):
+            key = (str(item.pk), str(item.sk))
+            if key in self.seen or not str(item.pk).startswith("ACCOUNT#"):
+                continue
+            self.seen.add(key)
+            deliver_effects(self.ledger, item.pk.removeprefix("ACCOUNT#"), item.sk.removeprefix("EVENT#"),
+                            self.publisher, self.mailer)
 
 
 class Platform:
@@ -71,7 +119,23 @@ class Platform:
         self.ledger = ledger
         self.account_id = account_id
         self.publisher = RecordingPublisher()
-        self.handler = load_handler("container_settlement", ledger=ledger, publisher=self.publisher)
+        self.mailer = RecordingMailer()
+        # The platform sends events as they happen: the handler's clock is the latest event time sent.
+        self.now: datetime | None = None
+        self.handler = load_handler("container_settlement", ledger=ledger, clock=self.clock)
+        self.ai_handler = load_handler("ai_usage", ledger=ledger, clock=self.clock)
+
+    def clock(self) -> datetime:
+        assert self.now is not None
+        return self.now
+
+    def advance_clock(self, event: Any) -> None:
+        """Events are processed as they happen: the clock moves to the latest readable event time."""
+        try:
+            at = parse_time(event["detail"]["occurred_at"])
+        except (KeyError, TypeError, ValueError):
+            return  # a malformed event: the time it is processed is whatever it was
+        self.now = max(self.now or at, at)
 
     def event(self, detail_type: str, at: str, event_id: str | None = None, **fields: Any) -> dict[str, Any]:
         detail = {"event_id": event_id or f"ev-{next(self._ids)}", "account_id": self.account_id,
@@ -83,7 +147,11 @@ class Platform:
         return self.deliver(self.event(detail_type, at, event_id, **fields))
 
     def deliver(self, event: dict[str, Any]) -> dict[str, Any]:
-        return invoke(self.handler, event)
+        """Deliver an event through the handler, then its effects as the outbox dispatcher would."""
+        self.advance_clock(event)
+        result = invoke(self.ai_handler if event["source"] == "platform.ai" else self.handler, event)
+        deliver_effects(self.ledger, self.account_id, event["detail"]["event_id"], self.publisher, self.mailer)
+        return result
 
     def state(self) -> Any:
         return self.ledger.load(self.account_id)

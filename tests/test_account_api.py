@@ -3,6 +3,7 @@ Idempotency-Key, and every bad path with nothing written. Numbers are derived by
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,11 +15,11 @@ import pytest
 from billing.api.signatures import sign
 from billing.domain import settle
 from billing.domain.posting import Book
-from billing.store.keys import account_pk
+from billing.store.keys import account_pk, request_event_id
 from billing.store.ledger import Change, Ledger
-from tests.helpers import C, Platform, RecordingPublisher, assert_conserved, load_handler
+from tests.helpers import C, Outbox, Platform, RecordingMailer, RecordingPublisher, assert_conserved, load_handler
 
-SECRET = "local-webhook-secret"  # the settings' default (no PAYMENT_WEBHOOK_SECRET in the tests)
+SECRET = "test-webhook-secret-0123"  # the webhook's secret in these tests (wired in, not configured)
 OPERATOR = "arn:aws:iam::123456789012:user/operator"
 
 
@@ -93,13 +94,14 @@ class Api:
         self.ledger = ledger
         self.clock = clock
         self.publisher = RecordingPublisher()
-        self.accounts = load_handler("account_api", ledger=ledger, clock=clock, publisher=self.publisher)
-        self.webhook = load_handler("payment_webhook", ledger=ledger, clock=clock, publisher=self.publisher)
+        self.outbox = Outbox(ledger, self.publisher, RecordingMailer())
+        self.accounts = load_handler("account_api", ledger=ledger, clock=clock)
+        self.webhook = load_handler("payment_webhook", ledger=ledger, clock=clock, webhook_secrets=[SECRET])
 
-    @staticmethod
-    def _call(module: ModuleType, event: dict[str, Any]) -> tuple[int, Any]:
+    def _call(self, module: ModuleType, event: dict[str, Any]) -> tuple[int, Any]:
         response = module.lambda_handler(event, Context())
         body = json.loads(response["body"]) if response.get("body") else None
+        self.outbox.drain()  # what the request committed is delivered, as the stream would
         return response["statusCode"], body
 
     def call(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
@@ -525,8 +527,11 @@ def test_unknown_route_is_404(api: Api) -> None:
 
 def test_event_records_of_requests_are_in_the_account_partition(api: Api, ledger: Ledger) -> None:
     api.call("POST", "/v1/check-in", headers={"Idempotency-Key": "abc"})
-    record = ledger.models.EventRecord.get(account_pk("acct-1"), "EVENT#idem:acct-1:abc")
-    assert record is not None
+    event_id = request_event_id("acct-1", "abc")
+    # sha256("6:acct-1|3:abc"): the parts are length-prefixed, so no other (account, key) pair shares it
+    assert event_id == "idem:" + hashlib.sha256(b"6:acct-1|3:abc").hexdigest()
+    assert event_id != request_event_id("acct-1:a", "bc") != request_event_id("acct-1", "a:bc")
+    record = ledger.models.EventRecord.get(account_pk("acct-1"), f"EVENT#{event_id}")
     assert record.pk == account_pk("acct-1")
     assert json.loads(record.result)["response"]["lot"]["kind"] == "event"
 

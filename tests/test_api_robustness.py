@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
-from localsam.stack import LocalStack
+from localsam.runner import StackRunner
 
 USER = "robust-user"
 OPERATOR = "arn:aws:iam::123456789012:role/operator"
@@ -34,13 +34,13 @@ ROUTES = [
 ]
 
 
-def snapshot(stack: LocalStack) -> list:
+def snapshot(stack: StackRunner) -> list:
     items = boto3.client("dynamodb").scan(TableName=stack.table_name, ConsistentRead=True)["Items"]
     return sorted(items, key=lambda i: (i["pk"]["S"], i["sk"]["S"]))
 
 
 @pytest.fixture(scope="module")
-def stack(local_stack: LocalStack) -> LocalStack:
+def stack(local_stack: StackRunner) -> StackRunner:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     result = local_stack.put_event("platform.accounts", "Account Created", {
         "event_id": "robust-created", "account_id": USER, "occurred_at": now,
@@ -50,7 +50,7 @@ def stack(local_stack: LocalStack) -> LocalStack:
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
-def test_malformed_requests_get_a_4xx_and_change_nothing(stack: LocalStack, method: str, path: str) -> None:
+def test_malformed_requests_get_a_4xx_and_change_nothing(stack: StackRunner, method: str, path: str) -> None:
     before = snapshot(stack)
     accepted = []
     for identity in ({"sub": USER}, {"iam": OPERATOR}, {}):

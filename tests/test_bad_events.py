@@ -13,7 +13,7 @@ import pytest
 
 from billing.domain.errors import InvalidInput, UnknownAccount, UnknownPriceItem
 from billing.observability import logger
-from tests.helpers import Platform
+from tests.helpers import Platform, invoke
 
 
 @contextmanager
@@ -84,8 +84,9 @@ def test_malformed_event_is_rejected_and_writes_nothing(ledger, table_name, name
     p = Platform(ledger)
     base(p)
     before = table_items(table_name)
+    p.advance_clock(event)
     with capture_logs() as records, pytest.raises(error):
-        p.deliver(event)
+        invoke(p.handler, event)  # the container function, whatever the event
     assert table_items(table_name) == before
     rejected = [r for r in records if r.getMessage() == "event rejected"]
     assert rejected and reason in rejected[0].reason
@@ -102,5 +103,7 @@ def test_lambda_handler_fails_the_invocation(ledger, table_name):
         invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:x"
         aws_request_id = "req-1"
 
+    event = started(tier="gpu-a100")
+    p.advance_clock(event)
     with pytest.raises(UnknownPriceItem):
-        p.handler.lambda_handler(started(tier="gpu-a100"), Context())
+        p.handler.lambda_handler(event, Context())

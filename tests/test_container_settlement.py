@@ -7,7 +7,10 @@ Supporter 1.96 cr/h; storage 0.018 cr per GB-hour above 5 GB (Free) / 15 GB (Mem
 
 from __future__ import annotations
 
+import pytest
+
 from billing.domain.clock import add_one_month, parse_time
+from billing.domain.errors import ServiceBusy
 from tests.helpers import GIB, C, Platform, assert_conserved, grant
 
 
@@ -253,12 +256,10 @@ def test_stop_older_than_an_already_settled_boundary_is_corrected(ledger):
 
 
 def load_sweep():
-    from billing.adapters import LowBalanceChecks
     from billing.services.settlement import settle_account
 
     def sweep(ledger, p):
-        settle_account(p.account_id, parse_time("2026-04-01T00:00:00Z"), "sweep:month:2026-04", ledger,
-                       p.publisher, LowBalanceChecks(None))
+        settle_account(p.account_id, parse_time("2026-04-01T00:00:00Z"), "sweep:month:2026-04", ledger)
 
     return sweep
 
@@ -277,12 +278,17 @@ def test_deleting_a_running_container_ends_its_run(ledger):
 
 
 def test_an_account_untouched_for_years_is_caught_up_month_by_month(ledger):
-    """26 boundaries with 5 containers would be ~230 items in one transaction (the limit is 100)."""
+    """26 boundaries with 5 containers would be ~230 items in one transaction (the limit is 100):
+    they are committed a month at a time, at most 12 per invocation; the trigger's retry goes on."""
     p = Platform(ledger)
     p.send("Account Created", "2024-01-01T00:00:00Z", email="old@example.com", plan="free")
     for i in range(5):
         p.send("Container Created", "2024-01-01T00:00:00Z", container_id=f"c{i}", storage_gb=15)
-    p.send("Container Deleted", "2026-03-01T00:00:00Z", container_id="c0")
+    deleted = p.event("Container Deleted", "2026-03-01T00:00:00Z", container_id="c0")
+    with pytest.raises(ServiceBusy):  # 12 months are committed, then the invocation fails as busy
+        p.deliver(deleted)
+    assert p.state().as_of == parse_time("2025-01-01T00:00:00Z")
+    p.deliver(deleted)  # the trigger's retry: 5 more months alone, then the last 9 with the deletion
     state = p.state()
     # 5 containers x 10 GB above the Free allowance x 0.018 credits x 18,960 h (790 days) = 17,064 credits
     assert state.totals.charged == 5 * 10 * 18_000 * 18_960

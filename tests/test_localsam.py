@@ -1,5 +1,5 @@
 """The local runner (tools/localsam): every sample in events/ through the template's functions, the
-HTTP API over a real socket, the triggers of LocalStack, and the ``python -m localsam`` CLI."""
+HTTP API over a real socket, the triggers of StackRunner, and the ``python -m localsam`` CLI."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ from typing import Any
 import boto3
 import pytest
 
-from localsam.api import make_jwt, to_response
+from localsam import samples
+from localsam.aws import LOCAL_PARAMETERS
+from localsam.http_api import make_jwt, to_response
+from localsam.runner import StackRunner
 from localsam.runtime import InvocationError
-from localsam.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
@@ -42,7 +44,7 @@ def needs_function(directory: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not has_function(directory), reason=f"functions/{directory}/app.py not written yet")
 
 
-def create_account(stack: LocalStack, account_id: str, at: str | None = None, plan: str = "free") -> None:
+def create_account(stack: StackRunner, account_id: str, at: str | None = None, plan: str = "free") -> None:
     result = stack.put_event(
         "platform.accounts",
         "Account Created",
@@ -96,10 +98,13 @@ def resign_webhook(event: Any, secret: str) -> Any:
 SAMPLES = sorted(EVENTS.glob("**/*.json"), key=lambda p: (story_time(p), str(p)))
 
 
-class Story:
-    """Runs the samples against one stack, in story order, each at most once."""
+SHIFT = samples.shift_to_now()  # the samples' times, moved so that the story ends now
 
-    def __init__(self, stack: LocalStack) -> None:
+
+class Story:
+    """Runs the samples against one stack, in story order, each at most once, moved to the present."""
+
+    def __init__(self, stack: StackRunner) -> None:
         self.stack = stack
         self.done: dict[Path, Any] = {}
         self.by_dir = {spec.code_uri.name: lid for lid, spec in stack.runtime.functions.items()}  # type: ignore[union-attr]
@@ -111,10 +116,10 @@ class Story:
 
     def run(self, sample: Path) -> tuple[bool, Any]:
         """(succeeded, result or error) of invoking the sample."""
-        event = json.loads(sample.read_text())
+        event = samples.redate(json.loads(sample.read_text()), SHIFT)
         function = self.function(sample)
         if "invalid-signature" not in sample.name:
-            event = resign_webhook(event, self.stack.runtime.environment(function)["PAYMENT_WEBHOOK_SECRET"])  # type: ignore[union-attr]
+            event = resign_webhook(event, LOCAL_PARAMETERS["PaymentWebhookSecret"])
         try:
             result = self.stack.invoke(function, event)
         except InvocationError as exc:
@@ -139,12 +144,12 @@ class Story:
 
 
 @pytest.fixture(scope="module")
-def story(local_stack: LocalStack) -> Story:
-    create_account(local_stack, SAMPLE_ACCOUNT, SAMPLE_ACCOUNT_CREATED)
+def story(local_stack: StackRunner) -> Story:
+    create_account(local_stack, SAMPLE_ACCOUNT, samples.redate(SAMPLE_ACCOUNT_CREATED, SHIFT))
     return Story(local_stack)
 
 
-def table_items(stack: LocalStack) -> list[dict[str, Any]]:
+def table_items(stack: StackRunner) -> list[dict[str, Any]]:
     client = boto3.client("dynamodb", endpoint_url=stack.dynamodb_endpoint)
     items: list[dict[str, Any]] = []
     for page in client.get_paginator("scan").paginate(TableName=stack.table_name, ConsistentRead=True):
@@ -176,7 +181,7 @@ def test_there_are_samples() -> None:
 
 # ---------------------------------------------------------------------------------------- HTTP API
 @pytest.fixture(scope="module")
-def api_url(local_stack: LocalStack) -> str:
+def api_url(local_stack: StackRunner) -> str:
     return local_stack.serve_api(0)
 
 
@@ -213,7 +218,7 @@ def test_api_iam_route_without_principal_is_403(api_url: str) -> None:
 
 
 @needs_function("usage_api")
-def test_api_balance_of_a_new_free_account(local_stack: LocalStack, api_url: str) -> None:
+def test_api_balance_of_a_new_free_account(local_stack: StackRunner, api_url: str) -> None:
     account = f"acct-api-{uuid.uuid4().hex[:8]}"
     create_account(local_stack, account)
     status, body = http(
@@ -227,7 +232,7 @@ def test_api_balance_of_a_new_free_account(local_stack: LocalStack, api_url: str
 
 
 @needs_function("account_api")
-def test_api_purchase_is_pending_with_its_price(local_stack: LocalStack, api_url: str) -> None:
+def test_api_purchase_is_pending_with_its_price(local_stack: StackRunner, api_url: str) -> None:
     account = f"acct-api-{uuid.uuid4().hex[:8]}"
     create_account(local_stack, account)
     status, body = http("POST", f"{api_url}/v1/purchases", body={"credits": 100}, headers={"X-Local-Sub": account})
@@ -237,7 +242,7 @@ def test_api_purchase_is_pending_with_its_price(local_stack: LocalStack, api_url
     assert body["purchase_id"]
 
 
-def test_api_event_shape(local_stack: LocalStack) -> None:
+def test_api_event_shape(local_stack: StackRunner) -> None:
     """The payload 2.0 event the routed function gets (captured with a stand-in invoke)."""
     assert local_stack.api is not None
     seen: list[Any] = []
@@ -277,7 +282,7 @@ def test_payload_2_response_rules() -> None:
 
 
 # ---------------------------------------------------------------------------------------- triggers
-def test_failed_event_goes_to_the_dead_letter_queue(local_stack: LocalStack) -> None:
+def test_failed_event_goes_to_the_dead_letter_queue(local_stack: StackRunner) -> None:
     event_id = f"bad-{uuid.uuid4().hex[:8]}"
     result = local_stack.put_event(
         "platform.containers",
@@ -298,12 +303,12 @@ def test_failed_event_goes_to_the_dead_letter_queue(local_stack: LocalStack) -> 
     assert any(b["detail"]["event_id"] == event_id for b in dead)
 
 
-def test_unmatched_event_reaches_no_function(local_stack: LocalStack) -> None:
+def test_unmatched_event_reaches_no_function(local_stack: StackRunner) -> None:
     result = local_stack.put_event("platform.other", "Something", {"event_id": "x"})
     assert result.deliveries == []
 
 
-def test_drain_retries_then_dead_letters_a_failing_message(local_stack: LocalStack) -> None:
+def test_drain_retries_then_dead_letters_a_failing_message(local_stack: StackRunner) -> None:
     account = f"acct-sweep-{uuid.uuid4().hex[:8]}"
     create_account(local_stack, account)
     sqs = local_stack.client("sqs")
@@ -320,7 +325,7 @@ def test_drain_retries_then_dead_letters_a_failing_message(local_stack: LocalSta
     assert local_stack.drain_queues().invocations == 0
 
 
-def test_schedule_enqueues_sweeps_that_drain(local_stack: LocalStack) -> None:
+def test_schedule_enqueues_sweeps_that_drain(local_stack: StackRunner) -> None:
     account = f"acct-sched-{uuid.uuid4().hex[:8]}"
     create_account(local_stack, account)
     for detail_type, extra in (
@@ -345,7 +350,7 @@ def test_schedule_enqueues_sweeps_that_drain(local_stack: LocalStack) -> None:
     assert report.ok and report.invocations >= 1
 
 
-def test_published_events_are_recorded(local_stack: LocalStack) -> None:
+def test_published_events_are_recorded(local_stack: StackRunner) -> None:
     marker = uuid.uuid4().hex
     local_stack.client("events").put_events(
         Entries=[
@@ -370,7 +375,7 @@ def test_published_events_are_recorded(local_stack: LocalStack) -> None:
     assert len(mine) == 1 and mine[0]["source"] == "billing"
 
 
-def test_mail_goes_through_the_ses_stand_in(local_stack: LocalStack) -> None:
+def test_mail_goes_through_the_ses_stand_in(local_stack: StackRunner) -> None:
     subject = f"Low credits {uuid.uuid4().hex}"
     local_stack.client("sesv2").send_email(
         FromEmailAddress="billing@example.com",  # the template's SenderAddress, verified at start
@@ -382,7 +387,7 @@ def test_mail_goes_through_the_ses_stand_in(local_stack: LocalStack) -> None:
     ]
 
 
-def test_function_environment_comes_from_the_template(local_stack: LocalStack) -> None:
+def test_function_environment_comes_from_the_template(local_stack: StackRunner) -> None:
     assert local_stack.runtime is not None
     env = local_stack.runtime.environment("MonthlyBillingFunction")
     assert env["TABLE_NAME"] == local_stack.table_name

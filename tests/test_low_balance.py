@@ -1,4 +1,6 @@
-"""Low-credit mail: DynamoDB Local for the ledger, moto for SES (v2) and EventBridge, a fixed clock.
+"""Low-credit mail: checked inside the change that triggers it, delivered through the outbox.
+
+DynamoDB Local for the ledger, moto for SES (v2) and EventBridge, the outbox dispatcher's delivery.
 
 Worked example (free plan, 50 credits; a `large` container at 27.20 credits/hour from 10:00):
 - 10:00: remaining 50 >= 27.2 of burn: no mail.
@@ -19,14 +21,15 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from billing.adapters import EventPublisher, MailSender
-from billing.services.low_balance import MailDecision, maybe_send_low_balance_mail
-from billing.store.ledger import Ledger
-from tests.helpers import C, Platform, load_handler
+from billing.domain.clock import format_time
+from billing.services.settlement import settle_account
+from billing.store import keys
+from billing.store.ledger import Applied, Ledger
+from tests.helpers import C, Platform, deliver_effects
 from tests.test_account_api import Api, FixedClock, parse
 from tests.test_account_api import clock as clock
 
 SENDER = "billing@example.com"
-BUY_URL = "https://example.com/billing/credits"
 
 
 class Aws:
@@ -74,152 +77,117 @@ def running(ledger: Ledger) -> Platform:
     return platform
 
 
-def check(ledger: Ledger, aws: Aws, at: str) -> MailDecision:
-    return maybe_send_low_balance_mail("acct-1", parse(at), ledger, aws.mail, aws.publisher)
+def check(ledger: Ledger, aws: Aws, at: str, event_id: str | None = None) -> Applied:
+    """The periodic check at ``at``, then the delivery of what it asked for."""
+    event_id = event_id or keys.check_sweep_event_id(parse(at))
+    applied = settle_account("acct-1", parse(at), event_id, ledger)
+    deliver_effects(ledger, "acct-1", event_id, aws.publisher, aws.mail)
+    return applied
+
+
+def sent_mail(applied: Applied) -> bool:
+    return any(e.detail_type == "Low Balance Notified" for e in applied.effects if hasattr(e, "detail_type"))
 
 
 def test_one_mail_when_less_than_an_hour_remains(ledger: Ledger, aws: Aws, running: Platform) -> None:
-    first = check(ledger, aws, "2026-01-10T10:00:00Z")
-    assert (first.sent, first.reason, first.remaining, first.hourly_burn) == (
-        False, "balance_sufficient", 50 * C, 27_200_000)
-    decision = check(ledger, aws, "2026-01-10T11:00:00Z")
-    assert decision.sent, decision
-    assert (decision.remaining, decision.hours_left) == (22_800_000, 0.84)
+    assert running.mailer.sent == []  # at the start (10:00) 50 remain against 27.2 an hour
+    assert not sent_mail(check(ledger, aws, "2026-01-10T10:30:00Z"))  # 36.4 remain
+    assert sent_mail(check(ledger, aws, "2026-01-10T11:00:00Z"))
     [mail] = aws.mails()
     assert mail.destinations["ToAddresses"] == ["user@example.com"]
     assert mail.source == SENDER
-    assert "22.800000" in mail.body and "0.84" in mail.body and BUY_URL in mail.body
+    assert "22.800000" in mail.body and "0.84" in mail.body and "https://example.com/buy" in mail.body
     [event] = aws.events()
     assert (event["source"], event["detail-type"]) == ("billing", "Low Balance Notified")
+    effect_id = event["detail"].pop("effect_id")
     assert event["detail"] == {"account_id": "acct-1", "remaining": "22.800000", "hours_left": 0.84}
     # once per purchase cycle
-    later = check(ledger, aws, "2026-01-10T11:10:00Z")
-    assert (later.sent, later.reason) == (False, "already_sent_this_cycle")
+    assert not sent_mail(check(ledger, aws, "2026-01-10T11:10:00Z"))
     assert len(aws.mails()) == 1
     state = ledger.load("acct-1")
     assert state.mail_sent_cycle == state.mail_cycle
     # nothing was deducted by the checks: the run is still unsettled
     assert state.available() == 50 * C
+    # the record delivered again (a retried stream batch): the same event, no second mail
+    deliver_effects(ledger, "acct-1", keys.check_sweep_event_id(parse("2026-01-10T11:00:00Z")), aws.publisher,
+                    aws.mail)
+    assert len(aws.mails()) == 1
+    assert [e["detail"]["effect_id"] for e in aws.events()] == [effect_id]
 
 
 def test_a_completed_purchase_starts_a_new_cycle(ledger: Ledger, aws: Aws, running: Platform,
                                                  clock: FixedClock) -> None:
-    assert check(ledger, aws, "2026-01-10T11:00:00Z").sent
+    assert sent_mail(check(ledger, aws, "2026-01-10T11:00:00Z"))
     api = Api(ledger, clock)
     clock.now = parse("2026-01-10T11:20:00Z")
     purchase = api.buy(50)
     assert api.pay(purchase["purchase_id"], 100)[0] == 200
     # 100 available; at 12:40 accrued 27.2 x 8/3 = 72.533333: remaining 27.466667 >= 27.2
-    assert check(ledger, aws, "2026-01-10T12:40:00Z").reason == "balance_sufficient"
+    assert not sent_mail(check(ledger, aws, "2026-01-10T12:40:00Z"))
     # at 12:45 accrued 27.2 x 2.75 = 74.8: remaining 25.2 < 27.2 -> the new cycle's mail
-    decision = check(ledger, aws, "2026-01-10T12:45:00Z")
-    assert decision.sent and decision.remaining == 25_200_000
-    assert len(aws.mails()) == 2
+    assert sent_mail(check(ledger, aws, "2026-01-10T12:45:00Z"))
+    assert len(aws.mails()) == 2 and "25.200000" in aws.mails()[1].body
 
 
 def test_credit_mail_off_sends_nothing_and_keeps_the_cycle(ledger: Ledger, aws: Aws, running: Platform,
                                                           clock: FixedClock) -> None:
     api = Api(ledger, clock)
     assert api.call("PUT", "/v1/settings", {"credit_mail": False})[0] == 200
-    off = check(ledger, aws, "2026-01-10T11:00:00Z")
-    assert (off.sent, off.reason) == (False, "credit_mail_off")
+    assert not sent_mail(check(ledger, aws, "2026-01-10T11:00:00Z"))
     assert aws.mails() == [] and aws.events() == []
     assert api.call("PUT", "/v1/settings", {"credit_mail": True})[0] == 200
-    assert check(ledger, aws, "2026-01-10T11:05:00Z").sent
+    assert sent_mail(check(ledger, aws, "2026-01-10T11:05:00Z"))
     assert len(aws.mails()) == 1
 
 
 def test_no_mail_without_burn(ledger: Ledger, aws: Aws) -> None:
     platform = Platform(ledger, "acct-1")
     platform.send("Account Created", "2026-01-01T00:00:00Z", email="user@example.com", plan="free")
-    decision = check(ledger, aws, "2026-01-10T11:00:00Z")
-    assert (decision.sent, decision.reason, decision.hours_left) == (False, "balance_sufficient", None)
-    unknown = maybe_send_low_balance_mail("nobody", parse("2026-01-10T11:00:00Z"), ledger, aws.mail, aws.publisher)
-    assert (unknown.sent, unknown.reason) == (False, "unknown_account")
+    applied = check(ledger, aws, "2026-01-10T11:00:00Z")
+    assert not applied.effects and not applied.entries  # nothing crossed, nothing due: nothing written
     assert aws.mails() == []
 
 
 def test_concurrent_triggers_send_one_mail(ledger: Ledger, aws: Aws, running: Platform) -> None:
-    decisions: list[MailDecision] = []
+    applied: list[Applied] = []
 
-    def trigger() -> None:
-        decisions.append(check(ledger, aws, "2026-01-10T11:00:00Z"))
+    def trigger(n: int) -> None:
+        applied.append(check(ledger, aws, "2026-01-10T11:00:00Z", event_id=f"trigger-{n}"))
 
-    threads = [threading.Thread(target=trigger) for _ in range(8)]
+    threads = [threading.Thread(target=trigger, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(decisions) == 8
-    assert sum(d.sent for d in decisions) == 1
+    assert len(applied) == 8
+    assert sum(sent_mail(a) for a in applied) == 1
     assert len(aws.mails()) == 1
     assert [e["detail-type"] for e in aws.events()] == ["Low Balance Notified"]
 
 
-def sqs_event(*bodies: str) -> dict[str, Any]:
-    return {"Records": [
-        {"messageId": f"m{i}", "receiptHandle": "h", "body": body, "attributes": {}, "messageAttributes": {},
-         "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
-         "awsRegion": "us-east-1"}
-        for i, body in enumerate(bodies)
-    ]}
-
-
-def test_notifier_function_reports_bad_messages_alone(ledger: Ledger, aws: Aws, running: Platform,
-                                                      clock: FixedClock) -> None:
-    from tests.test_account_api import Context
-
-    notifier = load_handler("low_balance_notifier", ledger=ledger, clock=clock, publisher=aws.publisher,
-                            mail_sender=aws.mail)
-    good = json.dumps({"account_id": "acct-1", "at": "2026-01-10T11:00:00Z"})
-    result = notifier.lambda_handler(sqs_event(good, "{not json", json.dumps({"at": "2026-01-10T11:00:00Z"}),
-                                               json.dumps({"account_id": "acct-1", "at": "noon"})), Context())
-    assert result == {"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"},
-                                            {"itemIdentifier": "m3"}]}
-    assert len(aws.mails()) == 1
-    # without "at" the injected clock decides the moment
-    clock.now = parse("2026-01-10T11:30:00Z")
-    again = notifier.lambda_handler(sqs_event(json.dumps({"account_id": "acct-1"})), Context())
-    assert again == {"batchItemFailures": []}
-    assert len(aws.mails()) == 1
-
-
-def test_checks_are_enqueued_for_the_notifier(aws: Aws) -> None:
-    from billing.adapters import LowBalanceChecks
-
-    LowBalanceChecks(None).enqueue("acct-1", parse("2026-01-10T11:00:00Z"))  # no queue: nothing to do
-    url = aws.sqs.create_queue(QueueName="low-balance")["QueueUrl"]
-    LowBalanceChecks(url, client=aws.sqs).enqueue("acct-1", parse("2026-01-10T11:00:00Z"))
-    [message] = aws.sqs.receive_message(QueueUrl=url)["Messages"]
-    assert json.loads(message["Body"]) == {"account_id": "acct-1", "at": "2026-01-10T11:00:00Z"}
-
-
-def test_settlement_asks_for_a_check_after_a_deduction_and_at_a_start(ledger):
-    """Checked after every deduction and at every container start, not after other events."""
-    from billing.adapters import LowBalanceChecks
-    from billing.domain.events import parse_platform_event
-    from billing.services.settlement import settle_platform_event
-    from tests.helpers import RecordingPublisher
-
-    class RecordingChecks(LowBalanceChecks):
-        def __init__(self) -> None:
-            super().__init__("local")
-            self.asked: list[tuple[str, str]] = []
-
-        def enqueue(self, account_id, at):  # type: ignore[override]
-            self.asked.append((account_id, at.strftime("%H:%M")))
-
-    checks, publisher = RecordingChecks(), RecordingPublisher()
-
-    def send(detail_type, at, source="platform.containers", **fields):
-        event = {"source": source, "detail-type": detail_type,
-                 "detail": {"event_id": f"{detail_type}-{at}", "account_id": "acct-c", "occurred_at": at, **fields}}
-        settle_platform_event(parse_platform_event(event), ledger, publisher, checks)
-
-    send("Account Created", "2026-03-01T00:00:00Z", source="platform.accounts", email="c@example.com", plan="free")
-    send("Container Created", "2026-03-01T09:00:00Z", container_id="c1", storage_gb=5)
-    send("Container Started", "2026-03-01T10:00:00Z", container_id="c1", run_id="r1", tier="small",
-         code_supporter=False)
-    send("Container Traffic Reported", "2026-03-01T10:30:00Z", container_id="c1", run_id="r1", traffic_bytes=10)
-    send("Container Stopped", "2026-03-01T11:00:00Z", container_id="c1", run_id="r1", traffic_bytes=0)
-    assert checks.asked == [("acct-c", "10:00"), ("acct-c", "11:00")]
+def test_checked_after_a_deduction_and_at_a_start(ledger: Ledger) -> None:
+    """Free plan, 50 credits. A large run from 10:00 (27.2 an hour): no mail at its start (50 >= 27.2).
+    A micro run 10:20-10:50: no mail at its start (40.933333 remain against 29.16 an hour); its stop
+    deducts 0.98, leaving 49.02 available with 22.666667 accrued by the large run: 26.353333 remain,
+    less than 27.2 an hour, so the stop mails (hours left 0.9688... -> 0.97)."""
+    p = Platform(ledger, "acct-c")
+    p.send("Account Created", "2026-03-01T00:00:00Z", email="c@example.com", plan="free")
+    p.send("Container Started", "2026-03-01T10:00:00Z", container_id="c1", run_id="r1", tier="large")
+    p.send("Container Started", "2026-03-01T10:20:00Z", container_id="c2", run_id="r2", tier="micro")
+    assert p.mailer.sent == []
+    p.send("Container Stopped", "2026-03-01T10:50:00Z", container_id="c2", run_id="r2", traffic_bytes=0)
+    [(to, subject, body)] = p.mailer.sent
+    assert to == "c@example.com" and subject == "Your credits are running low"
+    assert "Remaining credits: 26.353333" in body and "about 0.97 hours" in body
+    assert p.publisher.of_type("Low Balance Notified") == [
+        {"account_id": "acct-c", "remaining": "26.353333", "hours_left": 0.97}]
+    # A start when little remains mails at once (another account, same figures at 10:50).
+    q = Platform(ledger, "acct-d")
+    q.send("Account Created", "2026-03-01T00:00:00Z", email="d@example.com", plan="free")
+    q.send("Container Started", "2026-03-01T09:00:00Z", container_id="c1", run_id="r1", tier="large")
+    assert q.mailer.sent == []  # 50 >= 27.2
+    q.send("Container Started", "2026-03-01T10:00:00Z", container_id="c2", run_id="r2", tier="micro")
+    # at 10:00: 27.2 accrued, 22.8 remain against 29.16 an hour: the start mails
+    [(_, _, body)] = q.mailer.sent
+    assert "Remaining credits: 22.800000" in body
+    assert format_time(ledger.load("acct-d").as_of) == "2026-03-01T10:00:00Z"

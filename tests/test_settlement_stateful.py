@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from billing.adapters import LowBalanceChecks
-from billing.domain.clock import add_one_month, month_key, next_month_start
+from billing.domain.clock import add_one_month, month_key, next_month_start, parse_time
+from billing.domain.errors import EventTimeRefused
 from billing.services.settlement import settle_account
 from billing.store.ledger import Ledger
 from localsam.template import create_table
@@ -323,8 +323,7 @@ class SettlementMachine(RuleBasedStateMachine):
     @rule()
     def month_boundary(self) -> None:
         boundary = next_month_start(self.clock)
-        settle_account("acct-s", boundary, f"sweep:month:{month_key(boundary)}", self.ledger,
-                       self.platform.publisher, LowBalanceChecks(None))
+        settle_account("acct-s", boundary, f"sweep:month:{month_key(boundary)}", self.ledger)
         m = self.model
         m.advance(boundary)
         # The sweep's overuse check: right after the boundary nothing is accrued, so running
@@ -399,6 +398,12 @@ class SettlementMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def duplicate(self, data) -> None:
         event = data.draw(st.sampled_from(self.sent))
+        assert self.platform.now is not None
+        if parse_time(event["detail"]["occurred_at"]) < self.platform.now - timedelta(days=30):
+            # Too old for its repeat to be recognised: refused, and nothing changes (the invariant).
+            with pytest.raises(EventTimeRefused):
+                self.platform.deliver(event)
+            return
         result = self.platform.deliver(event)
         # A repeat is recognised by its event record; a repeated Account Created writes nothing at all.
         assert result["duplicate"] is True or event["detail-type"] == "Account Created"

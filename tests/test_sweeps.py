@@ -13,7 +13,7 @@ from billing.domain.errors import InvalidInput
 from billing.domain.events import parse_message
 from billing.domain.model import to_json
 from billing.services.sweeps import AccountSweep, SweepRequest
-from tests.helpers import C, Platform, assert_conserved, invoke, load_handler
+from tests.helpers import C, Outbox, Platform, RecordingMailer, assert_conserved, invoke, load_handler
 
 
 class QueueFake:
@@ -44,6 +44,7 @@ def run_job(ledger, publisher, sweep: str, at: str) -> dict[str, Any]:
     account_sweep = load_handler("account_sweep", ledger=ledger, publisher=publisher)
     result = invoke(monthly, {"sweep": sweep, "scheduled_time": at})
     batch = invoke(account_sweep, queue.as_sqs_event())
+    Outbox(ledger, publisher, RecordingMailer()).drain()
     assert batch == {"batchItemFailures": []}
     return result
 

@@ -19,7 +19,7 @@ from billing.domain.clock import parse_time
 from billing.store.cursors import CursorCodec
 from billing.store.ledger import Ledger
 from tests.api_helpers import RequestCounter, api_event, call
-from tests.helpers import GIB, ROOT, Platform, invoke, load_handler, wire
+from tests.helpers import GIB, ROOT, Platform, load_handler, wire
 from tests.helpers import grant as give
 
 C = 1_000_000
@@ -43,7 +43,7 @@ def ai(p: Platform, at: str, feature: str, model: str, tin: int, tout: int, cont
     fields: dict[str, Any] = {"feature": feature, "model": model, "input_tokens": tin, "output_tokens": tout}
     if container:
         fields["container_id"] = container
-    invoke(load_handler("ai_usage", ledger=p.ledger, publisher=p.publisher), p.event("AI Usage Recorded", at, **fields))
+    p.send("AI Usage Recorded", at, **fields)
 
 
 @pytest.fixture()

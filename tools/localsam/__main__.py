@@ -6,7 +6,7 @@
     fire-schedule <LogicalId> [EventName] [--at 2026-12-01T00:00:00Z] [--drain]
     drain [--send QueueLogicalId=body.json ...]
 
-Every command runs against a LocalStack (DynamoDB Local + an in-process moto for SQS, EventBridge
+Every command runs against a StackRunner (DynamoDB Local + an in-process moto for SQS, EventBridge
 and SES). By default it is started for the command and thrown away; with ``--dynamodb-endpoint``
 (a DynamoDB Local you keep running) and a fixed ``--table`` (default ``billing-local``) the data
 outlives the command. Results are printed to stdout as JSON; the functions' logs go to stderr.
@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from localsam.runner import StackRunner
 from localsam.runtime import InvocationError
-from localsam.stack import LocalStack
 
 
 def _json_file(path: str) -> Any:
@@ -62,14 +62,14 @@ def _envelope(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _stack(args: argparse.Namespace) -> LocalStack:
+def _stack(args: argparse.Namespace) -> StackRunner:
     env_vars: dict[str, Any] = _json_file(args.env_vars) if getattr(args, "env_vars", None) else {}
     overrides = {k: str(v) for k, v in (env_vars.get("Parameters") or {}).items()}
     if getattr(args, "function", None):
         overrides.update({k: str(v) for k, v in (env_vars.get(args.function) or {}).items()})
     overrides.update(_pairs(getattr(args, "env", None)))
     table = args.table or ("billing-local" if args.dynamodb_endpoint else None)
-    return LocalStack(
+    return StackRunner(
         dynamodb_endpoint=args.dynamodb_endpoint,
         table_name=table,
         parameters=_pairs(args.parameter_overrides),
@@ -125,15 +125,21 @@ def cmd_start_api(args: argparse.Namespace) -> int:
     return 0
 
 
-def _drain_report(stack: LocalStack) -> dict[str, Any]:
+def _drain_report(stack: StackRunner) -> dict[str, Any]:
     with _logs_to_stderr():
-        report = stack.drain_queues()
+        report, stream = stack.drain()
     return {
-        "invocations": report.invocations,
+        "invocations": report.invocations + stream.invocations,
         "succeeded": report.succeeded,
         "failed": report.failed,
-        "errors": report.errors,
+        "errors": report.errors + stream.errors,
+        "stream_records_delivered": stream.delivered,
+        "stream_records_given_up": stream.given_up,
     }
+
+
+def _drain_failed(report: dict[str, Any]) -> bool:
+    return bool(report["failed"] or report["stream_records_given_up"])
 
 
 def cmd_put_event(args: argparse.Namespace) -> int:
@@ -159,7 +165,7 @@ def cmd_put_event(args: argparse.Namespace) -> int:
             out["drain"] = _drain_report(stack)
         out["published"] = stack.published_events()
     _print(out)
-    return 0 if result.ok and (not args.drain or not out["drain"]["failed"]) else 1
+    return 0 if result.ok and (not args.drain or not _drain_failed(out["drain"])) else 1
 
 
 def cmd_fire_schedule(args: argparse.Namespace) -> int:
@@ -175,7 +181,7 @@ def cmd_fire_schedule(args: argparse.Namespace) -> int:
             out["drain"] = _drain_report(stack)
             out["published"] = stack.published_events()
     _print(out)
-    return 0 if not args.drain or not out["drain"]["failed"] else 1
+    return 0 if not args.drain or not _drain_failed(out["drain"]) else 1
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
@@ -187,7 +193,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
         out = _drain_report(stack)
         out["published"] = stack.published_events()
     _print(out)
-    return 0 if not out["failed"] else 1
+    return 0 if not _drain_failed(out) else 1
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,8 +1,9 @@
 """``make run``: the billing stack locally on its embedded defaults, and a simulated month.
 
-Three sample accounts live through the last 33 days (so the month boundary is crossed), driven by
-the platform's events routed the way AWS routes them (EventBridge rules, the schedules, the SQS
-queues, the HTTP API of ``template.yaml``):
+Three sample accounts live through the last 29 days (so a month boundary is crossed, unless today is
+the 30th or 31st; events older than 30 days are refused), driven by the platform's events routed
+the way AWS routes them (EventBridge rules, the schedules, the SQS queues, the table's stream to the
+outbox dispatcher, the HTTP API of ``template.yaml``):
 
 * ``alice`` (Free plan): a small container most days, 8 GB of storage, AI Side Chat, a coupon, a
   check-in today, and credit mail switched off.
@@ -30,12 +31,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from localsam.stack import LocalStack
+from localsam.aws import LOCAL_PARAMETERS
+from localsam.runner import StackRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "out"
 GIB = 2**30
-WEBHOOK_SECRET = "local-webhook-secret"  # the template's PaymentWebhookSecret default
+WEBHOOK_SECRET = LOCAL_PARAMETERS["PaymentWebhookSecret"]  # the local runner's value for the template's
 OPERATOR = "arn:aws:iam::123456789012:role/billing-operator"
 
 
@@ -44,10 +46,10 @@ def iso(t: datetime) -> str:
 
 
 class Demo:
-    def __init__(self, stack: LocalStack, now: datetime) -> None:
+    def __init__(self, stack: StackRunner, now: datetime) -> None:
         self.stack = stack
         self.now = now
-        self.start = (now - timedelta(days=33)).replace(hour=8, minute=0, second=0)
+        self.start = (now - timedelta(days=29)).replace(hour=8, minute=0, second=0)
         self.rng = random.Random(7)
         self.seq = 0
         self.timeline: list[tuple[datetime, str, str, dict[str, Any]]] = []
@@ -122,7 +124,7 @@ class Demo:
             result = self.stack.put_event(source, detail_type, detail, time=at)
             if not result.ok:
                 raise RuntimeError(f"{detail_type} failed: {[d.error for d in result.failures]}")
-            self.stack.drain_queues()  # on AWS the queues' consumers run within seconds
+            self.stack.drain()  # on AWS the queues' consumers run within seconds
 
     def boundary_and_checks(self) -> None:
         """Deliver the timeline, firing the monthly job at the boundary and the periodic check daily."""
@@ -136,10 +138,10 @@ class Demo:
             self.deliver_until(moment)
             name = "MonthBoundary" if moment == first else "PeriodicCheck"
             self.stack.fire_schedule("MonthlyBillingFunction", name, at=moment)
-            self.stack.drain_queues()
+            self.stack.drain()
             self.platform_reacts(moment)
         self.deliver_until(self.now - timedelta(minutes=5))
-        self.stack.drain_queues()
+        self.stack.drain()
 
     def platform_reacts(self, moment: datetime) -> None:
         """The container platform stops what billing asked it to stop, a few minutes later."""
@@ -190,7 +192,7 @@ class Demo:
         self.api("POST", "/v1/admin/grants", iam=OPERATOR, body={
             "account_id": "carol", "credits": 10, "kind": "event",
             "expires_at": iso(self.now + timedelta(days=30)), "reason": "feedback reward"})
-        self.stack.drain_queues()
+        self.stack.drain()
 
     # ------------------------------------------------------------------ the statements
     def statement(self, account: str) -> dict[str, Any]:
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     now = datetime.now(UTC).replace(microsecond=0)
     print("starting the local stack (DynamoDB Local, moto for SES/EventBridge/SQS) from template.yaml ...")
     logs = OUT / "function-logs.jsonl"
-    with LocalStack() as stack, logs.open("w") as log:
+    with StackRunner() as stack, logs.open("w") as log:
         demo = Demo(stack, now)
         demo.script()
         print(f"simulating {demo.start:%Y-%m-%d} .. {now:%Y-%m-%d %H:%M} UTC: "

@@ -26,6 +26,9 @@ def table_definition(template: dict[str, Any], logical_id: str = "BillingTable")
         "KeySchema": [dict(k) for k in props["KeySchema"]],
         "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
     }
+    stream = props.get("StreamSpecification")
+    if stream:
+        params["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
     if props.get("GlobalSecondaryIndexes"):
         params["GlobalSecondaryIndexes"] = [
             {

@@ -1,0 +1,136 @@
+"""The template's SQS event source mappings: the waiting messages of a queue are delivered to its
+function in batches, as Lambda's poller would, with partial batch failures and the queue's
+RedrivePolicy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from localsam.aws import AwsStandIns
+from localsam.runtime import REGION, InvocationError, Resolver, Runtime
+
+
+@dataclass
+class DrainReport:
+    invocations: int = 0
+    succeeded: list[str] = field(default_factory=list)  # message ids
+    failed: list[str] = field(default_factory=list)  # message ids, each time one failed
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def add(self, other: DrainReport) -> None:
+        self.invocations += other.invocations
+        self.succeeded += other.succeeded
+        self.failed += other.failed
+        self.errors += other.errors
+
+
+class SqsMappings:
+    """The SQS events of the functions of ``runtime``, on the queues of ``aws``."""
+
+    def __init__(self, runtime: Runtime, resolver: Resolver, aws: AwsStandIns) -> None:
+        self.runtime = runtime
+        self.resolver = resolver
+        self.aws = aws
+
+    def mappings(self) -> list[tuple[str, str, int, bool]]:
+        """(function, queue name, batch size, reports item failures) of every SQS event."""
+        mappings = []
+        for spec in self.runtime.functions.values():
+            for props in spec.events_of_type("SQS").values():
+                queue = self.aws.queue_of_arn(props.get("Queue"), self.resolver)
+                if queue is None:
+                    raise ValueError(f"{spec.logical_id}: SQS event on an unknown queue {props.get('Queue')!r}")
+                mappings.append(
+                    (
+                        spec.logical_id,
+                        queue,
+                        int(props.get("BatchSize", 10)),
+                        "ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
+                    )
+                )
+        return mappings
+
+    def drain(self, max_rounds: int = 100) -> DrainReport:
+        """Deliver the waiting messages of every queue with an SQS event source until all are empty.
+
+        A failed message (the whole batch when the handler raises, or the ids it reports with
+        ReportBatchItemFailures) becomes visible again at once and is retried; the queue's
+        RedrivePolicy moves it to the dead-letter queue after maxReceiveCount receives. A queue
+        without a RedrivePolicy keeps its failing messages (the drain stops after max_rounds)."""
+        report = DrainReport()
+        sqs = self.aws.client("sqs")
+        for _ in range(max_rounds):
+            busy = False
+            for function, queue, batch_size, partial in self.mappings():
+                url = self.aws.queue_urls[queue]
+                # VisibilityTimeout 0: a message left undeleted (failed) is received again next round
+                messages = sqs.receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=max(1, min(batch_size, 10)),
+                    VisibilityTimeout=0,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                ).get("Messages", [])
+                if not messages:
+                    continue
+                busy = True
+                event = {"Records": [_sqs_record(m, self.aws.queue_arns[queue]) for m in messages]}
+                report.invocations += 1
+                failed: set[str]
+                try:
+                    result = self.runtime.invoke(function, event)
+                    failed = set()
+                    if partial and isinstance(result, dict):
+                        failed = {str(f.get("itemIdentifier")) for f in result.get("batchItemFailures") or []}
+                except InvocationError as exc:
+                    report.errors.append(f"{function}: {type(exc.error).__name__}: {exc.error}")
+                    failed = {m["MessageId"] for m in messages}
+                for m in messages:
+                    if m["MessageId"] in failed:
+                        report.failed.append(m["MessageId"])
+                    else:
+                        report.succeeded.append(m["MessageId"])
+                        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            if not busy:
+                break
+        return report
+
+
+def _sqs_record(message: Mapping[str, Any], queue_arn: str) -> dict[str, Any]:
+    """The Lambda event record of a message received from the queue ``queue_arn``."""
+    attributes = message.get("Attributes", {})
+    message_attributes = {}
+    for name, value in (message.get("MessageAttributes") or {}).items():
+        message_attributes[name] = {
+            "stringValue": value.get("StringValue"),
+            "binaryValue": value.get("BinaryValue"),
+            "stringListValues": value.get("StringListValues", []),
+            "binaryListValues": value.get("BinaryListValues", []),
+            "dataType": value.get("DataType"),
+        }
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": {
+            "ApproximateReceiveCount": attributes.get("ApproximateReceiveCount", "1"),
+            "SentTimestamp": attributes.get("SentTimestamp", "0"),
+            "SenderId": attributes.get("SenderId", "local"),
+            "ApproximateFirstReceiveTimestamp": attributes.get("ApproximateFirstReceiveTimestamp", "0"),
+        },
+        "messageAttributes": message_attributes,
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }
+
+
+__all__ = ["DrainReport", "SqsMappings"]
