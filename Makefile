@@ -10,7 +10,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY = 0
 
 .DEFAULT_GOAL := test
-.PHONY: test run api build lint validate install clean
+.PHONY: test test-domain run api build lint validate install clean
 
 # The install is redone only when pyproject.toml changes (the stamp is older than it).
 $(BIN)/python:
@@ -28,6 +28,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/sam validate --lint --template template.yaml
 	$(BIN)/python -m pytest
+
+# The pure billing rules alone, without DynamoDB or AWS stand-ins: seconds.
+test-domain: $(STAMP)
+	$(BIN)/python -m pytest tests/domain
 
 validate: $(STAMP)
 	$(BIN)/sam validate --lint --template template.yaml

@@ -15,7 +15,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing import wiring
-from billing.api.http import caller_account, header, json_body, make_resolver, operator_identity
+from billing.api.http import caller_account, header, json_body, make_resolver, operator_identity, optional_body
 from billing.api.requests import (
     CouponRequest,
     GrantRequest,
@@ -43,16 +43,6 @@ def _request(scope: str, body: Any) -> RequestKey:
     return request_key(scope, header(app, "idempotency-key"), event.http_method, event.path, body)
 
 
-def _raw_body() -> Any:
-    raw = app.current_event.decoded_body
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
-
-
 def _now() -> Any:
     return deps.get(wiring.clock)()
 
@@ -76,11 +66,9 @@ def list_purchases() -> Response[Any]:
 @app.post("/v1/purchases/<purchase_id>/refund")
 def refund(purchase_id: str) -> Response[Any]:
     account_id = caller_account(app)
-    response, outbox = purchases.refund_purchase(
-        deps.get(wiring.ledger), account_id, purchase_id, _request(account_id, _raw_body()), _now()
+    response = purchases.refund_purchase(
+        deps.get(wiring.ledger), account_id, purchase_id, _request(account_id, optional_body(app)), _now()
     )
-    if outbox:
-        deps.get(wiring.publisher).publish(outbox)
     metrics.add_metric(name="Refunds", unit="Count", value=1)
     return _json(200, response)
 
@@ -88,7 +76,7 @@ def refund(purchase_id: str) -> Response[Any]:
 @app.post("/v1/check-in")
 def check_in() -> Response[Any]:
     account_id = caller_account(app)
-    response = grants.check_in(deps.get(wiring.ledger), account_id, _request(account_id, _raw_body()), _now())
+    response = grants.check_in(deps.get(wiring.ledger), account_id, _request(account_id, optional_body(app)), _now())
     return _json(201, response)
 
 

@@ -23,10 +23,7 @@ deps = wiring.Wiring()
 
 def sweep_record(record: SQSRecord) -> None:
     sweep = parse_message(record.body, AccountSweep, "sweep message")
-    applied = settle_account(
-        sweep.account_id, sweep.at, sweep.event_id,
-        deps.get(wiring.ledger), deps.get(wiring.publisher), deps.get(wiring.low_balance_checks),
-    )
+    applied = settle_account(sweep.account_id, sweep.at, sweep.event_id, deps.get(wiring.ledger))
     logger.info("account swept", account_id=sweep.account_id, sweep=sweep.sweep, entries=len(applied.entries))
 
 

@@ -25,6 +25,4 @@ deps = wiring.Wiring()
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return handle_platform_event(
-        event, SOURCES, deps.get(wiring.ledger), deps.get(wiring.publisher), deps.get(wiring.low_balance_checks)
-    )
+    return handle_platform_event(event, SOURCES, deps.get(wiring.ledger), deps.get(wiring.clock)())

@@ -13,7 +13,6 @@ from billing import wiring
 from billing.api.http import header, json_body, make_resolver
 from billing.api.requests import PaymentNoticeBody, parse_request, parse_when
 from billing.api.signatures import verify_signature
-from billing.config import get_config
 from billing.observability import logger, metrics, tracer
 from billing.services.purchases import PaymentNotice, handle_payment
 
@@ -25,7 +24,7 @@ deps = wiring.Wiring()
 def payment_notice() -> Response[Any]:
     now = deps.get(wiring.clock)()
     verify_signature(
-        header(app, "billing-signature"), app.current_event.decoded_body or "", get_config().webhook_secret, now
+        header(app, "billing-signature"), app.current_event.decoded_body or "", deps.get(wiring.webhook_secrets), now
     )
     body = parse_request(PaymentNoticeBody, json_body(app))
     notice = PaymentNotice(

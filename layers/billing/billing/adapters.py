@@ -1,4 +1,4 @@
-"""Adapters to AWS services other than DynamoDB: EventBridge (events out) and SES (mail).
+"""Adapters to AWS services other than DynamoDB: EventBridge (events out), SES (mail), SQS.
 
 boto3 is imported lazily: most invocations publish nothing, and a cold start should not pay for
 a client it does not use.
@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from billing.domain.clock import format_time
 from billing.domain.model import OutboundEvent
 from billing.observability import logger
 
@@ -85,30 +83,6 @@ class MailSender:
             Content={"Simple": {"Subject": {"Data": subject}, "Body": {"Text": {"Data": body}}}},
         )
         return str(response.get("MessageId", ""))
-
-
-class LowBalanceChecks:
-    """Enqueues low-credit mail checks (``{"account_id", "at"}``) for the notifier function.
-
-    Settlement calls :meth:`enqueue` after a deduction, at a container start and in the periodic
-    check; without a queue URL (tests, local runs without the queue) it does nothing.
-    """
-
-    def __init__(self, queue_url: str | None, client: Any | None = None) -> None:
-        self.queue_url = queue_url
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        return self._client or aws_client("sqs")
-
-    def enqueue(self, account_id: str, at: datetime) -> None:
-        if not self.queue_url:
-            return
-        self.client.send_message(
-            QueueUrl=self.queue_url, MessageBody=json.dumps({"account_id": account_id, "at": format_time(at)})
-        )
-        logger.info("low balance check enqueued", account_id=account_id)
 
 
 class MessageQueue:

@@ -20,10 +20,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     sender_address: str = "billing@example.com"
     buy_credits_url: str = "https://example.com/billing/credits"
     catalog_path: str | None = None  # a JSON file; None: the packaged defaults
-    webhook_secret: str = "local-webhook-secret"
-    cursor_secret: str = "local-cursor-secret"
+    # Secrets Manager secrets (no default: a deployment must provide them; see billing.secrets)
+    webhook_secret_arn: str | None = None
+    cursor_secret_arn: str | None = None
     sweep_queue_url: str | None = None
-    low_balance_queue_url: str | None = None
     service_name: str = "credit-billing"
     max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 8
 
@@ -41,10 +41,9 @@ ENV_NAMES = {
     "sender_address": "SENDER_ADDRESS",
     "buy_credits_url": "BUY_CREDITS_URL",
     "catalog_path": "PRICE_CATALOG_PATH",
-    "webhook_secret": "PAYMENT_WEBHOOK_SECRET",
-    "cursor_secret": "CURSOR_SECRET",
+    "webhook_secret_arn": "PAYMENT_WEBHOOK_SECRET_ARN",
+    "cursor_secret_arn": "CURSOR_SECRET_ARN",
     "sweep_queue_url": "SWEEP_QUEUE_URL",
-    "low_balance_queue_url": "LOW_BALANCE_QUEUE_URL",
     "service_name": "POWERTOOLS_SERVICE_NAME",
     "max_attempts": "SETTLEMENT_MAX_ATTEMPTS",
 }

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from billing.adapters import EventPublisher, LowBalanceChecks, MailSender, MessageQueue
+from billing.adapters import EventPublisher, MailSender, MessageQueue
 from billing.config import get_config
 from billing.domain.clock import Clock, utc_now
+from billing.secrets import secret_values
 from billing.store.cursors import CursorCodec
 from billing.store.ledger import Ledger
 
@@ -37,12 +38,13 @@ def mail_sender() -> MailSender:
     return MailSender(get_config().sender_address)
 
 
-def low_balance_checks() -> LowBalanceChecks:
-    return LowBalanceChecks(get_config().low_balance_queue_url)
-
-
 def cursor_codec() -> CursorCodec:
-    return CursorCodec(get_config().cursor_secret)
+    return CursorCodec(secret_values(get_config().cursor_secret_arn, "CURSOR_SECRET_ARN"))
+
+
+def webhook_secrets() -> list[str]:
+    """The payment provider's signing secrets that are valid now (two during a rotation)."""
+    return secret_values(get_config().webhook_secret_arn, "PAYMENT_WEBHOOK_SECRET_ARN")
 
 
 def sweep_queue() -> MessageQueue:

@@ -18,12 +18,17 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from billing.domain.errors import BillingError, Forbidden, InvalidInput, Unauthorized
 from billing.observability import logger
 
+MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 20
+MAX_SUB_LENGTH = 255  # OIDC: a sub is at most 255 ASCII characters
 
-def error_response(status: int, code: str, message: str) -> Response[Any]:
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
     return Response(
         status_code=status,
         content_type="application/json",
         body=json.dumps({"error": {"code": code, "message": message}}),
+        headers=headers,
     )
 
 
@@ -38,6 +43,11 @@ def make_resolver() -> APIGatewayHttpResolver:
 
     @app.exception_handler(BillingError)
     def _domain(exc: BillingError) -> Response[Any]:
+        if exc.http_status >= 500:
+            # Nothing the caller did: the table kept throttling, or the deployment lacks a setting.
+            logger.warning("request not served", code=exc.code, reason=exc.message)
+            retry_after = str(getattr(exc, "retry_after_seconds", 5))
+            return error_response(exc.http_status, exc.code, exc.message, {"Retry-After": retry_after})
         logger.info("request refused", code=exc.code, reason=exc.message)
         return error_response(exc.http_status, exc.code, exc.message)
 
@@ -62,6 +72,8 @@ def caller_account(app: APIGatewayHttpResolver) -> str:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise Unauthorized("no authenticated account")
+    if len(sub) > MAX_SUB_LENGTH or not sub.isprintable():
+        raise Unauthorized(f"the token's sub must be 1 to {MAX_SUB_LENGTH} printable characters")
     return sub
 
 
@@ -83,15 +95,61 @@ def header(app: APIGatewayHttpResolver, name: str) -> str | None:
     return None
 
 
+def raw_body(app: APIGatewayHttpResolver) -> str:
+    """The request body as text (at most 64 KiB of UTF-8), or a 400."""
+    try:
+        raw = app.current_event.decoded_body or ""
+    except (ValueError, UnicodeError):
+        raise InvalidInput("the body is not UTF-8 text") from None
+    if len(raw) > MAX_BODY_BYTES:
+        raise InvalidInput(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    return raw
+
+
+def parse_json(raw: str) -> Any:
+    """JSON text as a value, refusing nesting deeper than 20 levels before parsing it (a 400)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in raw:  # brackets outside strings give the depth without recursing
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    if deepest > MAX_JSON_DEPTH:
+        raise InvalidInput(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
+        raise InvalidInput("the body is not valid JSON") from None
+
+
 def json_body(app: APIGatewayHttpResolver) -> dict[str, Any]:
     """The request body as a JSON object, or a 400."""
-    raw = app.current_event.decoded_body
+    raw = raw_body(app)
     if not raw:
         raise InvalidInput("a JSON body is required")
-    try:
-        body = json.loads(raw)
-    except (ValueError, TypeError):
-        raise InvalidInput("the body is not valid JSON") from None
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
     return body
+
+
+def optional_body(app: APIGatewayHttpResolver) -> Any:
+    """A body that a route ignores but that fingerprints the request: its JSON, or its text."""
+    raw = raw_body(app)
+    if not raw:
+        return None
+    try:
+        return parse_json(raw)
+    except InvalidInput:
+        return raw

@@ -1,20 +1,30 @@
-"""The payment provider's ``Billing-Signature``: ``t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">``."""
+"""The payment provider's ``Billing-Signature``: ``t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">``.
+
+Every part must be plain ASCII of the expected shape (digits, lower-case hex) before anything is
+computed: a malformed header is a 401 like a wrong one. Any of the valid secrets (two during a
+rotation) may have signed, and a provider may send several ``v1`` signatures.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from datetime import datetime
 
 from billing.domain.errors import Unauthorized
 
 TOLERANCE_SECONDS = 300
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 
-def verify_signature(header: str | None, raw_body: str, secret: str, now: datetime) -> None:
+def verify_signature(header: str | None, raw_body: str, secrets: list[str], now: datetime) -> None:
     """Unauthorized unless a ``v1`` signature of the body matches and ``t`` is within 5 minutes."""
     if not header:
         raise Unauthorized("missing Billing-Signature")
+    if len(header) > 2000:
+        raise Unauthorized("malformed Billing-Signature")
     timestamp: str | None = None
     signatures: list[str] = []
     for part in header.split(","):
@@ -23,12 +33,15 @@ def verify_signature(header: str | None, raw_body: str, secret: str, now: dateti
             timestamp = value
         elif name == "v1":
             signatures.append(value)
-    if timestamp is None or not timestamp.isdigit() or len(timestamp) > 12 or not signatures:
+    if timestamp is None or not _TIMESTAMP.fullmatch(timestamp) or not signatures:
+        raise Unauthorized("malformed Billing-Signature")
+    if not all(_SIGNATURE.fullmatch(s) for s in signatures):
         raise Unauthorized("malformed Billing-Signature")
     if abs(now.timestamp() - int(timestamp)) > TOLERANCE_SECONDS:
         raise Unauthorized("Billing-Signature timestamp outside the tolerance")
-    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + raw_body.encode(), hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(expected.encode(), s.encode()) for s in signatures):
+    message = f"{timestamp}.".encode() + raw_body.encode()
+    expected = [hmac.new(secret.encode(), message, hashlib.sha256).hexdigest().encode() for secret in secrets]
+    if not any(hmac.compare_digest(e, s.encode()) for e in expected for s in signatures):
         raise Unauthorized("wrong Billing-Signature")
 
 

@@ -6,7 +6,8 @@ Every charge line is computed as a :class:`~decimal.Decimal` in credits and conv
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+import re
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, localcontext
 
 MICRO = 1_000_000  # µcr per credit
 GIB = 2**30  # bytes in one traffic GB
@@ -19,13 +20,28 @@ def to_micro(credits: Decimal) -> int:
         return int((credits * MICRO).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+MAX_CREDITS = 10**15  # far above any real amount; keeps parsing bounded
+_CREDITS_TEXT = re.compile(r"-?[0-9]{1,16}(\.[0-9]{1,18})?")
+
+
 def micro_of_credits(value: str | int | Decimal) -> int:
-    """Parse a credit amount that must be exact to the µcr ("13.6", 5, "0.000001")."""
-    try:
-        d = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise ValueError(f"not a credit amount: {value!r}") from exc
-    if not d.is_finite():
+    """Parse a credit amount that must be exact to the µcr ("13.6", 5, "0.000001").
+
+    Text must be a plain decimal (no exponent) of bounded length, so no input can make the parse
+    expensive; amounts beyond 10^15 credits are refused."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a credit amount: {value!r}")
+    if isinstance(value, str):
+        if not _CREDITS_TEXT.fullmatch(value):
+            raise ValueError(f"not a credit amount: {value[:40]!r}")
+        d = Decimal(value)
+    elif isinstance(value, int):
+        if abs(value) > MAX_CREDITS:
+            raise ValueError("credit amount out of range")
+        d = Decimal(value)
+    else:
+        d = value
+    if not d.is_finite() or abs(d) > MAX_CREDITS:
         raise ValueError(f"not a credit amount: {value!r}")
     micro = d * MICRO
     if micro != micro.to_integral_value():

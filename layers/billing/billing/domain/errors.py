@@ -76,3 +76,25 @@ class ConcurrentUpdate(Conflict):
     def __init__(self, account_id: str) -> None:
         super().__init__("the account kept changing during the request; retry it")
         self.account_id = account_id
+
+
+class EventTimeRefused(RuleViolation):
+    """An event dated too far in the future, too far in the past, or before its account existed."""
+
+    code = "event_time_refused"
+
+
+class ServiceBusy(BillingError):
+    """DynamoDB kept throttling (or timing out) through every retry: try again shortly."""
+
+    code = "service_busy"
+    http_status = 503
+    transient = True
+    retry_after_seconds = 2
+
+
+class NotConfigured(BillingError):
+    """A setting the deployment must provide is missing (an operator's mistake, never the caller's)."""
+
+    code = "not_configured"
+    http_status = 503

@@ -7,14 +7,14 @@ The models are msgspec structs: this is the hot path of every settlement (see mo
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
 
 from billing.domain.clock import require_utc
-from billing.domain.errors import InvalidInput
+from billing.domain.errors import EventTimeRefused, InvalidInput
 
 UtcTime = Annotated[datetime, Meta(tz=True)]  # zone-aware on decode; Message makes it UTC
 NonEmpty = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -161,3 +161,22 @@ def parse_platform_event(raw: Any, accepted_sources: tuple[str, ...] | None = No
         raise InvalidInput("event detail is not a JSON object")
     parsed = parse_message(detail, model, detail_type)
     return PlatformEvent(source=source, detail_type=detail_type, detail=parsed)
+
+
+FUTURE_TOLERANCE = timedelta(minutes=5)  # a platform clock a little ahead is fine; a typo is not
+OLDEST_ACCEPTED = timedelta(days=30)  # older duplicates could no longer be recognised
+REPLAY_MARK = "replay"  # an operator's replay of an older event (see the README, "Operating it")
+
+
+def check_event_time(occurred_at: datetime, now: datetime, replayed: bool = False) -> None:
+    """Refuse an event dated more than 5 minutes after ``now`` (never roll an account into the
+    future), or more than 30 days before it unless an operator replays it on purpose."""
+    if occurred_at > now + FUTURE_TOLERANCE:
+        raise EventTimeRefused(
+            f"occurred_at {occurred_at.isoformat()} is more than 5 minutes after the time it is processed"
+        )
+    if occurred_at < now - OLDEST_ACCEPTED and not replayed:
+        raise EventTimeRefused(
+            f"occurred_at {occurred_at.isoformat()} is more than 30 days before the time it is processed;"
+            " an operator replays such events on purpose"
+        )

@@ -222,8 +222,26 @@ class LedgerEntry(Record, kw_only=True):
     lot_id: str | None = None
 
 
-class OutboundEvent(Record, kw_only=True):
-    """An event for EventBridge (source ``billing``), kept in the idempotency record until sent."""
+class OutboundEvent(Record, kw_only=True, tag="event", tag_field="effect"):
+    """An event for EventBridge (source ``billing``); its detail carries the stable ``effect_id``."""
 
     detail_type: str
     detail: dict[str, object]
+
+    @property
+    def effect_id(self) -> str:
+        return str(self.detail["effect_id"])
+
+
+class Mail(Record, kw_only=True, tag="mail", tag_field="effect"):
+    """A mail to the account's address: a template of ours and the figures that fill it."""
+
+    effect_id: str
+    template: str
+    to: str
+    data: dict[str, object]
+
+
+# What a change asks of the outside world, written in the same transaction as the change (the
+# outbox) and delivered afterwards, at least once, by the outbox dispatcher.
+Effect = OutboundEvent | Mail

@@ -5,11 +5,15 @@ seeds the id of every ledger entry it writes, so a retried event writes the very
 Settlement code adds charge lines (:meth:`Book.charge`) and corrections (:meth:`Book.correct`);
 :meth:`Book.flush` deducts them (one deduction per month, each paid as of that month) through the
 burn-down rules of :mod:`billing.domain.lots`, the only writer of lots and totals. What the event asks
-of the outside world is collected in :attr:`Book.outbox`.
+of the outside world (outbound events, mails) is collected in :attr:`Book.effects`: the ledger writes
+them in the same transaction as the change, and the outbox dispatcher delivers them afterwards. Each
+effect has an id derived from the account, the event and its place among the event's effects, so a
+recomputed change asks for the very same effects.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
@@ -25,8 +29,17 @@ from billing.domain.model import (
     LedgerEntry,
     LotAmount,
     LotKind,
+    Mail,
     OutboundEvent,
 )
+
+Effect = OutboundEvent | Mail
+
+
+def effect_id(account_id: str, event_id: str, number: int) -> str:
+    """The stable id of an event's ``number``-th effect (length-prefixed parts, hashed)."""
+    text = f"{len(account_id)}:{account_id}|{len(event_id)}:{event_id}|{number}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class Book:
@@ -37,7 +50,7 @@ class Book:
         self.catalog = catalog
         self.event_id = event_id
         self.entries: list[LedgerEntry] = []
-        self.outbox: list[OutboundEvent] = []
+        self.effects: list[Effect] = []
         self._lines: list[ChargeLine] = []
         self._corrections: list[ChargeLine] = []
 
@@ -140,12 +153,22 @@ class Book:
         self.entries.append(entry)
         return entry
 
+    def _next_effect_id(self) -> str:
+        return effect_id(self.state.account_id, self.event_id, len(self.effects) + 1)
+
     def emit(self, detail_type: str, **detail: object) -> None:
-        """Ask the outside world for something (an outbound event about this account), once this
-        change commits."""
-        self.outbox.append(
-            OutboundEvent(detail_type=detail_type, detail={"account_id": self.state.account_id, **detail})
-        )
+        """Publish an outbound event about this account once this change commits."""
+        detail = {"account_id": self.state.account_id, **detail, "effect_id": self._next_effect_id()}
+        self.effects.append(OutboundEvent(detail_type=detail_type, detail=detail))
+
+    def mail(self, template: str, **data: object) -> None:
+        """Send a mail of ``template`` to the account's address once this change commits."""
+        self.effects.append(Mail(effect_id=self._next_effect_id(), template=template, to=self.state.email, data=data))
 
     def emitted(self, detail_type: str) -> bool:
-        return any(e.detail_type == detail_type for e in self.outbox)
+        return any(isinstance(e, OutboundEvent) and e.detail_type == detail_type for e in self.effects)
+
+    @property
+    def outbox(self) -> list[OutboundEvent]:
+        """The outbound events among the effects."""
+        return [e for e in self.effects if isinstance(e, OutboundEvent)]

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from billing.domain import accrual, overuse, pricing, rollover
-from billing.domain.errors import UnknownAccount
+from billing.domain import accrual, low_balance, overuse, pricing, rollover
+from billing.domain.errors import EventTimeRefused, UnknownAccount
 from billing.domain.model import AccountState, ChargeLine, Container, Plan, Run
 from billing.domain.posting import Book
 
@@ -23,13 +23,24 @@ def require(state: AccountState | None, account_id: str) -> AccountState:
     return state
 
 
+def require_existing_at(state: AccountState | None, account_id: str, at: datetime) -> AccountState:
+    """The account, which must exist at ``at``: usage from before its creation is refused."""
+    state = require(state, account_id)
+    if at < state.created_at:
+        raise EventTimeRefused(f"the event is dated before the account was created ({state.created_at.isoformat()})")
+    return state
+
+
 @contextmanager
 def settling(book: Book, at: datetime, reason: str) -> Iterator[None]:
-    """The frame of every event: roll to its time (unless late), then deduct what it settled."""
+    """The frame of every event: roll to its time (unless late), apply it, deduct what it settled,
+    and check the low-credit mail after a deduction."""
     debt_before = book.state.debt
     rollover.advance_if_current(book, at)
     yield
     overuse.flush_event(book, at, reason, debt_before)
+    if low_balance.deducted(book):
+        low_balance.check(book, at)
 
 
 def plan_changed(book: Book, at: datetime, plan: Plan) -> None:
@@ -80,6 +91,7 @@ def container_started(
         accrual.settle_storage(book, c, at)
     if run.is_running:
         overuse.ask_to_stop_again(book, container_id)
+    low_balance.check(book, at)  # at every container start
 
 
 def container_stopped(book: Book, at: datetime, container_id: str, run_id: str, traffic_bytes: int) -> None:
@@ -171,3 +183,5 @@ def sweep(book: Book, at: datetime) -> None:
     grant), then end the credits when running usage has reached the available balance."""
     rollover.advance_if_current(book, at)
     overuse.check(book, at)
+    if accrual.running_container_ids(book):
+        low_balance.check(book, at)

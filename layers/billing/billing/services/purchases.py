@@ -19,7 +19,7 @@ from billing.domain import credits, rollover, settle
 from billing.domain.amounts import MICRO, cents_of_micro, format_credits, money
 from billing.domain.clock import format_time
 from billing.domain.errors import Conflict, NotFound, RuleViolation
-from billing.domain.model import AccountState, OutboundEvent, Record, from_json
+from billing.domain.model import AccountState, Record, from_json
 from billing.domain.posting import Book
 from billing.observability import logger
 from billing.store import keys, queries
@@ -151,8 +151,8 @@ def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> dict
 
 def refund_purchase(
     ledger: Ledger, account_id: str, purchase_id: str, req: RequestKey, now: datetime
-) -> tuple[dict[str, Any], list[OutboundEvent]]:
-    """Refund a purchase's unused credits; returns the response and the events to publish."""
+) -> dict[str, Any]:
+    """Refund a purchase's unused credits (``Refund Issued`` leaves through the outbox)."""
     if not PURCHASE_ID_PATTERN.match(purchase_id):
         raise NotFound(f"no purchase {purchase_id[:100]}")
 
@@ -184,5 +184,5 @@ def refund_purchase(
 
     response, applied = ledger.request(account_id, req, action)
     logger.info("purchase refunded", account_id=account_id, purchase_id=purchase_id, replayed=applied.duplicate)
-    return response, applied.outbox
+    return response
 

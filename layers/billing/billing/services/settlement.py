@@ -1,13 +1,13 @@
 """Settlement services: an incoming platform event, the monthly job and the periodic check, each
-applied to one account exactly once through the :class:`~billing.store.ledger.Ledger`, with the
-resulting events published afterwards (again on a repeat: consumers tolerate repeats)."""
+applied to one account exactly once through the :class:`~billing.store.ledger.Ledger`. What a
+settlement asks of the outside world is written with it (the outbox) and delivered by the outbox
+dispatcher (:mod:`billing.services.outbox`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from billing.adapters import EventPublisher, LowBalanceChecks
 from billing.domain import rollover, settle
 from billing.domain.errors import BillingError
 from billing.domain.events import (
@@ -24,6 +24,7 @@ from billing.domain.events import (
     Detail,
     PlanChanged,
     PlatformEvent,
+    check_event_time,
     parse_platform_event,
 )
 from billing.domain.model import AccountState
@@ -70,19 +71,17 @@ def _action(event: PlatformEvent, ledger: Ledger) -> Any:
                 return None
             book = rollover.open_account(d.account_id, d.email, d.plan, d.occurred_at, ledger.catalog, d.event_id)
             return Change(book)
-        book = Book(settle.require(state, d.account_id), ledger.catalog, d.event_id)
+        book = Book(settle.require_existing_at(state, d.account_id, d.occurred_at), ledger.catalog, d.event_id)
         apply_event(book, d)
         return Change(book)
 
     return action
 
 
-def settle_platform_event(
-    event: PlatformEvent, ledger: Ledger, publisher: EventPublisher, checks: LowBalanceChecks
-) -> Applied:
-    """Apply a validated platform event exactly once, publish what it asks of the platform, and
-    have the low-credit mail checked after a deduction or a container start."""
+def settle_platform_event(event: PlatformEvent, ledger: Ledger, now: datetime, replayed: bool = False) -> Applied:
+    """Apply a validated platform event exactly once (refused when dated too far from ``now``)."""
     d = event.detail
+    check_event_time(d.occurred_at, now, replayed)
     applied = ledger.apply(d.account_id, d.event_id, _action(event, ledger))
     logger.info(
         "event settled",
@@ -93,24 +92,20 @@ def settle_platform_event(
         entries=len(applied.entries),
         attempts=applied.attempts,
     )
-    if applied.outbox:
-        publisher.publish(applied.outbox)
-    deducted = any(e.type in ("deduction", "debt") for e in applied.entries)
-    if not applied.duplicate and (deducted or isinstance(d, ContainerStarted)):
-        checks.enqueue(d.account_id, d.occurred_at)
     return applied
 
 
 def handle_platform_event(
-    raw: dict[str, Any], sources: tuple[str, ...], ledger: Ledger, publisher: EventPublisher, checks: LowBalanceChecks
+    raw: dict[str, Any], sources: tuple[str, ...], ledger: Ledger, now: datetime
 ) -> dict[str, Any]:
-    """What an EventBridge-triggered handler does: validate, settle exactly once, publish.
+    """What an EventBridge-triggered handler does: validate, then settle exactly once.
 
-    An invalid event is logged with its reason and raised, so the invocation fails and the event
-    ends in the function's dead-letter queue; nothing of it is applied."""
+    An invalid or refused event is logged with its reason and raised, so the invocation fails and
+    the event ends in the function's dead-letter queue; nothing of it is applied. A transient failure
+    is raised too, and the trigger retries it."""
     try:
         parsed = parse_platform_event(raw, sources)
-        applied = settle_platform_event(parsed, ledger, publisher, checks)
+        applied = settle_platform_event(parsed, ledger, now)
     except BillingError as exc:
         if exc.transient:
             raise
@@ -123,14 +118,7 @@ def handle_platform_event(
     return {"event_id": parsed.detail.event_id, "duplicate": applied.duplicate, "entries": len(applied.entries)}
 
 
-def settle_account(
-    account_id: str,
-    at: datetime,
-    event_id: str,
-    ledger: Ledger,
-    publisher: EventPublisher,
-    checks: LowBalanceChecks,
-) -> Applied:
+def settle_account(account_id: str, at: datetime, event_id: str, ledger: Ledger) -> Applied:
     """The monthly job and the periodic check for one account: roll to ``at`` (month boundary:
     settle, expire, grant) and end the credits if running usage has reached the balance.
     Running it late, twice, or halfway and again gives the same result."""
@@ -141,14 +129,8 @@ def settle_account(
             return None
         book = Book(state, ledger.catalog, event_id)
         settle.sweep(book, at)
-        if not book.entries and not book.outbox:
-            return None  # no boundary crossed and no overuse: write nothing
+        if not book.entries and not book.effects:
+            return None  # no boundary crossed, no overuse, no mail: write nothing
         return Change(book)
 
-    applied = ledger.apply(account_id, event_id, action)
-    if applied.outbox:
-        publisher.publish(applied.outbox)
-    state = applied.state or ledger.load(account_id)
-    if state is not None and any(c.running_runs for c in state.containers.values()):
-        checks.enqueue(account_id, at)  # the periodic check
-    return applied
+    return ledger.apply(account_id, event_id, action)

@@ -22,7 +22,7 @@ from pynamodb.exceptions import DoesNotExist
 from pynamodb.models import Model
 
 from billing.domain.errors import InvalidInput, RuleViolation
-from billing.domain.model import OutboundEvent, from_json, to_json
+from billing.domain.model import Effect, from_json, to_json
 from billing.store import keys
 from billing.store.tables import TableModels
 
@@ -35,14 +35,14 @@ class Stored:
     """What a record keeps: the result of the change and the effects it asked for."""
 
     result: dict[str, Any] = field(default_factory=dict)
-    outbox: list[OutboundEvent] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
 
 
 def record_item(models: TableModels, pk: str, sk: str, stored: Stored) -> Model:
     return models.EventRecord(
         pk,
         sk,
-        outbox=to_json(stored.outbox),
+        effects=to_json(stored.effects) if stored.effects else None,
         result=json.dumps(stored.result, default=str),
         expires=int(time.time()) + RECORD_DAYS * 86400,
     )
@@ -54,7 +54,8 @@ def lookup(models: TableModels, pk: str, sk: str) -> Stored | None:
     except DoesNotExist:
         return None
     result = json.loads(item.result)
-    return Stored(result if isinstance(result, dict) else {}, from_json(item.outbox, list[OutboundEvent]))
+    effects = from_json(item.effects, list[Effect]) if item.effects else []
+    return Stored(result if isinstance(result, dict) else {}, effects)
 
 
 @dataclass(frozen=True)

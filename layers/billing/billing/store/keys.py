@@ -10,6 +10,7 @@ sort key                    item
 ``LEDGER#<at>#<entry>``     one ledger entry; AI entries are also in GSI1 under ``…#AI``
 ``USAGE#<YYYY-MM>``         the month's usage aggregate (totals per resource and per day)
 ``USAGE#<YYYY-MM>#C#<c>``   the same for one container
+``SENT#<effect_id>``        a mail of the outbox that SES accepted (so a redelivery does not resend)
 ==========================  ===================================================================
 
 Other partitions: ``PURCHASE#<id>`` (a purchase; GSI1 ``ACCOUNT#<id>#PURCHASES`` lists an
@@ -44,6 +45,10 @@ def account_of(pk: str) -> str:
 
 def event_sk(event_id: str) -> str:
     return f"EVENT#{event_id}"
+
+
+def sent_sk(effect_id: str) -> str:
+    return f"SENT#{effect_id}"
 
 
 def ledger_sk(at: datetime, entry_id: str) -> str:
@@ -92,7 +97,10 @@ def active_shards() -> list[str]:
 
 
 def request_event_id(scope: str, idempotency_key: str) -> str:
-    return f"idem:{scope}:{idempotency_key}"
+    """The event id of a keyed request: its parts length-prefixed and hashed, so that no two
+    (scope, key) pairs share one (``a:k1`` + ``k2`` is not ``a`` + ``k1:k2``)."""
+    parts = f"{len(scope)}:{scope}|{len(idempotency_key)}:{idempotency_key}"
+    return "idem:" + hashlib.sha256(parts.encode()).hexdigest()
 
 
 def unkeyed_request_event_id(nonce: str) -> str:
@@ -109,10 +117,6 @@ def month_sweep_event_id(month: str) -> str:
 
 def check_sweep_event_id(at: datetime) -> str:
     return f"sweep:check:{format_time(at)}"
-
-
-def low_balance_mail_event_id(account_id: str, cycle: int) -> str:
-    return f"lowmail:{account_id}:{cycle}"
 
 
 def settings_event_id(nonce: str) -> str:

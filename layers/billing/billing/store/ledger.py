@@ -28,8 +28,8 @@ from billing.config import get_config
 from billing.domain import rollover
 from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.domain.clock import format_time, month_key, next_month_start
-from billing.domain.errors import ConcurrentUpdate, Conflict
-from billing.domain.model import AccountState, LedgerEntry, OutboundEvent, clone, from_json, to_json
+from billing.domain.errors import ConcurrentUpdate, Conflict, ServiceBusy
+from billing.domain.model import AccountState, Effect, LedgerEntry, clone, from_json, to_json
 from billing.domain.posting import Book
 from billing.observability import logger
 from billing.store import keys
@@ -37,6 +37,7 @@ from billing.store.idempotency import RequestKey, Stored, lookup, record_item
 from billing.store.tables import TableModels, day_attr, table_models
 
 CATCH_UP_ITEMS = 90  # a TransactWriteItems takes at most 100 items; leave room for extra writes
+CATCH_UP_MONTHS = 12  # months caught up in one call at most (the invocation's time is bounded)
 RETRYABLE_CODES = {
     "TransactionConflict",
     "TransactionConflictException",
@@ -70,7 +71,7 @@ class Applied:
 
     state: AccountState | None
     entries: list[LedgerEntry] = field(default_factory=list)
-    outbox: list[OutboundEvent] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
     duplicate: bool = False
     result: dict[str, Any] = field(default_factory=dict)
     attempts: int = 1
@@ -88,6 +89,13 @@ def _error_code(exc: BaseException) -> str | None:
     if isinstance(response, dict):
         return response.get("Error", {}).get("Code")
     return None
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """A transaction DynamoDB refused (a condition, a conflict, throttling): it did not land."""
+    if isinstance(exc, ConcurrentUpdate | TransactWriteError) and getattr(exc, "cancellation_reasons", None):
+        return True
+    return isinstance(exc, ConcurrentUpdate) or _error_code(exc) in RETRYABLE_CODES - {"InternalServerError"}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -139,28 +147,43 @@ class Ledger:
 
         ``action`` gets a copy of the current state (None for no account) and returns the
         :class:`Change` it decided (None: nothing to write). Transient failures recompute the whole
-        change from a fresh read, up to ``max_attempts`` times."""
-        attempt = 0
+        change from a fresh read, up to ``max_attempts`` times; when a commit's answer was lost (a
+        timeout), the change's record is looked up first, so a change that did land is answered from
+        its record instead of being decided again. Throttling that outlasts the attempts is a
+        :class:`ServiceBusy`; conflicts that do are a :class:`ConcurrentUpdate`."""
+        attempt, months_caught_up, maybe_committed = 0, 0, False
         while True:
             attempt += 1
+            committing = False
             try:
+                if maybe_committed and (stored := self.stored(account_id, event_id)) is not None:
+                    return Applied(None, effects=stored.effects, duplicate=True, result=stored.result, attempts=attempt)
                 state, version = self._read(account_id)
                 change = action(clone(state) if state else None)
                 if change is None or change.book is None:
                     return Applied(state=state, result=change.result if change else {}, attempts=attempt)
                 if state is not None and self._needs_catch_up(account_id, state, change.book):
+                    months_caught_up += 1
+                    if months_caught_up > CATCH_UP_MONTHS:
+                        raise ServiceBusy("the account is being caught up month by month; retry shortly")
                     self._roll_one_month(account_id, state, version)
                     attempt -= 1  # progress, not a failed attempt
                     continue
+                committing = True
                 self._commit(account_id, event_id, change, version)
                 book = change.book
-                return Applied(book.state, book.entries, book.outbox, result=change.result, attempts=attempt)
+                return Applied(book.state, book.entries, book.effects, result=change.result, attempts=attempt)
             except _Duplicate:
                 stored = self.stored(account_id, event_id) or Stored()
-                return Applied(None, outbox=stored.outbox, duplicate=True, result=stored.result, attempts=attempt)
+                return Applied(None, effects=stored.effects, duplicate=True, result=stored.result, attempts=attempt)
             except Exception as exc:
-                if not is_transient(exc) or attempt >= self.max_attempts:
+                if isinstance(exc, ServiceBusy) or not is_transient(exc):
                     raise
+                maybe_committed = maybe_committed or (committing and not _cancelled(exc))
+                if attempt >= self.max_attempts:
+                    if isinstance(exc, ConcurrentUpdate):
+                        raise
+                    raise ServiceBusy("the billing table is busy; retry shortly") from exc
                 self._sleep(min(0.02 * 2**attempt, 1.0) * random.random())
 
     def request(self, account_id: str, req: RequestKey, action: Action) -> tuple[dict[str, Any], Applied]:
@@ -169,7 +192,7 @@ class Ledger:
         if req.keyed:
             stored = self.stored(account_id, req.event_id)
             if stored is not None:
-                return req.replay(stored.result), Applied(None, outbox=stored.outbox, duplicate=True)
+                return req.replay(stored.result), Applied(None, effects=stored.effects, duplicate=True)
 
         def keep_response(state: AccountState | None) -> Change | None:
             change = action(state)
@@ -244,7 +267,7 @@ class Ledger:
             active_shard=keys.active_shard(account_id) if uses_resources else None,
         )
         condition = m.State.version == version if version is not None else m.State.pk.does_not_exist()
-        record = record_item(m, pk, keys.event_sk(event_id), Stored(change.result, book.outbox))
+        record = record_item(m, pk, keys.event_sk(event_id), Stored(change.result, book.effects))
         # No ClientRequestToken of ours (botocore fills a fresh one per call): a retry after a timeout
         # re-reads the state, and if the first attempt did commit, the record turns the retry into a
         # recognised duplicate.

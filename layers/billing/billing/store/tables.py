@@ -73,15 +73,16 @@ class StateItem(Model):
 
 
 class EventRecordItem(Model):
-    """``EVENT#<event_id>`` (or an operator request's ``IDEM#…``): an applied event or request,
-    its stored result, and the events it asked to publish."""
+    """``EVENT#<event_id>`` (or an operator request's ``IDEM#…``): an applied event or request, its
+    stored result, and the effects it asked for (the outbox: the table's stream delivers a record
+    with ``effects`` to the outbox dispatcher)."""
 
     class Meta:
         table_name = "billing"
 
     pk = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)
-    outbox = UnicodeAttribute(default="[]")
+    effects = UnicodeAttribute(null=True)  # JSON list of effects; absent when there are none
     result = UnicodeAttribute(default="{}")
     expires = NumberAttribute()  # DynamoDB TTL
 

@@ -1,0 +1,37 @@
+"""The low-credit mail: when remaining credits last less than one hour at the current burn.
+
+Checked after every deduction, at every container start and by the periodic check, inside the
+change that triggered it: the check claims the account's purchase cycle in the same transaction
+as the change, so concurrent triggers still send one mail, and the mail and ``Low Balance Notified``
+leave through the outbox. While credit mail is off nothing is sent and the cycle is not used up.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from billing.domain.amounts import format_credits, hours_left
+from billing.domain.posting import Book
+from billing.domain.projection import Projection
+
+TEMPLATE = "low_balance"
+
+
+def deducted(book: Book) -> bool:
+    return any(entry.type in ("deduction", "debt") for entry in book.entries)
+
+
+def check(book: Book, at: datetime) -> bool:
+    """Send the cycle's mail when remaining < one hour of burn (burn > 0); True when it was sent."""
+    state = book.state
+    if not state.credit_mail or state.mail_sent_cycle == state.mail_cycle:
+        return False
+    seen = Projection(state, book.catalog, max(at, state.as_of))
+    remaining, burn = seen.remaining, seen.hourly_burn
+    if burn <= 0 or remaining >= burn:
+        return False
+    state.mail_sent_cycle = state.mail_cycle
+    hours = hours_left(remaining, burn)
+    book.emit("Low Balance Notified", remaining=format_credits(remaining), hours_left=hours)
+    book.mail(TEMPLATE, remaining=format_credits(remaining), hourly_burn=format_credits(burn), hours_left=hours)
+    return True
