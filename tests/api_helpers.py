@@ -82,7 +82,7 @@ class RequestCounter:
     def __init__(self, models: TableModels) -> None:
         self.calls: list[str] = []
         seen: set[int] = set()
-        classes: Iterable[Any] = (models.State, models.EventRecord, models.Entry, models.Usage, models.Item)
+        classes: Iterable[Any] = (models.Account, models.EventRecord, models.Entry, models.Usage, models.Item)
         for model in classes:
             client = model._get_connection().connection.client
             if id(client) in seen:

@@ -10,12 +10,12 @@ from types import ModuleType
 from typing import Any
 
 from billing import wiring
-from billing.adapters import EventPublisher, MailSender
+from billing.adapters import EventPublisher, MailSender, MessageQueue
 from billing.domain import credits, settle
 from billing.domain.clock import parse_time
 from billing.domain.model import LotKind, OutboundEvent
 from billing.domain.posting import Book
-from billing.services import outbox
+from billing.services import intake, outbox
 from billing.store.ledger import Change, Ledger
 from billing.store.outbox import OutboxRecord
 from localsam.runtime import function_module
@@ -63,6 +63,26 @@ class RecordingPublisher(EventPublisher):
         return details
 
 
+class RecordingQueue(MessageQueue):
+    """A real queue adapter whose transport is a list of (body, attributes, group)."""
+
+    def __init__(self) -> None:
+        super().__init__("local-queue", client=object())
+        self.sent: list[tuple[str, dict[str, str], str | None]] = []
+
+    def send(self, body: str, attributes: dict[str, str] | None = None, group: str | None = None,
+             dedup: str | None = None) -> None:  # type: ignore[override]
+        self.sent.append((body, attributes or {}, group))
+
+    def send_batch(self, bodies: Any) -> None:  # type: ignore[override]
+        self.sent.extend((b, {}, None) for b in bodies)
+
+    def take(self) -> list[str]:
+        bodies = [body for body, _, _ in self.sent]
+        self.sent.clear()
+        return bodies
+
+
 class RecordingMailer(MailSender):
     """A real mail sender whose transport is a list of (to, subject, text)."""
 
@@ -81,7 +101,7 @@ def deliver_effects(ledger: Ledger, account_id: str, event_id: str, publisher: E
     stored = ledger.stored(account_id, event_id)
     if stored and stored.effects:
         record = OutboxRecord(account_id, event_id, stored.effects)
-        outbox.deliver(record, ledger, publisher, mailer or RecordingMailer(), "https://example.com/buy")
+        outbox.deliver(record, ledger, publisher, mailer or RecordingMailer(), RecordingQueue(), "https://example.com/buy")
 
 
 SOURCES = {
@@ -111,7 +131,8 @@ class Outbox:
 
 
 class Platform:
-    """Sends the platform's events for one account through the settlement handler."""
+    """Sends the platform's events for one account as the template routes them: through the intake
+    function (validation; a refused event raises), then the settlement of the queued event."""
 
     _ids = itertools.count(1)
 
@@ -122,8 +143,9 @@ class Platform:
         self.mailer = RecordingMailer()
         # The platform sends events as they happen: the handler's clock is the latest event time sent.
         self.now: datetime | None = None
-        self.handler = load_handler("container_settlement", ledger=ledger, clock=self.clock)
-        self.ai_handler = load_handler("ai_usage", ledger=ledger, clock=self.clock)
+        self.queue = RecordingQueue()
+        self.handler = load_handler("platform_events", catalog=ledger.catalog, settlement_queue=self.queue,
+                                    clock=self.clock)
 
     def clock(self) -> datetime:
         assert self.now is not None
@@ -147,14 +169,21 @@ class Platform:
         return self.deliver(self.event(detail_type, at, event_id, **fields))
 
     def deliver(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Deliver an event through the handler, then its effects as the outbox dispatcher would."""
+        """Deliver an event through the intake handler and settle it from the queue (a refusal is
+        raised), then deliver its effects as the outbox dispatcher would."""
         self.advance_clock(event)
-        result = invoke(self.ai_handler if event["source"] == "platform.ai" else self.handler, event)
-        deliver_effects(self.ledger, self.account_id, event["detail"]["event_id"], self.publisher, self.mailer)
-        return result
+        invoke(self.handler, event)
+        [body] = self.queue.take()
+        applied = intake.settle_queued(body, self.ledger, self.clock())
+        event_id = event["detail"]["event_id"]
+        deliver_effects(self.ledger, self.account_id, event_id, self.publisher, self.mailer)
+        return {"event_id": event_id, "duplicate": applied.duplicate, "entries": len(applied.entries)}
 
     def state(self) -> Any:
         return self.ledger.load(self.account_id)
+
+    def container(self, container_id: str) -> Any:
+        return self.ledger.container(self.account_id, container_id)
 
     def entries(self) -> list[Any]:
         from billing.store import keys

@@ -15,14 +15,15 @@ from billing.domain.errors import InvalidInput, UnknownPriceItem
 from billing.store.keys import account_pk
 from billing.store.ledger import Ledger
 from tests.api_helpers import FakeContext
-from tests.helpers import ROOT, Platform, invoke, load_handler, wire
-
-AI = load_handler("ai_usage")
+from tests.helpers import ROOT, Platform, load_handler
 
 
 def handle(event: Any, ledger: Ledger, publisher: Any) -> Any:
-    return invoke(wire(AI, ledger=ledger, publisher=publisher), event)
-SAMPLES = ROOT / "events" / "ai_usage"
+    """As the template routes an AI event: the intake function, then settlement from the queue."""
+    return Platform(ledger, event["detail"]["account_id"]).deliver(event)
+
+
+SAMPLES = ROOT / "events" / "platform_events"
 
 
 def sample(name: str) -> dict:
@@ -93,7 +94,7 @@ def test_invalid_samples_write_nothing_and_raise(account: Platform, name: str, e
     before = items(account.ledger, "acct-sample")
     version = account.state().version
     with pytest.raises(error):
-        load_handler("ai_usage").lambda_handler(sample(name), FakeContext(function_name="ai-usage"))
+        load_handler("platform_events").lambda_handler(sample(name), FakeContext(function_name="platform-events"))
     # The handler built its own Ledger from TABLE_NAME: the same table as the fixture's.
     assert items(account.ledger, "acct-sample") == before
     assert account.state().version == version
@@ -101,9 +102,10 @@ def test_invalid_samples_write_nothing_and_raise(account: Platform, name: str, e
 
 
 def test_other_sources_and_unknown_accounts_are_rejected(account: Platform) -> None:
-    container_event = json.loads((ROOT / "events/container_settlement/container-started.json").read_text())
-    with pytest.raises(InvalidInput):
-        handle(container_event, account.ledger, account.publisher)
+    strange = sample("chat.json")
+    strange["source"] = "platform.billing"
+    with pytest.raises(InvalidInput, match="unsupported event"):
+        handle(strange, account.ledger, account.publisher)
     stranger = sample("chat.json")
     stranger["detail"]["account_id"] = "acct-nobody"
     with pytest.raises(Exception, match="no account"):

@@ -195,7 +195,7 @@ def test_stop_delivered_before_its_start_charges_the_same(ledger):
            code_supporter=True)
     # (6.80 + 1.96) x 1.5 h = 13.14 credits
     assert p.state().available() == 50 * C - 13_140_000
-    assert not p.state().containers["c1"].runs  # the run is complete
+    assert not p.container("c1").runs  # the run is complete
 
 
 def test_duplicate_events_charge_once(ledger):

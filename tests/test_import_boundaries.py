@@ -48,7 +48,7 @@ def imported_by(spec: FunctionSpec) -> set[str]:
 
 
 def test_the_template_has_both_kinds_of_function():
-    assert "ContainerSettlementFunction" in EVENT_DRIVEN and "UsageApiFunction" in HTTP
+    assert "SettlementFunction" in EVENT_DRIVEN and "UsageApiFunction" in HTTP
     assert len(EVENT_DRIVEN) == 5 and len(HTTP) == 3
 
 

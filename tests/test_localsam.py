@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,9 @@ def create_account(stack: StackRunner, account_id: str, at: str | None = None, p
             "plan": plan,
         },
     )
-    assert result.ok and result.matched == ["ContainerSettlementFunction"], result
+    assert result.ok and result.matched == ["PlatformEventsFunction"], result
+    _, streams = stack.drain()  # the settlement queue, the outbox
+    assert streams.ok
 
 
 # ---------------------------------------------------------------------------------------- samples
@@ -75,8 +77,12 @@ def story_time(path: Path) -> str:
             return str(event["scheduled_time"])
         records = event.get("Records")
         if records:
+            first = records[0]
+            if "dynamodb" in first:  # a stream record: the time of its change
+                return str(first["dynamodb"].get("ApproximateCreationDateTime", ""))
             try:
-                return str(json.loads(records[0]["body"]).get("at", ""))
+                body = json.loads(first["body"])
+                return str(body.get("at") or body.get("detail", {}).get("occurred_at", ""))
             except (ValueError, KeyError, AttributeError):
                 return ""
     return ""
@@ -115,7 +121,8 @@ class Story:
         return self.by_dir[directory]
 
     def run(self, sample: Path) -> tuple[bool, Any]:
-        """(succeeded, result or error) of invoking the sample."""
+        """(succeeded, result or error) of invoking the sample, then of what it queued (a platform
+        event refused by its account's settlement ends in the platform events' dead-letter queue)."""
         event = samples.redate(json.loads(sample.read_text()), SHIFT)
         function = self.function(sample)
         if "invalid-signature" not in sample.name:
@@ -130,6 +137,11 @@ class Story:
             return response.status < 400, response
         if isinstance(result, dict) and result.get("batchItemFailures"):
             return False, result
+        before = len(self.stack.queue_messages("PlatformEventsDLQ"))
+        self.stack.drain()
+        refused = self.stack.queue_messages("PlatformEventsDLQ")[before:]
+        if refused:
+            return False, refused
         return True, result
 
     def replay_before(self, sample: Path) -> None:
@@ -295,12 +307,20 @@ def test_failed_event_goes_to_the_dead_letter_queue(local_stack: StackRunner) ->
             "storage_gb": 10,
         },
     )
-    assert not result.ok
+    # Well formed: the intake queues it; the account's settlement refuses it (no such account).
+    assert result.ok and result.matched == ["PlatformEventsFunction"]
+    local_stack.drain()
+    dead = local_stack.queue_messages("PlatformEventsDLQ")
+    [refused] = [m for m in dead if m["body"]["detail"]["event_id"] == event_id]
+    assert refused["attributes"]["ErrorCode"]["StringValue"] == "unknown_account"
+    # Dated two days ahead: the intake itself refuses it, and Lambda's dead-letter queue gets it.
+    ahead = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = local_stack.put_event("platform.containers", "Container Created", {
+        "event_id": event_id + "-ahead", "account_id": "acct-never-created", "occurred_at": ahead,
+        "container_id": "c-1", "storage_gb": 10})
     [failure] = result.failures
-    assert failure.function == "ContainerSettlementFunction"
-    assert failure.dead_letter_queue == "ContainerSettlementDLQ"
-    dead = [m["body"] for m in local_stack.queue_messages("ContainerSettlementDLQ")]
-    assert any(b["detail"]["event_id"] == event_id for b in dead)
+    assert (failure.function, failure.dead_letter_queue) == ("PlatformEventsFunction", "PlatformEventsDLQ")
+    assert "more than 5 minutes after" in str(failure.error)
 
 
 def test_unmatched_event_reaches_no_function(local_stack: StackRunner) -> None:
@@ -312,16 +332,16 @@ def test_drain_retries_then_dead_letters_a_failing_message(local_stack: StackRun
     account = f"acct-sweep-{uuid.uuid4().hex[:8]}"
     create_account(local_stack, account)
     sqs = local_stack.client("sqs")
-    queue = local_stack.queue_urls["AccountSweepQueue"]
+    queue = local_stack.queue_urls["WorkQueue"]
     good = sqs.send_message(
         QueueUrl=queue,
-        MessageBody=json.dumps({"account_id": account, "at": now_iso(), "sweep": "periodic_check"}),
+        MessageBody=json.dumps({"work": "account", "account_id": account, "at": now_iso(), "sweep": "periodic_check"}),
     )["MessageId"]
     bad = sqs.send_message(QueueUrl=queue, MessageBody="not json")["MessageId"]
     report = local_stack.drain_queues()
     assert good in report.succeeded
     assert report.failed.count(bad) == 5  # RedrivePolicy maxReceiveCount
-    assert [m["message_id"] for m in local_stack.queue_messages("AccountSweepDLQ")] == [bad]
+    assert [m["message_id"] for m in local_stack.queue_messages("WorkDLQ")] == [bad]
     assert local_stack.drain_queues().invocations == 0
 
 
@@ -344,10 +364,11 @@ def test_schedule_enqueues_sweeps_that_drain(local_stack: StackRunner) -> None:
             },
         )
         assert done.ok, done.failures
-    result = local_stack.fire_schedule("MonthlyBillingFunction", "PeriodicCheck", datetime.now(UTC))
-    assert result["sweep"] == "periodic_check" and result["queued"] >= 1
-    report = local_stack.drain_queues()
-    assert report.ok and report.invocations >= 1
+    local_stack.drain()
+    result = local_stack.fire_schedule("MonthlyBillingFunction", "MonthBoundary", datetime.now(UTC))
+    assert result == {"sweep": "month_boundary", "shards": 16}
+    report, _ = local_stack.drain()
+    assert report.ok and report.invocations >= 2  # the shard pages, then the account's sweep
 
 
 def test_published_events_are_recorded(local_stack: StackRunner) -> None:
@@ -391,10 +412,10 @@ def test_function_environment_comes_from_the_template(local_stack: StackRunner) 
     assert local_stack.runtime is not None
     env = local_stack.runtime.environment("MonthlyBillingFunction")
     assert env["TABLE_NAME"] == local_stack.table_name
-    assert env["SWEEP_QUEUE_URL"] == local_stack.queue_urls["AccountSweepQueue"]
+    assert env["WORK_QUEUE_URL"] == local_stack.queue_urls["WorkQueue"]
     assert env["SENDER_ADDRESS"] == "billing@example.com"
     assert env["POWERTOOLS_SERVICE_NAME"] == "credit-billing"
-    assert "SWEEP_QUEUE_URL" not in local_stack.runtime.environment("ContainerSettlementFunction")
+    assert "WORK_QUEUE_URL" not in local_stack.runtime.environment("PlatformEventsFunction")
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -417,13 +438,10 @@ def cli(*args: str, endpoint: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@needs_function("container_settlement")
 def test_cli_invoke(dynamodb_endpoint: str, tmp_path: Path) -> None:
-    started = EVENTS / "container_settlement" / "container-started.json"
-    created = EVENTS / "container_settlement" / "container-created.json"
-    bad_tier = EVENTS / "container_settlement" / "invalid-unknown-tier.json"
-    if not (started.exists() and created.exists() and bad_tier.exists()):
-        pytest.skip("container_settlement samples missing")
+    started = EVENTS / "platform_events" / "container-started.json"
+    created = EVENTS / "platform_events" / "container-created.json"
+    bad_tier = EVENTS / "platform_events" / "invalid-unknown-tier.json"
     account = tmp_path / "account.json"
     account.write_text(
         json.dumps(
@@ -443,7 +461,8 @@ def test_cli_invoke(dynamodb_endpoint: str, tmp_path: Path) -> None:
 
     done = cli(
         "invoke",
-        "ContainerSettlementFunction",
+        "--redate",
+        "PlatformEventsFunction",
         "-e",
         str(started),
         "--before",
@@ -457,7 +476,8 @@ def test_cli_invoke(dynamodb_endpoint: str, tmp_path: Path) -> None:
 
     failed = cli(
         "invoke",
-        "ContainerSettlementFunction",
+        "--redate",
+        "PlatformEventsFunction",
         "-e",
         str(bad_tier),
         "--before",

@@ -422,7 +422,7 @@ class SettlementMachine(RuleBasedStateMachine):
             lot.lot_id: (lot.remaining, lot.expired, lot.closed) for lot in m.lots
         }
         for cid in SIZES:
-            c = state.containers[cid]
+            c = self.ledger.container("acct-s", cid)
             assert c.storage_billed_until == m.storage_billed[cid]
             open_runs = {rid: r.billed_until for rid, r in c.runs.items()}
             assert open_runs == {rid: r.billed for rid, r in m.runs[cid].items()}

@@ -7,45 +7,35 @@ from typing import Any
 
 import pytest
 
-from billing.adapters import MessageQueue
 from billing.domain.clock import parse_time
 from billing.domain.errors import InvalidInput
 from billing.domain.events import parse_message
 from billing.domain.model import to_json
 from billing.services.sweeps import AccountSweep, SweepRequest
-from tests.helpers import C, Outbox, Platform, RecordingMailer, assert_conserved, invoke, load_handler
+from tests.helpers import C, Outbox, Platform, RecordingMailer, RecordingQueue, assert_conserved, invoke, load_handler
 
 
-class QueueFake:
-    """A real, in-memory stand-in for the SQS API the monthly job uses."""
-
-    def __init__(self) -> None:
-        self.bodies: list[str] = []
-
-    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:
-        assert len(Entries) <= 10
-        self.bodies.extend(e["MessageBody"] for e in Entries)
-        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
-
-    def as_sqs_event(self) -> dict[str, Any]:
-        records = [
-            {"messageId": f"m-{i}", "receiptHandle": f"r-{i}", "body": body, "attributes": {},
-             "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-             "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sweeps", "awsRegion": "us-east-1"}
-            for i, body in enumerate(self.bodies)
-        ]
-        self.bodies = []
-        return {"Records": records}
+def sqs_event(bodies: list[str]) -> dict[str, Any]:
+    return {"Records": [
+        {"messageId": f"m-{i}", "receiptHandle": f"r-{i}", "body": body, "attributes": {},
+         "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:work", "awsRegion": "us-east-1"}
+        for i, body in enumerate(bodies)
+    ]}
 
 
 def run_job(ledger, publisher, sweep: str, at: str) -> dict[str, Any]:
-    queue = QueueFake()
-    monthly = load_handler("monthly_billing", ledger=ledger, sweep_queue=MessageQueue("sweeps", queue))
-    account_sweep = load_handler("account_sweep", ledger=ledger, publisher=publisher)
+    """The schedule's job, then the work queue until it is empty (each batch as WorkFunction gets
+    it), then the outbox."""
+    queue = RecordingQueue()
+    monthly = load_handler("monthly_billing", work_queue=queue)
+    work = load_handler("work", ledger=ledger, work_queue=queue)
     result = invoke(monthly, {"sweep": sweep, "scheduled_time": at})
-    batch = invoke(account_sweep, queue.as_sqs_event())
+    while queue.sent:
+        bodies = queue.take()
+        for start in range(0, len(bodies), 10):
+            assert invoke(work, sqs_event(bodies[start:start + 10])) == {"batchItemFailures": []}
     Outbox(ledger, publisher, RecordingMailer()).drain()
-    assert batch == {"batchItemFailures": []}
     return result
 
 
@@ -60,7 +50,7 @@ def test_month_boundary_settles_every_account_with_resources_and_is_repeatable(l
     bare.send("Account Created", "2026-03-01T00:00:00Z", email="x@example.com", plan="free")
 
     result = run_job(ledger, busy.publisher, "month_boundary", "2026-04-01T00:00:00Z")
-    assert result == {"sweep": "month_boundary", "queued": 2}  # the account without containers is not swept
+    assert result == {"sweep": "month_boundary", "shards": 16}  # one page message per shard of the index
 
     state = busy.state()
     # busy: medium + Code Supporter 22:00 -> 24:00 = (13.6 + 1.96) x 2 = 31.12; storage settled at the
@@ -112,14 +102,14 @@ def test_a_bad_sweep_message_fails_alone(ledger):
     p = Platform(ledger, "ok")
     p.send("Account Created", "2026-03-01T00:00:00Z", email="o@example.com", plan="free")
     p.send("Container Created", "2026-03-02T00:00:00Z", container_id="c1", storage_gb=6)
-    good = json.dumps({"account_id": "ok", "at": "2026-04-01T00:00:00Z", "sweep": "month_boundary"})
+    good = json.dumps({"work": "account", "account_id": "ok", "at": "2026-04-01T00:00:00Z", "sweep": "month_boundary"})
     event = {"Records": [
         {"messageId": "bad", "receiptHandle": "r", "body": "{not json", "attributes": {}, "messageAttributes": {},
          "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn", "awsRegion": "us-east-1"},
         {"messageId": "good", "receiptHandle": "r", "body": good, "attributes": {}, "messageAttributes": {},
          "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn", "awsRegion": "us-east-1"},
     ]}
-    result = invoke(load_handler("account_sweep", ledger=ledger, publisher=p.publisher), event)
+    result = invoke(load_handler("work", ledger=ledger, work_queue=RecordingQueue()), event)
     assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
     assert p.state().as_of == parse_time("2026-04-01T00:00:00Z")
 
@@ -135,12 +125,11 @@ def test_a_bad_schedule_input_fails_the_job_and_queues_nothing(ledger, scheduler
     p = Platform(ledger, "busy")
     p.send("Account Created", "2026-03-01T00:00:00Z", email="b@example.com", plan="free")
     p.send("Container Created", "2026-03-02T00:00:00Z", container_id="c1", storage_gb=6)
-    queue = QueueFake()
+    queue = RecordingQueue()
     with pytest.raises(InvalidInput, match="invalid sweep request") as raised:
-        monthly = load_handler("monthly_billing", ledger=ledger, sweep_queue=MessageQueue("sweeps", queue))
-        invoke(monthly, scheduler_input)
+        invoke(load_handler("monthly_billing", work_queue=queue), scheduler_input)
     assert reason in str(raised.value)
-    assert queue.bodies == []
+    assert queue.sent == []
 
 
 def test_schedule_times_are_read_as_utc_seconds():

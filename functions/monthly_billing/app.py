@@ -1,6 +1,6 @@
-"""The monthly job (the 1st, 00:00 UTC) and the periodic overuse check (every 5 minutes): enqueue
-one sweep per account whose containers use resources (:mod:`billing.services.sweeps`). The sweeps
-settle in AccountSweepFunction."""
+"""The schedules: the month boundary (the 1st, 00:00 UTC) and the periodic check of the accounts whose
+forecast says a check is due. Each puts one page message per index shard on the work queue
+(:func:`billing.services.sweeps.queue_sweeps`); WorkFunction does the rest, a page at a time."""
 
 from __future__ import annotations
 
@@ -19,4 +19,4 @@ deps = wiring.Wiring()
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return queue_sweeps(event, deps.get(wiring.ledger), deps.get(wiring.sweep_queue))
+    return queue_sweeps(event, deps.get(wiring.work_queue))

@@ -22,5 +22,5 @@ deps = wiring.Wiring()
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return dispatch(
         event, deps.get(wiring.ledger), deps.get(wiring.publisher), deps.get(wiring.mail_sender),
-        get_config().buy_credits_url,
+        deps.get(wiring.work_queue), get_config().buy_credits_url,
     )

@@ -1,5 +1,5 @@
 """An in-memory account driven through the domain's event functions, as the ledger would drive it
-(one Book per event over a copy of the state), without any storage."""
+(one Book per event over a copy of the balance, containers read on demand), without any storage."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import itertools
 from datetime import datetime
 from typing import Any
 
-from billing.domain import rollover, settle
+from billing.domain import forecast, rollover, settle
+from billing.domain.account import Account as Loaded
+from billing.domain.account import Containers
 from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.domain.clock import parse_time
-from billing.domain.model import AccountState, LedgerEntry, OutboundEvent, clone
+from billing.domain.model import AccountState, Container, LedgerEntry, OutboundEvent, clone
 from billing.domain.posting import Book
 
 C = 1_000_000  # µcr per credit
@@ -30,13 +32,22 @@ class Account:
         self.catalog = catalog or load_catalog()
         book = rollover.open_account("acct", "a@example.com", plan, t(at), self.catalog, "open")  # type: ignore[arg-type]
         self.state: AccountState = book.state
+        self.containers: dict[str, Container] = {}
         self.entries: list[LedgerEntry] = list(book.entries)
         self.outbox: list[OutboundEvent] = list(book.outbox)
 
+    def _load(self, ids: list[str]) -> dict[str, Container]:
+        return {cid: clone(self.containers[cid]) for cid in ids if cid in self.containers}
+
     def book(self, event_id: str | None = None) -> Book:
-        return Book(clone(self.state), self.catalog, event_id or f"ev-{next(self._ids)}")
+        account = Loaded(clone(self.state), Containers(loader=self._load))
+        return Book(account, self.catalog, event_id or f"ev-{next(self._ids)}")
 
     def commit(self, book: Book) -> Book:
+        """What the ledger does: the aggregates brought in step, the forecast, then keep it all."""
+        for c in book.sync():
+            self.containers[c.container_id] = c
+        book.state.next_check_at = forecast.next_check(book.state, self.catalog)
         self.state = book.state
         self.entries += book.entries
         self.outbox += book.outbox

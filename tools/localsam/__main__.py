@@ -26,12 +26,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from localsam import samples
 from localsam.runner import StackRunner
 from localsam.runtime import InvocationError
 
 
-def _json_file(path: str) -> Any:
-    return json.loads(Path(path).read_text())
+def _json_file(path: str, redate: bool = False) -> Any:
+    """A JSON file; with ``redate``, a sample of events/ moved to the present (localsam.samples)."""
+    value = json.loads(Path(path).read_text())
+    return samples.redate(value, samples.shift_to_now()) if redate else value
 
 
 def _print(value: Any) -> None:
@@ -90,11 +93,12 @@ def _failed(exc: InvocationError) -> int:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    event = _json_file(args.event) if args.event else {}
+    event = _json_file(args.event, args.redate) if args.event else {}
     with _stack(args) as stack:
         for before in args.before or []:
             with _logs_to_stderr():
-                setup = stack.deliver_event(_envelope(_json_file(before)))
+                setup = stack.deliver_event(_envelope(_json_file(before, args.redate)))
+                stack.drain()  # settled, as it would be by the time the next event comes
             if not setup.ok:
                 print(f"setup event {before} failed: {[f.error for f in setup.failures]}", file=sys.stderr)
                 return 1
@@ -143,7 +147,7 @@ def _drain_failed(report: dict[str, Any]) -> bool:
 
 
 def cmd_put_event(args: argparse.Namespace) -> int:
-    event = _envelope(_json_file(args.event))
+    event = _envelope(_json_file(args.event, args.redate))
     with _stack(args) as stack:
         with _logs_to_stderr():
             result = stack.deliver_event(event)
@@ -208,6 +212,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--parameter-overrides", nargs="*", metavar="NAME=VALUE", help="template parameters")
         sp.add_argument("--env", nargs="*", metavar="KEY=VALUE", help="environment variable overrides")
         sp.add_argument("--env-vars", help='SAM-style JSON: {"Parameters": {...}, "<LogicalId>": {...}}')
+        sp.add_argument("--redate", action="store_true",
+                        help="move the sample events' times to the present (events older than 30 days are refused)")
 
     sp = sub.add_parser("invoke", help="invoke one function with an event (like sam local invoke)")
     sp.add_argument("function", metavar="LogicalId")

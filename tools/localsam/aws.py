@@ -253,9 +253,14 @@ class AwsStandIns:
                     "MessageRetentionPeriod",
                     "DelaySeconds",
                     "MaximumMessageSize",
+                    "FifoQueue",
+                    "ContentBasedDeduplication",
+                    "DeduplicationScope",
+                    "FifoThroughputLimit",
                 ):
                     if name in props:
-                        attributes[name] = str(props[name])
+                        value = props[name]
+                        attributes[name] = str(value).lower() if isinstance(value, bool) else str(value)
                 if dlq:
                     attributes["RedrivePolicy"] = json.dumps(
                         {
@@ -263,14 +268,15 @@ class AwsStandIns:
                             "maxReceiveCount": int(props["RedrivePolicy"].get("maxReceiveCount", 1)),
                         }
                     )
-                self._create_queue(sqs, logical_id, attributes)
+                self._create_queue(sqs, logical_id, attributes, fifo=bool(props.get("FifoQueue")))
                 del pending[logical_id]
                 progressed = True
             if not progressed:
                 raise ValueError(f"queues with unresolvable dead-letter targets: {sorted(pending)}")
 
-    def _create_queue(self, sqs: Any, name: str, attributes: dict[str, str] | None = None) -> str:
-        url = sqs.create_queue(QueueName=name, Attributes=attributes or {})["QueueUrl"]
+    def _create_queue(self, sqs: Any, name: str, attributes: dict[str, str] | None = None, fifo: bool = False) -> str:
+        # a FIFO queue's name ends in .fifo; it is still known here by its logical id
+        url = sqs.create_queue(QueueName=name + (".fifo" if fifo else ""), Attributes=attributes or {})["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.queue_urls[name] = url
         self.queue_arns[name] = arn

@@ -63,18 +63,19 @@ class SqsMappings:
         A failed message (the whole batch when the handler raises, or the ids it reports with
         ReportBatchItemFailures) becomes visible again at once and is retried; the queue's
         RedrivePolicy moves it to the dead-letter queue after maxReceiveCount receives. A queue
-        without a RedrivePolicy keeps its failing messages (the drain stops after max_rounds)."""
+        without a RedrivePolicy keeps its failing messages (the drain stops after max_rounds).
+        Messages are received with a visibility timeout (released at once when they fail), so that a
+        FIFO queue keeps a message group's later messages hidden while an earlier one is in flight."""
         report = DrainReport()
         sqs = self.aws.client("sqs")
         for _ in range(max_rounds):
             busy = False
             for function, queue, batch_size, partial in self.mappings():
                 url = self.aws.queue_urls[queue]
-                # VisibilityTimeout 0: a message left undeleted (failed) is received again next round
                 messages = sqs.receive_message(
                     QueueUrl=url,
                     MaxNumberOfMessages=max(1, min(batch_size, 10)),
-                    VisibilityTimeout=0,
+                    VisibilityTimeout=60,
                     AttributeNames=["All"],
                     MessageAttributeNames=["All"],
                 ).get("Messages", [])
@@ -93,14 +94,20 @@ class SqsMappings:
                     report.errors.append(f"{function}: {type(exc.error).__name__}: {exc.error}")
                     failed = {m["MessageId"] for m in messages}
                 for m in messages:
-                    if m["MessageId"] in failed:
+                    if m["MessageId"] in failed:  # visible again at once: received again next round
                         report.failed.append(m["MessageId"])
+                        sqs.change_message_visibility(
+                            QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+                        )
                     else:
                         report.succeeded.append(m["MessageId"])
                         sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
             if not busy:
                 break
         return report
+
+
+FIFO_ATTRIBUTES = ("MessageGroupId", "SequenceNumber", "MessageDeduplicationId")
 
 
 def _sqs_record(message: Mapping[str, Any], queue_arn: str) -> dict[str, Any]:
@@ -124,6 +131,8 @@ def _sqs_record(message: Mapping[str, Any], queue_arn: str) -> dict[str, Any]:
             "SentTimestamp": attributes.get("SentTimestamp", "0"),
             "SenderId": attributes.get("SenderId", "local"),
             "ApproximateFirstReceiveTimestamp": attributes.get("ApproximateFirstReceiveTimestamp", "0"),
+            # a FIFO queue's message: its group, sequence and deduplication id
+            **{k: v for k, v in attributes.items() if k in FIFO_ATTRIBUTES},
         },
         "messageAttributes": message_attributes,
         "md5OfBody": message.get("MD5OfBody", ""),

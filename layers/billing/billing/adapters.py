@@ -96,6 +96,21 @@ class MessageQueue:
     def client(self) -> Any:
         return self._client or aws_client("sqs")
 
+    def send(
+        self, body: str, attributes: dict[str, str] | None = None, group: str | None = None, dedup: str | None = None
+    ) -> None:
+        """One message (``group`` and ``dedup``: a FIFO queue's message group and deduplication ids)."""
+        if not self.queue_url:
+            raise RuntimeError("no queue URL is configured")
+        kwargs: dict[str, Any] = {"QueueUrl": self.queue_url, "MessageBody": body}
+        if attributes:
+            kwargs["MessageAttributes"] = {k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()}
+        if group:
+            kwargs["MessageGroupId"] = group
+        if dedup:
+            kwargs["MessageDeduplicationId"] = dedup
+        self.client.send_message(**kwargs)
+
     def send_batch(self, bodies: Sequence[str]) -> None:
         if not self.queue_url:
             raise RuntimeError("no queue URL is configured")

@@ -23,7 +23,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # Secrets Manager secrets (no default: a deployment must provide them; see billing.secrets)
     webhook_secret_arn: str | None = None
     cursor_secret_arn: str | None = None
-    sweep_queue_url: str | None = None
+    work_queue_url: str | None = None
+    settlement_queue_url: str | None = None
+    dead_letter_queue_url: str | None = None
     service_name: str = "credit-billing"
     max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 8
 
@@ -43,7 +45,9 @@ ENV_NAMES = {
     "catalog_path": "PRICE_CATALOG_PATH",
     "webhook_secret_arn": "PAYMENT_WEBHOOK_SECRET_ARN",
     "cursor_secret_arn": "CURSOR_SECRET_ARN",
-    "sweep_queue_url": "SWEEP_QUEUE_URL",
+    "work_queue_url": "WORK_QUEUE_URL",
+    "settlement_queue_url": "SETTLEMENT_QUEUE_URL",
+    "dead_letter_queue_url": "DEAD_LETTER_QUEUE_URL",
     "service_name": "POWERTOOLS_SERVICE_NAME",
     "max_attempts": "SETTLEMENT_MAX_ATTEMPTS",
 }

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from billing.adapters import EventPublisher, MailSender, MessageQueue
 from billing.config import get_config
+from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.domain.clock import Clock, utc_now
 from billing.secrets import secret_values
 from billing.store.cursors import CursorCodec
@@ -47,8 +48,21 @@ def webhook_secrets() -> list[str]:
     return secret_values(get_config().webhook_secret_arn, "PAYMENT_WEBHOOK_SECRET_ARN")
 
 
-def sweep_queue() -> MessageQueue:
-    return MessageQueue(get_config().sweep_queue_url)
+def work_queue() -> MessageQueue:
+    return MessageQueue(get_config().work_queue_url)
+
+
+def settlement_queue() -> MessageQueue:
+    return MessageQueue(get_config().settlement_queue_url)
+
+
+def dead_letters() -> MessageQueue:
+    """Where refused platform events go, with their reason."""
+    return MessageQueue(get_config().dead_letter_queue_url)
+
+
+def catalog() -> PriceCatalog:
+    return load_catalog(get_config().catalog_path)
 
 
 class Wiring:

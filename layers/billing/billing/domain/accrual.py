@@ -19,9 +19,7 @@ from billing.domain.posting import Book
 
 def container(book: Book, container_id: str, at: datetime) -> Container:
     """The container, known from its first event whatever that event is."""
-    c = book.state.containers.get(container_id)
-    if c is None:
-        c = book.state.containers[container_id] = Container(container_id=container_id)
+    c = book.containers.get(container_id)
     c.seen_until = max(c.seen_until or at, at)
     return c
 
@@ -106,7 +104,9 @@ def settle_container(book: Book, c: Container, until: datetime) -> None:
 
 
 def settle_everything(book: Book, until: datetime) -> None:
-    for c in book.state.containers.values():
+    """Settle every container with open accruals that this change can reach (all of them while
+    the balance lists them; see :class:`~billing.domain.account.Containers`)."""
+    for c in book.containers.reachable(book.state):
         settle_container(book, c, until)
 
 
@@ -126,14 +126,14 @@ def record_traffic(book: Book, run: Run, at: datetime, traffic_bytes: int) -> No
 
 
 def running_container_ids(book: Book) -> list[str]:
-    return sorted(cid for cid, c in book.state.containers.items() if c.running_runs)
+    return sorted(c.container_id for c in book.containers.reachable(book.state) if c.running_runs)
 
 
 def storage_billed_container_ids(book: Book, at: datetime) -> list[str]:
     """Containers whose allocated storage is above the free allowance (it is billed)."""
     state = book.state
     return sorted(
-        cid
-        for cid, c in state.containers.items()
+        c.container_id
+        for c in book.containers.reachable(state)
         if c.deleted_at is None and pricing.billable_gb_at(book.catalog, state, c, max(at, c.created_at or at)) > 0
     )

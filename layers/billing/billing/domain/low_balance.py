@@ -12,7 +12,6 @@ from datetime import datetime
 
 from billing.domain.amounts import format_credits, hours_left
 from billing.domain.posting import Book
-from billing.domain.projection import Projection
 
 TEMPLATE = "low_balance"
 
@@ -26,8 +25,8 @@ def check(book: Book, at: datetime) -> bool:
     state = book.state
     if not state.credit_mail or state.mail_sent_cycle == state.mail_cycle:
         return False
-    seen = Projection(state, book.catalog, max(at, state.as_of))
-    remaining, burn = seen.remaining, seen.hourly_burn
+    moment = max(at, state.as_of)
+    remaining, burn = state.available(moment) - book.accrued(moment), book.hourly_burn(moment)
     if burn <= 0 or remaining >= burn:
         return False
     state.mail_sent_cycle = state.mail_cycle

@@ -99,8 +99,46 @@ class Run(Record, kw_only=True):
         )
 
 
+class Accrual(Record, kw_only=True):
+    """Open accruals, summable: a container's (stored with it) and the account's (their sum, on the
+    balance), so that what has accrued and the hourly burn are known without reading containers.
+
+    ``runs``: per ``"<tier>"`` or ``"<tier>+cs"`` (Code Supporter on), [number of running runs,
+    Σ epoch seconds they are billed until]; ``storage``: per plan, [Σ billable GB under that plan's
+    free allowance, Σ GB × epoch seconds storage is billed until]; ``traffic``: µcr of reported
+    traffic not yet deducted."""
+
+    runs: dict[str, list[int]] = field(default_factory=dict)
+    storage: dict[str, list[int]] = field(default_factory=dict)
+    traffic: int = 0
+
+    def plus(self, other: Accrual, sign: int = 1) -> Accrual:
+        def merge(a: dict[str, list[int]], b: dict[str, list[int]]) -> dict[str, list[int]]:
+            out = {k: list(v) for k, v in a.items()}
+            for key, (count, since) in b.items():
+                now = out.setdefault(key, [0, 0])
+                now[0] += sign * count
+                now[1] += sign * since
+            return {k: v for k, v in out.items() if v != [0, 0]}
+
+        return Accrual(
+            runs=merge(self.runs, other.runs),
+            storage=merge(self.storage, other.storage),
+            traffic=self.traffic + sign * other.traffic,
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not self.runs and not any(gb for gb, _ in self.storage.values()) and not self.traffic
+
+    @property
+    def running(self) -> int:
+        return sum(count for count, _ in self.runs.values())
+
+
 class Container(Record, kw_only=True):
-    """A container's storage facts (a timeline, since events may arrive out of order) and runs."""
+    """A container's storage facts (a timeline, since events may arrive out of order) and runs,
+    stored as an item of its own; ``accrual`` is its part of the balance's aggregate, as saved."""
 
     container_id: str
     created_at: datetime | None = None
@@ -111,6 +149,8 @@ class Container(Record, kw_only=True):
     seen_until: datetime | None = None  # latest event time seen for this container
     runs: dict[str, Run] = field(default_factory=dict)
     closed_runs: dict[str, datetime] = field(default_factory=dict)  # run_id -> stop, recent only
+    accrual: Accrual = field(default_factory=Accrual)
+    counted: bool = False  # counted among the account's containers (created, not deleted)
 
     def size_at(self, moment: datetime) -> int:
         size = self.sizes[0][1] if self.sizes else 0
@@ -142,7 +182,14 @@ class Totals(Record, kw_only=True):
     charged: int = 0
 
 
+SCHEMA = 2  # 1: containers inside the state; 2: containers as items of their own
+
+
 class AccountState(Record, kw_only=True):
+    """The account's balance item: lots, totals, debt, the clock, settings, and the aggregates of its
+    containers (their count and open accruals), which stay small whatever the number of containers."""
+
+    schema: int = 1
     account_id: str
     email: str
     created_at: datetime
@@ -153,7 +200,11 @@ class AccountState(Record, kw_only=True):
     lots: list[CreditLot] = field(default_factory=list)
     debt: int = 0
     exhausted: bool = False
-    containers: dict[str, Container] = field(default_factory=dict)
+    containers_count: int = 0  # created and not deleted
+    accrual: Accrual = field(default_factory=Accrual)  # Σ of the containers' accruals
+    # The account's containers while they are few (None: more than are listed; see domain.account).
+    container_ids: list[str] | None = field(default_factory=list)
+    next_check_at: datetime | None = None  # when the forecast says a check is due (running out, mail)
     traffic_used: dict[str, int] = field(default_factory=dict)  # month -> bytes counted
     totals: Totals = field(default_factory=Totals)
     check_ins: list[str] = field(default_factory=list)  # UTC days checked in (recent)
@@ -242,6 +293,19 @@ class Mail(Record, kw_only=True, tag="mail", tag_field="effect"):
     data: dict[str, object]
 
 
+WorkKind = Literal["final_settlement", "month_close"]
+
+
+class Work(Record, kw_only=True, tag="work", tag_field="effect"):
+    """Account-wide work too large for one change (an account with many accruing containers): its
+    containers are settled up to ``at`` in chunks, through the work queue."""
+
+    effect_id: str
+    kind: WorkKind
+    account_id: str
+    at: datetime
+
+
 # What a change asks of the outside world, written in the same transaction as the change (the
 # outbox) and delivered afterwards, at least once, by the outbox dispatcher.
-Effect = OutboundEvent | Mail
+Effect = OutboundEvent | Mail | Work

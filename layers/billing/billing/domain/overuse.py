@@ -14,24 +14,34 @@ from datetime import datetime
 from billing.domain import accrual
 from billing.domain.amounts import format_credits
 from billing.domain.posting import Book
-from billing.domain.projection import Projection
 
 EXHAUSTED = "credits_exhausted"
 
 
 def exhaust(book: Book, at: datetime) -> None:
-    """The final settlement up to ``at``; the stop, inactivation and exhaustion events."""
-    accrual.settle_everything(book, at)
-    book.flush(at, "final_settlement")
+    """The final settlement up to ``at``; the stop, inactivation and exhaustion events. When the
+    account's accruing containers are too many for one change, the ones not reached here are settled
+    and asked to stop by the work queue (:func:`finish_exhaustion` on each chunk)."""
     newly = not book.state.exhausted
     book.state.exhausted = True
+    finish_exhaustion(book, at, newly)
+    if newly:
+        book.emit("Credits Exhausted", debt=format_credits(book.state.debt))
+        if not book.containers.complete(book.state):
+            book.work("final_settlement", at)
+
+
+def finish_exhaustion(book: Book, at: datetime, newly: bool = True) -> None:
+    """Settle the containers this change reaches up to ``at`` (into debt) and ask the platform to
+    stop the running ones and inactivate those whose storage is billed."""
+    accrual.settle_everything(book, at)
+    book.flush(at, "final_settlement")
     running = accrual.running_container_ids(book)
     if running:
         book.emit("Stop Containers Requested", container_ids=running, reason=EXHAUSTED)
     if newly:
         for cid in accrual.storage_billed_container_ids(book, at):
             book.emit("Container Inactivation Requested", container_id=cid, reason=EXHAUSTED)
-        book.emit("Credits Exhausted", debt=format_credits(book.state.debt))
 
 
 def flush_event(book: Book, at: datetime, reason: str, debt_before: int) -> None:
@@ -42,11 +52,12 @@ def flush_event(book: Book, at: datetime, reason: str, debt_before: int) -> None
 
 
 def check(book: Book, at: datetime) -> None:
-    """The periodic check: running usage that has reached the available balance ends the credits."""
+    """The forecast check: running usage that has reached the available balance ends the credits."""
     state = book.state
-    if state.exhausted or not accrual.running_container_ids(book):
+    book.sync()
+    if state.exhausted or not state.accrual.running:
         return
-    if Projection(state, book.catalog, at).accrued >= state.available(at):
+    if book.accrued(at) >= state.available(at):
         exhaust(book, at)
 
 

@@ -1,6 +1,7 @@
 """Posting: turning charge lines into ledger entries, one account and one event at a time.
 
-A :class:`Book` wraps an :class:`~billing.domain.model.AccountState` for one event. Its ``event_id``
+A :class:`Book` wraps an :class:`~billing.domain.account.Account` (the balance item and the
+containers loaded) for one event. Its ``event_id``
 seeds the id of every ledger entry it writes, so a retried event writes the very same entries.
 Settlement code adds charge lines (:meth:`Book.charge`) and corrections (:meth:`Book.correct`);
 :meth:`Book.flush` deducts them (one deduction per month, each paid as of that month) through the
@@ -18,12 +19,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from billing.domain import lots
+from billing.domain import forecast, lots
+from billing.domain.account import Account, Containers
 from billing.domain.catalog import PriceCatalog
 from billing.domain.clock import SECOND, month_start_of_key, next_month_start
 from billing.domain.model import (
     AccountState,
     ChargeLine,
+    Container,
     CreditLot,
     EntryType,
     LedgerEntry,
@@ -31,9 +34,11 @@ from billing.domain.model import (
     LotKind,
     Mail,
     OutboundEvent,
+    Work,
+    WorkKind,
 )
 
-Effect = OutboundEvent | Mail
+Effect = OutboundEvent | Mail | Work
 
 
 def effect_id(account_id: str, event_id: str, number: int) -> str:
@@ -45,14 +50,35 @@ def effect_id(account_id: str, event_id: str, number: int) -> str:
 class Book:
     """One account's state being changed by one event: the entries and effects it produces."""
 
-    def __init__(self, state: AccountState, catalog: PriceCatalog, event_id: str) -> None:
-        self.state = state
+    def __init__(self, account: Account | AccountState, catalog: PriceCatalog, event_id: str) -> None:
+        self.account = account if isinstance(account, Account) else Account(account)
         self.catalog = catalog
         self.event_id = event_id
         self.entries: list[LedgerEntry] = []
         self.effects: list[Effect] = []
         self._lines: list[ChargeLine] = []
         self._corrections: list[ChargeLine] = []
+
+    @property
+    def state(self) -> AccountState:
+        return self.account.state
+
+    @property
+    def containers(self) -> Containers:
+        return self.account.containers
+
+    def sync(self) -> list[Container]:
+        """Bring the balance's aggregates in step with the containers changed so far (before any
+        decision on them, and before the change is written); returns the changed containers."""
+        return self.containers.sync(self.state, self.catalog, self.state.as_of)
+
+    def accrued(self, at: datetime) -> int:
+        self.sync()
+        return forecast.accrued(self.state, self.catalog, at)
+
+    def hourly_burn(self, at: datetime) -> int:
+        self.sync()
+        return forecast.hourly_burn(self.state, self.catalog, at)
 
     # ------------------------------------------------------------------ lines
 
@@ -164,6 +190,11 @@ class Book:
     def mail(self, template: str, **data: object) -> None:
         """Send a mail of ``template`` to the account's address once this change commits."""
         self.effects.append(Mail(effect_id=self._next_effect_id(), template=template, to=self.state.email, data=data))
+
+    def work(self, kind: WorkKind, at: datetime) -> None:
+        """Have the work queue settle the account's containers up to ``at`` in chunks (once this
+        change commits): for accounts whose accruing containers are too many to list."""
+        self.effects.append(Work(effect_id=self._next_effect_id(), kind=kind, account_id=self.state.account_id, at=at))
 
     def emitted(self, detail_type: str) -> bool:
         return any(isinstance(e, OutboundEvent) and e.detail_type == detail_type for e in self.effects)

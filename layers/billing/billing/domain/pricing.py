@@ -132,17 +132,3 @@ def ai_line(
         input_tokens=input_tokens, output_tokens=output_tokens, start=at, end=at,
         amount=to_micro(price.input * input_tokens + price.output * output_tokens),
     )
-
-
-def hourly_burn(catalog: PriceCatalog, state: AccountState, at: datetime) -> int:
-    """µcr per hour: running containers (tier + Code Supporter) and billable storage."""
-    version = catalog.at(at)
-    total = Decimal(0)
-    for c in state.containers.values():
-        for run in c.running_runs:
-            assert run.tier is not None
-            total += version.tier(run.tier).credits_per_hour + (
-                version.code_supporter_rate(run.tier) if run.code_supporter else 0
-            )
-        total += version.storage_credits_per_gb_hour * billable_gb_at(catalog, state, c, max(at, c.created_at or at))
-    return to_micro(total)

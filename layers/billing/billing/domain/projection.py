@@ -1,8 +1,9 @@
 """What a read shows: the account rolled to a moment in memory, never written.
 
-The balance route and the low-credit mail see the account exactly as the next settlement would find
-it: month boundaries crossed, lots expired, the new month's lot granted, and the usage accrued since
-the last deduction priced as that settlement would price it.
+The balance route sees the account as the next settlement would find it: month boundaries crossed
+(what the containers accrued up to each boundary paid from that month's lots, then the month's lots
+expired and the new month's lot granted), and the usage accrued since priced from the balance's
+aggregates (:mod:`billing.domain.forecast`). It reads the balance item only.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from billing.domain import accrual, pricing, rollover
+from billing.domain import forecast, lots, rollover
 from billing.domain.catalog import PriceCatalog
+from billing.domain.clock import SECOND, next_month_start
 from billing.domain.model import AccountState, clone
 from billing.domain.posting import Book
 
@@ -30,10 +32,8 @@ class Projection:
 
     @property
     def accrued(self) -> int:
-        """Usage accrued but not yet deducted, priced as a settlement at ``at`` would price it."""
-        probe = Book(clone(self.state), self.catalog, "probe")
-        accrual.settle_everything(probe, self.at)
-        return probe.pending
+        """Usage accrued but not yet deducted (see :func:`billing.domain.forecast.accrued`)."""
+        return forecast.accrued(self.state, self.catalog, self.at)
 
     @property
     def remaining(self) -> int:
@@ -42,11 +42,20 @@ class Projection:
 
     @property
     def hourly_burn(self) -> int:
-        return pricing.hourly_burn(self.catalog, self.state, self.at)
+        return forecast.hourly_burn(self.state, self.catalog, self.at)
 
 
 def project(state: AccountState, catalog: PriceCatalog, now: datetime) -> Projection:
     """A copy of the account rolled to ``now`` (or kept at its own clock when that is later)."""
     book = Book(clone(state), catalog, "projection")
-    rollover.advance_if_current(book, now)
-    return Projection(book.state, catalog, max(now, book.state.as_of))
+    s = book.state
+    while now >= next_month_start(s.as_of):
+        boundary = next_month_start(s.as_of)
+        month_end = boundary - SECOND
+        lots.pay(s, forecast.accrued(s, catalog, boundary), month_end, month_end)
+        s.accrual = forecast.settled_at(s.accrual, boundary)
+        rollover.expire(book, boundary)
+        rollover.grant_monthly(book, boundary)
+        s.as_of = boundary
+    rollover.expire(book, now)
+    return Projection(s, catalog, max(now, s.as_of))

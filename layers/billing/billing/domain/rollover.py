@@ -12,10 +12,9 @@ from datetime import datetime, timedelta
 from billing.domain import accrual, lots
 from billing.domain.catalog import PriceCatalog
 from billing.domain.clock import SECOND, month_key, next_month_start
-from billing.domain.model import AccountState, Plan
+from billing.domain.model import SCHEMA, AccountState, Plan
 from billing.domain.posting import Book
 
-CLOSED_RUN_MEMORY = timedelta(days=3)  # late events arrive within 24 h; keep a margin
 PRUNE_AFTER = timedelta(days=40)
 
 
@@ -25,6 +24,7 @@ def open_account(
 ) -> Book:
     """A new account gets the full monthly credits of its plan for the month it is created in."""
     state = AccountState(
+        schema=SCHEMA,
         account_id=account_id,
         email=email,
         created_at=at,
@@ -38,12 +38,19 @@ def open_account(
 
 
 def advance_to(book: Book, moment: datetime) -> None:
-    """Roll the account forward to ``moment``: settle at each month boundary, expire, grant."""
+    """Roll the account forward to ``moment``: settle at each month boundary, expire, grant.
+
+    Containers are settled to the boundary when this change can reach them all (see
+    :class:`~billing.domain.account.Containers`); otherwise the month's closing goes to the work
+    queue, and a container not settled yet pays its part of the month, when it is, from what that
+    month's lots had left (written off, then taken back)."""
     state = book.state
     while moment >= next_month_start(state.as_of):
         boundary = next_month_start(state.as_of)
         accrual.settle_everything(book, boundary)
         book.flush(boundary - SECOND, "month_end_settlement")
+        if not book.containers.complete(state):
+            book.work("month_close", boundary)
         expire(book, boundary)
         grant_monthly(book, boundary)
         state.as_of = boundary
@@ -96,9 +103,6 @@ def prune(state: AccountState, now: datetime) -> None:
         for lot in state.lots
         if not ((lot.closed or lot.remaining == 0) and (lot.expires_at or lot.granted_at) < horizon)
     ]
-    state.containers = {cid: c for cid, c in state.containers.items() if not (c.deleted_at and c.deleted_at < horizon)}
     keep = {month_key(now), month_key(now - SECOND)}
     state.traffic_used = {m: b for m, b in state.traffic_used.items() if m in keep}
-    for c in state.containers.values():
-        c.closed_runs = {r: t for r, t in c.closed_runs.items() if t >= now - CLOSED_RUN_MEMORY}
     state.check_ins = state.check_ins[-40:]

@@ -12,23 +12,26 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from billing.domain import accrual, low_balance, overuse, pricing, rollover
+from billing.domain.account import Account
 from billing.domain.errors import EventTimeRefused, UnknownAccount
-from billing.domain.model import AccountState, ChargeLine, Container, Plan, Run
+from billing.domain.model import ChargeLine, Container, Plan, Run
 from billing.domain.posting import Book
 
 
-def require(state: AccountState | None, account_id: str) -> AccountState:
-    if state is None:
+def require(account: Account | None, account_id: str) -> Account:
+    if account is None:
         raise UnknownAccount(f"no account {account_id}: no Account Created event was received")
-    return state
+    return account
 
 
-def require_existing_at(state: AccountState | None, account_id: str, at: datetime) -> AccountState:
+def require_existing_at(account: Account | None, account_id: str, at: datetime) -> Account:
     """The account, which must exist at ``at``: usage from before its creation is refused."""
-    state = require(state, account_id)
-    if at < state.created_at:
-        raise EventTimeRefused(f"the event is dated before the account was created ({state.created_at.isoformat()})")
-    return state
+    account = require(account, account_id)
+    if at < account.state.created_at:
+        raise EventTimeRefused(
+            f"the event is dated before the account was created ({account.state.created_at.isoformat()})"
+        )
+    return account
 
 
 @contextmanager
@@ -58,7 +61,7 @@ def plan_changed(book: Book, at: datetime, plan: Plan) -> None:
                 state.plans = sorted([*state.plans, (at, plan)], key=lambda p: p[0])
                 inserted = True
 
-        for c in state.containers.values():
+        for c in book.containers.reachable(state):
             if c.storage_billed_until is not None and at < c.storage_billed_until:
                 accrual.restate_storage(book, c, at, insert_once)
         insert_once()

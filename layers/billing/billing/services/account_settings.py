@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from billing.domain import settle
-from billing.domain.model import AccountState
+from billing.domain.account import Account
 from billing.domain.posting import Book
 from billing.observability import logger
 from billing.store import keys
@@ -16,10 +16,10 @@ from billing.store.ledger import Change, Ledger
 def set_credit_mail(ledger: Ledger, account_id: str, enabled: bool) -> dict[str, Any]:
     event_id = keys.settings_event_id(uuid.uuid4().hex)
 
-    def action(state: AccountState | None) -> Change:
-        state = settle.require(state, account_id)
-        state.credit_mail = enabled
-        return Change(Book(state, ledger.catalog, event_id))
+    def action(account: Account | None) -> Change:
+        book = Book(settle.require(account, account_id), ledger.catalog, event_id)
+        book.state.credit_mail = enabled
+        return Change(book)
 
     ledger.apply(account_id, event_id, action)
     logger.info("settings changed", account_id=account_id, credit_mail=enabled)

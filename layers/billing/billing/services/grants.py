@@ -11,8 +11,9 @@ from typing import Any
 
 from billing.api.views import coupon_view, lot_view
 from billing.domain import credits, settle
+from billing.domain.account import Account
 from billing.domain.errors import Conflict, InvalidInput, NotFound, RuleViolation
-from billing.domain.model import AccountState, LotKind, Record
+from billing.domain.model import LotKind, Record
 from billing.domain.posting import Book
 from billing.observability import logger
 from billing.services.purchases import load_purchase
@@ -47,8 +48,8 @@ def _coupon_write(models: TableModels, c: Coupon, read_version: int | None) -> W
 
 
 def check_in(ledger: Ledger, account_id: str, req: RequestKey, now: datetime) -> dict[str, Any]:
-    def action(state: AccountState | None) -> Change:
-        book = Book(settle.require(state, account_id), ledger.catalog, req.event_id)
+    def action(account: Account | None) -> Change:
+        book = Book(settle.require(account, account_id), ledger.catalog, req.event_id)
         if credits.checked_in_on(book, now):
             raise Conflict("already checked in today (UTC)")
         return Change(book, {"lot": lot_view(credits.check_in(book, now))})
@@ -86,8 +87,9 @@ def redeem_coupon(ledger: Ledger, account_id: str, raw_code: str, req: RequestKe
     if not CODE_PATTERN.match(code):
         raise NotFound("no such coupon")
 
-    def action(state: AccountState | None) -> Change:
-        state = settle.require(state, account_id)
+    def action(account: Account | None) -> Change:
+        book = Book(settle.require(account, account_id), ledger.catalog, req.event_id)
+        state = book.state
         found = load_record(ledger.models, keys.coupon_pk(code), keys.COUPON, Coupon)
         if found is None:
             raise NotFound("no such coupon")
@@ -98,7 +100,6 @@ def redeem_coupon(ledger: Ledger, account_id: str, raw_code: str, req: RequestKe
             raise RuleViolation("this coupon has expired")
         if coupon.redemptions >= coupon.max_redemptions:
             raise RuleViolation("this coupon has been used up")
-        book = Book(state, ledger.catalog, req.event_id)
         expires = min(now + timedelta(days=coupon.valid_days), coupon.expires_at)
         lot = credits.grant(book, now, "coupon", coupon.credits, expires, f"coupon_{code}")
         state.coupons.append(code)
@@ -123,15 +124,14 @@ def operator_grant(
     if purchase_id is not None and kind != "promotional":
         raise RuleViolation("only promotional credits are tied to a purchase")
 
-    def action(state: AccountState | None) -> Change:
-        state = settle.require(state, account_id)
+    def action(account: Account | None) -> Change:
+        book = Book(settle.require(account, account_id), ledger.catalog, req.event_id)
         if purchase_id is not None:
             found = load_purchase(ledger.models, purchase_id)
             if found is None or found[0].account_id != account_id:
                 raise NotFound(f"no purchase {purchase_id} of account {account_id}")
             if found[0].status != "paid":
                 raise RuleViolation("promotional credits go with a paid purchase")
-        book = Book(state, ledger.catalog, req.event_id)
         lot = credits.grant(book, now, GRANTABLE_KINDS[kind], amount, expires_at, reason, purchase_id=purchase_id)
         return Change(book, {"lot": lot_view(lot)})
 

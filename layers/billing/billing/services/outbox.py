@@ -11,21 +11,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from billing.adapters import EventPublisher, MailSender
-from billing.domain.model import Mail, OutboundEvent
+from billing.adapters import EventPublisher, MailSender, MessageQueue
+from billing.domain.model import Mail, OutboundEvent, Work
 from billing.observability import logger, metrics
+from billing.services import sweeps
 from billing.services.mails import render
+from billing.services.sweeps import ContainerWork
 from billing.store import outbox
 from billing.store.ledger import Ledger
 
 
 def deliver(record: outbox.OutboxRecord, ledger: Ledger, publisher: EventPublisher, mailer: MailSender,
-            buy_credits_url: str) -> None:
+            work_queue: MessageQueue, buy_credits_url: str) -> None:
     """Deliver one committed change's effects, in order."""
     for effect in record.effects:
         if isinstance(effect, OutboundEvent):
             publisher.publish([effect])
             metrics.add_metric(name="EventsPublished", unit="Count", value=1)
+        elif isinstance(effect, Work):
+            message = ContainerWork(account_id=effect.account_id, kind=effect.kind, at=effect.at)
+            work_queue.send_batch([sweeps.body(message)])
         elif isinstance(effect, Mail):
             if outbox.was_sent(ledger.models, record.account_id, effect.effect_id):
                 continue
@@ -38,7 +43,7 @@ def deliver(record: outbox.OutboxRecord, ledger: Ledger, publisher: EventPublish
 
 
 def dispatch(stream_event: dict[str, Any], ledger: Ledger, publisher: EventPublisher, mailer: MailSender,
-             buy_credits_url: str) -> dict[str, Any]:
+             work_queue: MessageQueue, buy_credits_url: str) -> dict[str, Any]:
     """A batch of stream records: deliver each record's effects; the first failure stops the batch
     (``batchItemFailures`` names it, so Lambda retries from there)."""
     for raw in stream_event.get("Records") or []:
@@ -46,7 +51,7 @@ def dispatch(stream_event: dict[str, Any], ledger: Ledger, publisher: EventPubli
         if record is None:
             continue
         try:
-            deliver(record, ledger, publisher, mailer, buy_credits_url)
+            deliver(record, ledger, publisher, mailer, work_queue, buy_credits_url)
         except Exception:
             logger.exception("effects not delivered", account_id=record.account_id, event_id=record.event_id)
             metrics.add_metric(name="OutboxDeliveryFailures", unit="Count", value=1)

@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 from billing.api.views import lot_view, purchase_view
 from billing.domain import credits, rollover, settle
+from billing.domain.account import Account
 from billing.domain.amounts import MICRO, cents_of_micro, format_credits, money
 from billing.domain.clock import format_time
 from billing.domain.errors import Conflict, NotFound, RuleViolation
-from billing.domain.model import AccountState, Record, from_json
+from billing.domain.model import Record, from_json
 from billing.domain.posting import Book
 from billing.observability import logger
 from billing.store import keys, queries
@@ -88,17 +89,17 @@ def create_purchase(
         f"pur_{hashlib.sha256(req.event_id.encode()).hexdigest()[:32]}" if req.keyed else f"pur_{uuid.uuid4().hex}"
     )
 
-    def action(state: AccountState | None) -> Change:
-        state = settle.require(state, account_id)
+    def action(account: Account | None) -> Change:
+        book = Book(settle.require(account, account_id), ledger.catalog, req.event_id)
         if req.keyed and load_purchase(ledger.models, purchase_id) is not None:
             raise Conflict("this Idempotency-Key was used for a purchase before")
-        price = cents_of_micro(credits_wanted * MICRO, Decimal(state.credit_price_usd))
+        price = cents_of_micro(credits_wanted * MICRO, Decimal(book.state.credit_price_usd))
         p = Purchase(
             purchase_id=purchase_id, account_id=account_id, credits=credits_wanted, price_cents=price, created_at=now
         )
         view = purchase_view(p)
         response = {k: view[k] for k in ("purchase_id", "credits", "price", "status", "created_at")}
-        return Change(Book(state, ledger.catalog, req.event_id), response, [_purchase_write(ledger.models, p, None)])
+        return Change(book, response, [_purchase_write(ledger.models, p, None)])
 
     response, applied = ledger.request(account_id, req, action)
     logger.info("purchase created", account_id=account_id, purchase_id=response.get("purchase_id"),
@@ -122,8 +123,8 @@ def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> dict
     if notice.type == "payment.succeeded" and (notice.currency, notice.cents) != price:
         raise RuleViolation("the amount differs from the purchase's price")
 
-    def action(state: AccountState | None) -> Change:
-        book = Book(settle.require(state, purchase.account_id), ledger.catalog, notice.id)
+    def action(account: Account | None) -> Change:
+        book = Book(settle.require(account, purchase.account_id), ledger.catalog, notice.id)
         again = load_purchase(ledger.models, notice.purchase_id)
         assert again is not None  # purchases are never deleted
         p, version = again
@@ -156,8 +157,9 @@ def refund_purchase(
     if not PURCHASE_ID_PATTERN.match(purchase_id):
         raise NotFound(f"no purchase {purchase_id[:100]}")
 
-    def action(state: AccountState | None) -> Change:
-        state = settle.require(state, account_id)
+    def action(account: Account | None) -> Change:
+        book = Book(settle.require(account, account_id), ledger.catalog, req.event_id)
+        state = book.state
         found = load_purchase(ledger.models, purchase_id)
         if found is None or found[0].account_id != account_id:
             raise NotFound(f"no purchase {purchase_id}")
@@ -169,7 +171,6 @@ def refund_purchase(
         window = ledger.catalog.at(p.paid_at).refund_window_days
         if now > p.paid_at + timedelta(days=window):
             raise RuleViolation(f"the refund window of {window} days has passed")
-        book = Book(state, ledger.catalog, req.event_id)
         rollover.advance_if_current(book, now)
         if state.available(max(now, state.as_of)) < credits.promotional_credits(book, purchase_id):
             raise RuleViolation("the available balance is lower than the promotional credits of this purchase")

@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from billing.domain import rollover, settle
-from billing.domain.errors import BillingError
+from billing.domain import forecast, rollover, settle
+from billing.domain.account import Account
 from billing.domain.events import (
     AccountCreated,
     AiUsageRecorded,
@@ -25,11 +25,9 @@ from billing.domain.events import (
     PlanChanged,
     PlatformEvent,
     check_event_time,
-    parse_platform_event,
 )
-from billing.domain.model import AccountState
 from billing.domain.posting import Book
-from billing.observability import logger, metrics
+from billing.observability import logger
 from billing.store.ledger import Applied, Change, Ledger
 
 
@@ -64,14 +62,14 @@ def apply_event(book: Book, d: Detail) -> None:
 def _action(event: PlatformEvent, ledger: Ledger) -> Any:
     d = event.detail
 
-    def action(state: AccountState | None) -> Change | None:
+    def action(account: Account | None) -> Change | None:
         if isinstance(d, AccountCreated):
-            if state is not None:
+            if account is not None:
                 logger.info("account exists already", account_id=d.account_id)
                 return None
             book = rollover.open_account(d.account_id, d.email, d.plan, d.occurred_at, ledger.catalog, d.event_id)
             return Change(book)
-        book = Book(settle.require_existing_at(state, d.account_id, d.occurred_at), ledger.catalog, d.event_id)
+        book = Book(settle.require_existing_at(account, d.account_id, d.occurred_at), ledger.catalog, d.event_id)
         apply_event(book, d)
         return Change(book)
 
@@ -82,7 +80,8 @@ def settle_platform_event(event: PlatformEvent, ledger: Ledger, now: datetime, r
     """Apply a validated platform event exactly once (refused when dated too far from ``now``)."""
     d = event.detail
     check_event_time(d.occurred_at, now, replayed)
-    applied = ledger.apply(d.account_id, d.event_id, _action(event, ledger))
+    container_id = getattr(d, "container_id", None)
+    applied = ledger.apply(d.account_id, d.event_id, _action(event, ledger), [container_id] if container_id else [])
     logger.info(
         "event settled",
         detail_type=event.detail_type,
@@ -95,42 +94,21 @@ def settle_platform_event(event: PlatformEvent, ledger: Ledger, now: datetime, r
     return applied
 
 
-def handle_platform_event(
-    raw: dict[str, Any], sources: tuple[str, ...], ledger: Ledger, now: datetime
-) -> dict[str, Any]:
-    """What an EventBridge-triggered handler does: validate, then settle exactly once.
-
-    An invalid or refused event is logged with its reason and raised, so the invocation fails and
-    the event ends in the function's dead-letter queue; nothing of it is applied. A transient failure
-    is raised too, and the trigger retries it."""
-    try:
-        parsed = parse_platform_event(raw, sources)
-        applied = settle_platform_event(parsed, ledger, now)
-    except BillingError as exc:
-        if exc.transient:
-            raise
-        detail = raw.get("detail") if isinstance(raw, dict) else None
-        event_id = detail.get("event_id") if isinstance(detail, dict) else None
-        logger.error("event rejected", reason=exc.message, code=exc.code, event_id=event_id)
-        metrics.add_metric(name="EventsRejected", unit="Count", value=1)
-        raise
-    metrics.add_metric(name="EventsSettled", unit="Count", value=1)
-    return {"event_id": parsed.detail.event_id, "duplicate": applied.duplicate, "entries": len(applied.entries)}
-
-
 def settle_account(account_id: str, at: datetime, event_id: str, ledger: Ledger) -> Applied:
     """The monthly job and the periodic check for one account: roll to ``at`` (month boundary:
     settle, expire, grant) and end the credits if running usage has reached the balance.
     Running it late, twice, or halfway and again gives the same result."""
 
-    def action(state: AccountState | None) -> Change | None:
-        if state is None:
+    def action(account: Account | None) -> Change | None:
+        if account is None:
             logger.warning("sweep for an unknown account", account_id=account_id)
             return None
-        book = Book(state, ledger.catalog, event_id)
+        book = Book(account, ledger.catalog, event_id)
+        due_before = account.state.next_check_at
         settle.sweep(book, at)
-        if not book.entries and not book.effects:
-            return None  # no boundary crossed, no overuse, no mail: write nothing
+        book.sync()
+        if not book.entries and not book.effects and forecast.next_check(book.state, ledger.catalog) == due_before:
+            return None  # no boundary crossed, no overuse, no mail, the same forecast: write nothing
         return Change(book)
 
     return ledger.apply(account_id, event_id, action)

@@ -1,27 +1,41 @@
-"""The monthly job and the periodic check: find every account whose containers use resources and
-enqueue one sweep per account; a sweep settles that account up to the scheduled time.
+"""The work queue: the monthly job, the forecast checks, and account-wide container work, split into
+messages that each do a bounded amount of work, whatever the number of accounts or containers.
 
-A sweep is idempotent twice over: its id names the month (or the check's time), and settling an
-account that is already past the time changes nothing. Running the job late, twice, or halfway and
-again gives the same result.
+* The schedules (:func:`queue_sweeps`) put one :class:`ShardPage` per shard of an index on the queue:
+  the ``active`` index (accounts with containers) for the month boundary, the ``due`` index
+  (accounts whose forecast check is due) for the periodic check.
+* A :class:`ShardPage` reads one page of its shard, queues one :class:`AccountSweep` per account on
+  it, and queues the next page (the checkpoint): no invocation reads more than a page.
+* An :class:`AccountSweep` settles one account up to the sweep's time (month boundary: settle,
+  expire, grant; the forecast check: overuse, low-credit mail).
+* A :class:`ContainerWork` settles one chunk of an account's containers (an account with too many
+  accruing containers for one change) and queues the next chunk.
+
+Every message is idempotent (its changes carry event ids derived from what it does), so a message
+delivered twice, a job run late, twice, or halfway and again gives the same result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal
 
 from msgspec import Meta
 
 from billing.adapters import MessageQueue
-from billing.domain.clock import format_time, month_key
+from billing.domain import accrual, overuse
+from billing.domain.account import LISTED, Account
+from billing.domain.clock import SECOND, format_time, month_key
 from billing.domain.events import Message, UtcTime, parse_message
-from billing.domain.model import to_json
+from billing.domain.model import WorkKind, to_json
+from billing.domain.posting import Book
 from billing.observability import logger, metrics
-from billing.store import keys
-from billing.store.ledger import Ledger
+from billing.services.settlement import settle_account
+from billing.store import keys, queries
+from billing.store.ledger import Change, Ledger
 
 SweepKind = Literal["month_boundary", "periodic_check"]
+PAGE = 500  # accounts per shard page: about 50 SendMessageBatch calls
+AccountId = Annotated[str, Meta(min_length=1, max_length=300)]
 
 
 class SweepRequest(Message, frozen=True, kw_only=True):
@@ -31,10 +45,19 @@ class SweepRequest(Message, frozen=True, kw_only=True):
     scheduled_time: UtcTime
 
 
-class AccountSweep(Message, frozen=True, kw_only=True):
-    """One account to settle up to ``at``: the message body of the sweep queue."""
+class ShardPage(Message, frozen=True, kw_only=True, tag="shard_page", tag_field="work"):
+    """One page of one shard of an index: queue its accounts' sweeps, then the next page."""
 
-    account_id: Annotated[str, Meta(min_length=1)]
+    sweep: SweepKind
+    shard: str
+    at: UtcTime
+    cursor: dict[str, str] | None = None
+
+
+class AccountSweep(Message, frozen=True, kw_only=True, tag="account", tag_field="work"):
+    """One account to settle up to ``at``."""
+
+    account_id: AccountId
     at: UtcTime
     sweep: SweepKind
 
@@ -45,39 +68,82 @@ class AccountSweep(Message, frozen=True, kw_only=True):
             return keys.month_sweep_event_id(month_key(self.at))
         return keys.check_sweep_event_id(self.at)
 
-    def body(self) -> str:
-        return to_json(self)
+
+class ContainerWork(Message, frozen=True, kw_only=True, tag="containers", tag_field="work"):
+    """One chunk of an account's containers to settle up to ``at`` (``kind`` says why)."""
+
+    account_id: AccountId
+    kind: WorkKind
+    at: UtcTime
+    cursor: str | None = None  # the last container of the previous chunk
 
 
-def accounts_using_resources(ledger: Ledger) -> Iterator[str]:
-    """Every account with containers that use resources (the sparse, sharded ``active`` index)."""
-    state = ledger.models.State
-    for shard in keys.active_shards():
-        for item in state.active.query(shard):
-            yield keys.account_of(str(item.pk))
+WorkMessage = ShardPage | AccountSweep | ContainerWork
 
 
-def enqueue_sweeps(account_ids: Iterable[str], request: SweepRequest, queue: MessageQueue) -> int:
-    """Send one sweep message per account, in batches of 10; returns how many were sent."""
-    sent = 0
-    batch: list[str] = []
-    for account_id in account_ids:
-        batch.append(AccountSweep(account_id=account_id, at=request.scheduled_time, sweep=request.sweep).body())
-        if len(batch) == 10:
-            queue.send_batch(batch)
-            sent, batch = sent + len(batch), []
-    if batch:
-        queue.send_batch(batch)
-        sent += len(batch)
-    return sent
+def body(message: WorkMessage) -> str:
+    return to_json(message)
 
 
-def queue_sweeps(raw: Any, ledger: Ledger, queue: MessageQueue) -> dict[str, Any]:
-    """The scheduled job: one sweep per account whose containers use resources."""
+def queue_sweeps(raw: Any, queue: MessageQueue) -> dict[str, Any]:
+    """The scheduled job: one page message per shard of the index the sweep goes through."""
     request = parse_message(raw, SweepRequest, "sweep request")
-    queued = enqueue_sweeps(accounts_using_resources(ledger), request, queue)
-    logger.info(
-        "sweeps queued", sweep=request.sweep, scheduled_time=format_time(request.scheduled_time), accounts=queued
-    )
-    metrics.add_metric(name="SweepsQueued", unit="Count", value=queued)
-    return {"sweep": request.sweep, "queued": queued}
+    index = "active" if request.sweep == "month_boundary" else "due"
+    pages = [ShardPage(sweep=request.sweep, shard=shard, at=request.scheduled_time) for shard in keys.shards(index)]
+    queue.send_batch([body(p) for p in pages])
+    logger.info("sweep started", sweep=request.sweep, scheduled_time=format_time(request.scheduled_time),
+                shards=len(pages))
+    return {"sweep": request.sweep, "shards": len(pages)}
+
+
+def handle_work(raw: str, ledger: Ledger, queue: MessageQueue) -> None:
+    """One message of the work queue."""
+    message: WorkMessage = parse_message(raw, WorkMessage, "work message")  # type: ignore[arg-type]
+    if isinstance(message, ShardPage):
+        sweep_page(message, ledger, queue)
+    elif isinstance(message, AccountSweep):
+        applied = settle_account(message.account_id, message.at, message.event_id, ledger)
+        logger.info("account swept", account_id=message.account_id, sweep=message.sweep,
+                    entries=len(applied.entries))
+    else:
+        settle_containers(message, ledger, queue)
+
+
+def sweep_page(page: ShardPage, ledger: Ledger, queue: MessageQueue) -> int:
+    """Queue the sweeps of one page of accounts, then the next page; returns how many."""
+    if page.sweep == "month_boundary":
+        accounts, after = queries.active_accounts(ledger.models, page.shard, PAGE, page.cursor)
+    else:
+        accounts, after = queries.due_accounts(ledger.models, page.shard, page.at, PAGE, page.cursor)
+    messages = [body(AccountSweep(account_id=a, at=page.at, sweep=page.sweep)) for a in accounts]
+    if after:  # the checkpoint: the rest of the shard is another message's work
+        messages.append(body(ShardPage(sweep=page.sweep, shard=page.shard, at=page.at, cursor=after)))
+    queue.send_batch(messages)
+    metrics.add_metric(name="SweepsQueued", unit="Count", value=len(accounts))
+    return len(accounts)
+
+
+def settle_containers(work: ContainerWork, ledger: Ledger, queue: MessageQueue) -> None:
+    """Settle one chunk of the account's accruing containers up to ``work.at``, then queue the next."""
+    ids, last = queries.accruing_containers(ledger.models, work.account_id, LISTED, work.cursor)
+    if ids:
+        event_id = keys.container_work_event_id(work.kind, work.at, ids[0])
+
+        def action(account: Account | None) -> Change | None:
+            if account is None:
+                return None
+            book = Book(account, ledger.catalog, event_id)
+            if work.kind == "month_close":
+                for c in book.containers.loaded.values():
+                    accrual.settle_container(book, c, work.at)
+                book.flush(work.at - SECOND, "month_end_settlement")
+            else:
+                overuse.finish_exhaustion(book, work.at)
+            return Change(book)
+
+        ledger.apply(work.account_id, event_id, action, ids)
+    if last:
+        queue.send_batch([body(ContainerWork(account_id=work.account_id, kind=work.kind, at=work.at, cursor=last))])
+    logger.info("containers settled", account_id=work.account_id, kind=work.kind, containers=len(ids),
+                more=bool(last))
+

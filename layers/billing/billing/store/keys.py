@@ -5,7 +5,8 @@ Items of an account share the partition ``ACCOUNT#<id>``:
 ==========================  ===================================================================
 sort key                    item
 ==========================  ===================================================================
-``STATE``                   the account's state (JSON) and its ``version``
+``STATE``                   the account's balance item (JSON) and its ``version``
+``CONTAINER#<container>``   one container's facts, runs and open accruals
 ``EVENT#<event_id>``        the idempotency record of an applied event or request
 ``LEDGER#<at>#<entry>``     one ledger entry; AI entries are also in GSI1 under ``…#AI``
 ``USAGE#<YYYY-MM>``         the month's usage aggregate (totals per resource and per day)
@@ -16,7 +17,8 @@ sort key                    item
 Other partitions: ``PURCHASE#<id>`` (a purchase; GSI1 ``ACCOUNT#<id>#PURCHASES`` lists an
 account's), ``COUPON#<code>`` (a coupon), ``IDEM#<event id>`` (the idempotency record of an operator
 request that belongs to no account). The sparse ``active`` index lists accounts whose containers
-use resources, spread over ``ACTIVE#<n>`` shards.
+use resources, spread over ``ACTIVE#<n>`` shards; the sparse ``due`` index lists accounts by the time
+their forecast says they next need a check, spread over ``DUE#<n>`` shards.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ COUPON = "COUPON"
 IDEM = "IDEM"
 LEDGER = "LEDGER#"
 LEDGER_END = "LEDGER#~"  # sorts after every ledger entry
-ACTIVE_SHARDS = 8
+CONTAINER = "CONTAINER#"
+SHARDS = 16  # of the active and due indexes: keeps each index partition's traffic moderate
 
 
 def account_pk(account_id: str) -> str:
@@ -84,13 +87,26 @@ def operator_request_pk(event_id: str) -> str:
     return f"IDEM#{event_id}"
 
 
+def container_sk(container_id: str) -> str:
+    return f"{CONTAINER}{container_id}"
+
+
+def _shard(account_id: str) -> int:
+    return int(hashlib.sha256(account_id.encode()).hexdigest(), 16) % SHARDS
+
+
 def active_shard(account_id: str) -> str:
-    shard = int(hashlib.sha256(account_id.encode()).hexdigest(), 16) % ACTIVE_SHARDS
-    return f"ACTIVE#{shard}"
+    return f"ACTIVE#{_shard(account_id)}"
 
 
-def active_shards() -> list[str]:
-    return [f"ACTIVE#{n}" for n in range(ACTIVE_SHARDS)]
+def due_shard(account_id: str) -> str:
+    return f"DUE#{_shard(account_id)}"
+
+
+def shards(index: str) -> list[str]:
+    """Every shard key of the ``active`` or ``due`` index."""
+    prefix = {"active": "ACTIVE#", "due": "DUE#"}[index]
+    return [f"{prefix}{n}" for n in range(SHARDS)]
 
 
 # Ids of the events the billing stack makes itself (their records are ``EVENT#<id>`` items).
@@ -117,6 +133,11 @@ def month_sweep_event_id(month: str) -> str:
 
 def check_sweep_event_id(at: datetime) -> str:
     return f"sweep:check:{format_time(at)}"
+
+
+def container_work_event_id(kind: str, at: datetime, first_container: str) -> str:
+    """A chunk of account-wide container work: its kind, its time and where the chunk starts."""
+    return f"work:{kind}:{format_time(at)}:{len(first_container)}:{first_container}"
 
 
 def settings_event_id(nonce: str) -> str:

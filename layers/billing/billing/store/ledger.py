@@ -1,12 +1,14 @@
 """The ledger on DynamoDB: atomic, idempotent changes to an account.
 
-A change is one strongly consistent ``GetItem`` of the account's state and one
-``TransactWriteItems`` that puts the new state (condition: the version read, so concurrent changes
-never lose an update), puts the change's idempotency record (condition: absent, so a repeated event
-changes nothing; :mod:`billing.store.idempotency`), puts the ledger entries, adds to the usage
-aggregates and saves any other record the change touched (a purchase, a coupon) on its own version
-condition. A version conflict, a transaction conflict, throttling or a timeout re-reads and
-recomputes the whole change.
+A change is one strongly consistent read of the account's balance item and the containers it needs
+(one ``BatchGetItem``; an account-wide settlement may read the accruing containers the balance lists
+with a second one) and one ``TransactWriteItems`` that puts the new balance (condition: the version
+read, so concurrent changes never lose an update; every change writes the balance, so the version
+guards the containers too), the containers it changed, the change's idempotency record (condition:
+absent, so a repeated event changes nothing; :mod:`billing.store.idempotency`), the ledger entries,
+the usage aggregates' additions, and any other record the change touched (a purchase, a coupon) on
+its own version condition. A version conflict, a transaction conflict, throttling or a timeout
+re-reads and recomputes the whole change.
 """
 
 from __future__ import annotations
@@ -14,26 +16,28 @@ from __future__ import annotations
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.exceptions import TransactWriteError
 from pynamodb.expressions.update import Action as UpdateAction
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from billing.config import get_config
-from billing.domain import rollover
+from billing.domain import forecast, rollover
+from billing.domain.account import DELETED_KEPT, Account, Containers
 from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.domain.clock import format_time, month_key, next_month_start
 from billing.domain.errors import ConcurrentUpdate, Conflict, ServiceBusy
-from billing.domain.model import AccountState, Effect, LedgerEntry, clone, from_json, to_json
+from billing.domain.model import SCHEMA, AccountState, Container, Effect, LedgerEntry, clone, from_json, to_json
 from billing.domain.posting import Book
 from billing.observability import logger
 from billing.store import keys
 from billing.store.idempotency import RequestKey, Stored, lookup, record_item
+from billing.store.migration import migrate_account
 from billing.store.tables import TableModels, day_attr, table_models
 
 CATCH_UP_ITEMS = 90  # a TransactWriteItems takes at most 100 items; leave room for extra writes
@@ -62,7 +66,7 @@ class Change:
     writes: list[Write] = field(default_factory=list)
 
 
-Action = Callable[[AccountState | None], Change | None]
+Action = Callable[[Account | None], Change | None]
 
 
 @dataclass
@@ -126,15 +130,39 @@ class Ledger:
     # ---------------------------------------------------------------- reads
 
     def load(self, account_id: str) -> AccountState | None:
-        state, _ = self._read(account_id)
-        return state
+        """The account's balance item (no container is read)."""
+        account, _ = self._read(account_id, ())
+        return account.state if account else None
 
-    def _read(self, account_id: str) -> tuple[AccountState | None, int | None]:
-        try:
-            item = self.models.State.get(keys.account_pk(account_id), keys.STATE, consistent_read=True)
-        except DoesNotExist:
+    def container(self, account_id: str, container_id: str) -> Container | None:
+        return self._containers(account_id, [container_id]).get(container_id)
+
+    def _read(self, account_id: str, container_ids: Sequence[str]) -> tuple[Account | None, int | None]:
+        """The balance and the given containers in one consistent BatchGetItem; the account's other
+        containers are read on demand (:class:`~billing.domain.account.Containers`)."""
+        pk = keys.account_pk(account_id)
+        wanted = [(pk, keys.STATE), *((pk, keys.container_sk(cid)) for cid in dict.fromkeys(container_ids))]
+        items = {item.sk: item for item in self.models.Account.batch_get(wanted, consistent_read=True)}
+        balance = items.pop(keys.STATE, None)
+        if balance is None:
             return None, None
-        return from_json(item.body, AccountState), int(item.version)
+        state = from_json(balance.body, AccountState)
+        if state.schema < SCHEMA:
+            migrate_account(self.models, self.catalog, account_id)
+            return self._read(account_id, container_ids)
+        loaded = {c.container_id: c for c in (from_json(i.body, Container) for i in items.values())}
+        containers = Containers(loader=lambda ids: self._containers(account_id, ids), loaded=loaded)
+        return Account(state, containers), int(balance.version)
+
+    def _containers(self, account_id: str, container_ids: Sequence[str]) -> dict[str, Container]:
+        pk = keys.account_pk(account_id)
+        found: dict[str, Container] = {}
+        for start in range(0, len(container_ids), 100):  # BatchGetItem reads at most 100 keys
+            chunk = [(pk, keys.container_sk(cid)) for cid in container_ids[start : start + 100]]
+            for item in self.models.Account.batch_get(chunk, consistent_read=True):
+                c = from_json(item.body, Container)
+                found[c.container_id] = c
+        return found
 
     def stored(self, account_id: str, event_id: str) -> Stored | None:
         """The record of an event or request applied to the account, if any."""
@@ -142,11 +170,12 @@ class Ledger:
 
     # ---------------------------------------------------------------- writes
 
-    def apply(self, account_id: str, event_id: str, action: Action) -> Applied:
+    def apply(self, account_id: str, event_id: str, action: Action, containers: Sequence[str] = ()) -> Applied:
         """Apply ``action`` to the account exactly once for ``event_id``.
 
-        ``action`` gets a copy of the current state (None for no account) and returns the
-        :class:`Change` it decided (None: nothing to write). Transient failures recompute the whole
+        ``action`` gets the account as read (None for no account; ``containers`` are read with the
+        balance, any other on demand) and returns the :class:`Change` it decided (None: nothing to
+        write). Transient failures recompute the whole
         change from a fresh read, up to ``max_attempts`` times; when a commit's answer was lost (a
         timeout), the change's record is looked up first, so a change that did land is answered from
         its record instead of being decided again. Throttling that outlasts the attempts is a
@@ -158,8 +187,9 @@ class Ledger:
             try:
                 if maybe_committed and (stored := self.stored(account_id, event_id)) is not None:
                     return Applied(None, effects=stored.effects, duplicate=True, result=stored.result, attempts=attempt)
-                state, version = self._read(account_id)
-                change = action(clone(state) if state else None)
+                account, version = self._read(account_id, containers)
+                state = clone(account.state) if account else None
+                change = action(account)
                 if change is None or change.book is None:
                     return Applied(state=state, result=change.result if change else {}, attempts=attempt)
                 if state is not None and self._needs_catch_up(account_id, state, change.book):
@@ -186,7 +216,9 @@ class Ledger:
                     raise ServiceBusy("the billing table is busy; retry shortly") from exc
                 self._sleep(min(0.02 * 2**attempt, 1.0) * random.random())
 
-    def request(self, account_id: str, req: RequestKey, action: Action) -> tuple[dict[str, Any], Applied]:
+    def request(
+        self, account_id: str, req: RequestKey, action: Action, containers: Sequence[str] = ()
+    ) -> tuple[dict[str, Any], Applied]:
         """Apply an HTTP request once: a keyed repeat replays the first response (or is a 422).
         The action's ``result`` is the response."""
         if req.keyed:
@@ -194,13 +226,13 @@ class Ledger:
             if stored is not None:
                 return req.replay(stored.result), Applied(None, effects=stored.effects, duplicate=True)
 
-        def keep_response(state: AccountState | None) -> Change | None:
-            change = action(state)
+        def keep_response(account: Account | None) -> Change | None:
+            change = action(account)
             if change is not None:
                 change.result = req.response_to_store(change.result)
             return change
 
-        applied = self.apply(account_id, req.event_id, keep_response)
+        applied = self.apply(account_id, req.event_id, keep_response, containers)
         return req.replay(applied.result), applied
 
     def operator_request(
@@ -238,13 +270,14 @@ class Ledger:
         if rollover.months_behind(state, book.state.as_of) < 2:
             return False  # the common path: at most one boundary crossed, no counting needed
         pk = keys.account_pk(account_id)
-        items = 2 + len(book.entries) + sum(1 for _ in self._usage_updates(pk, book.entries))
-        return items > CATCH_UP_ITEMS
+        writes = 2 + len(book.entries) + len(book.containers.loaded)
+        return writes + sum(1 for _ in self._usage_updates(pk, book.entries)) > CATCH_UP_ITEMS
 
     def _roll_one_month(self, account_id: str, state: AccountState, version: int | None) -> None:
         boundary = next_month_start(state.as_of)
         event_id = keys.roll_event_id(month_key(boundary))
-        roll = Book(clone(state), self.catalog, event_id)
+        containers = Containers(loader=lambda ids: self._containers(account_id, ids))
+        roll = Book(Account(clone(state), containers), self.catalog, event_id)
         rollover.advance_to(roll, boundary)
         with suppress(_Duplicate, ConcurrentUpdate):  # someone else moved the account on: the caller re-reads
             self._commit(account_id, event_id, Change(roll), version)
@@ -256,17 +289,21 @@ class Ledger:
         book = change.book
         assert book is not None
         state = book.state
+        changed = book.sync()
+        state.next_check_at = forecast.next_check(state, self.catalog)
         state.version = (version or 0) + 1
-        uses_resources = any(c.deleted_at is None and (c.runs or c.created_at) for c in state.containers.values())
-        state_item = m.State(
+        due = format_time(state.next_check_at) if state.next_check_at else None
+        state_item = m.Account(
             pk,
             keys.STATE,
             body=to_json(state),
             version=state.version,
             as_of=format_time(state.as_of),
-            active_shard=keys.active_shard(account_id) if uses_resources else None,
+            active_shard=keys.active_shard(account_id) if state.containers_count else None,
+            due_shard=keys.due_shard(account_id) if due else None,
+            due_at=due,
         )
-        condition = m.State.version == version if version is not None else m.State.pk.does_not_exist()
+        condition = m.Account.version == version if version is not None else m.Account.pk.does_not_exist()
         record = record_item(m, pk, keys.event_sk(event_id), Stored(change.result, book.effects))
         # No ClientRequestToken of ours (botocore fills a fresh one per call): a retry after a timeout
         # re-reads the state, and if the first attempt did commit, the record turns the retry into a
@@ -275,6 +312,8 @@ class Ledger:
             with TransactWrite(connection=m.connection) as tx:
                 tx.save(state_item, condition=condition)
                 tx.save(record, condition=m.EventRecord.pk.does_not_exist())
+                for c in changed:
+                    tx.save(self._container_item(pk, c))
                 for entry in book.entries:
                     tx.save(self._entry_item(account_id, entry))
                 for item, actions in self._usage_updates(pk, book.entries):
@@ -288,6 +327,11 @@ class Ledger:
             if "ConditionalCheckFailed" in reasons or "TransactionConflict" in reasons:
                 raise ConcurrentUpdate(account_id) from exc
             raise
+
+    def _container_item(self, pk: str, c: Container) -> Model:
+        # A deleted container's item expires a while after the deletion (DynamoDB TTL).
+        expires = int((c.deleted_at + DELETED_KEPT).timestamp()) if c.deleted_at else None
+        return self.models.Account(pk, keys.container_sk(c.container_id), body=to_json(c), expires=expires)
 
     def _entry_item(self, account_id: str, entry: LedgerEntry) -> Model:
         indexed = entry.type in ("deduction", "debt") and any(line.resource == "ai" for line in entry.lines)

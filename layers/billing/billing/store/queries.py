@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from pynamodb.exceptions import DoesNotExist
 
+from billing.domain.clock import format_time
 from billing.domain.errors import InvalidInput
-from billing.domain.model import LedgerEntry, from_json
+from billing.domain.model import Container, LedgerEntry, from_json
 from billing.store import keys
 from billing.store.tables import TableModels
 
@@ -100,3 +102,52 @@ def purchase_bodies(models: TableModels, account_id: str) -> Iterator[str]:
     """The stored purchases of an account, newest first (JSON bodies)."""
     for item in models.Item.by_gsi1.query(keys.purchases_index_pk(account_id), scan_index_forward=False):
         yield str(item.body)
+
+
+def _page_key(key: Any) -> dict[str, str] | None:
+    """A LastEvaluatedKey as a plain dict of strings (it travels in a queue message)."""
+    return {name: value["S"] for name, value in key.items()} if key else None
+
+
+def active_accounts(
+    models: TableModels, shard: str, limit: int, after: dict[str, str] | None
+) -> tuple[list[str], dict[str, str] | None]:
+    """One page of the accounts with containers in a shard of the ``active`` index."""
+    results = models.Account.active.query(shard, limit=limit, page_size=limit, last_evaluated_key=_dynamo_key(after))
+    accounts = [keys.account_of(item.pk) for item in results]
+    return accounts, _page_key(results.last_evaluated_key)
+
+
+def due_accounts(
+    models: TableModels, shard: str, at: datetime, limit: int, after: dict[str, str] | None
+) -> tuple[list[str], dict[str, str] | None]:
+    """One page of the accounts whose forecast check is due by ``at`` in a shard of the ``due`` index."""
+    index = models.Account.due
+    results = index.query(
+        shard, models.Account.due_at <= format_time(at), limit=limit, page_size=limit,
+        last_evaluated_key=_dynamo_key(after),
+    )
+    accounts = [keys.account_of(item.pk) for item in results]
+    return accounts, _page_key(results.last_evaluated_key)
+
+
+def accruing_containers(
+    models: TableModels, account_id: str, limit: int, after: str | None
+) -> tuple[list[str], str | None]:
+    """Up to ``limit`` of the account's containers with open accruals, after container ``after``
+    (a chunk of account-wide work), and where the next chunk starts (None: this was the last)."""
+    account = models.Account
+    pk = keys.account_pk(account_id)
+    start = {"pk": pk, "sk": keys.container_sk(after)} if after else None
+    ids: list[str] = []
+    results = account.query(
+        pk, account.sk.startswith(keys.CONTAINER), consistent_read=True, page_size=200,
+        last_evaluated_key=_dynamo_key(start),
+    )
+    for item in results:
+        c = from_json(item.body, Container)
+        if not c.accrual.empty or c.runs:
+            ids.append(c.container_id)
+        if len(ids) == limit:
+            return ids, c.container_id
+    return ids, None

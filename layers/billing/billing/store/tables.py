@@ -46,7 +46,7 @@ class RecordByGsi1(GlobalSecondaryIndex["RecordItem"]):
     gsi1sk = UnicodeAttribute(range_key=True)
 
 
-class ActiveIndex(GlobalSecondaryIndex["StateItem"]):
+class ActiveIndex(GlobalSecondaryIndex["AccountItem"]):
     """The sparse index of accounts whose containers use resources, by shard."""
 
     class Meta:
@@ -57,8 +57,20 @@ class ActiveIndex(GlobalSecondaryIndex["StateItem"]):
     pk = UnicodeAttribute(range_key=True)
 
 
-class StateItem(Model):
-    """``STATE``: the account's state as JSON, with the version that guards concurrent writes."""
+class DueIndex(GlobalSecondaryIndex["AccountItem"]):
+    """The sparse index of accounts by the time they next need a check (forecast), by shard."""
+
+    class Meta:
+        index_name = "due"
+        projection = KeysOnlyProjection()
+
+    due_shard = UnicodeAttribute(hash_key=True)
+    due_at = UnicodeAttribute(range_key=True)
+
+
+class AccountItem(Model):
+    """The account's items with a versioned JSON body: ``STATE`` (the balance item; its ``version``
+    guards every change of the account) and ``CONTAINER#<id>`` (one container)."""
 
     class Meta:
         table_name = "billing"
@@ -66,10 +78,14 @@ class StateItem(Model):
     pk = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True, default=STATE)
     body = UnicodeAttribute()
-    version = NumberAttribute()
-    as_of = UnicodeAttribute()
-    active_shard = UnicodeAttribute(null=True)  # set while containers use resources
+    version = NumberAttribute(default=0)
+    as_of = UnicodeAttribute(null=True)
+    active_shard = UnicodeAttribute(null=True)  # balance: set while the account has containers
+    due_shard = UnicodeAttribute(null=True)  # balance: set while a check is due at due_at
+    due_at = UnicodeAttribute(null=True)
+    expires = NumberAttribute(null=True)  # DynamoDB TTL: a container deleted long ago
     active = ActiveIndex()
+    due = DueIndex()
 
 
 class EventRecordItem(Model):
@@ -149,7 +165,7 @@ class TableModels:
 
     table_name: str
     connection: Connection
-    State: type[StateItem]
+    Account: type[AccountItem]
     EventRecord: type[EventRecordItem]
     Entry: type[EntryItem]
     Usage: type[UsageItem]
@@ -162,7 +178,7 @@ def table_models(table_name: str) -> TableModels:
     return TableModels(
         table_name,
         Connection(),
-        _bound(StateItem, table_name),
+        _bound(AccountItem, table_name),
         _bound(EventRecordItem, table_name),
         _bound(EntryItem, table_name),
         _bound(UsageItem, table_name),

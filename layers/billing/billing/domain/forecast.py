@@ -1,0 +1,117 @@
+"""What accrues while nothing is deducted, from aggregates: the hourly burn, the usage accrued since
+the last deductions, and when the account next needs a check (running out, the low-credit mail).
+
+Each container's open accruals are a summable :class:`~billing.domain.model.Accrual`; the balance
+keeps their sum. Accrued usage is then the sum over groups of rate × (count × t - Σ billed-until),
+priced exactly and rounded once (the deductions themselves are rounded per line, so the two may
+differ by less than a µcr per line; rates are those in effect at ``t``). Nothing here reads a
+container.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from billing.domain.amounts import GIB, to_micro
+from billing.domain.catalog import PriceCatalog
+from billing.domain.clock import month_start_of_key
+from billing.domain.model import AccountState, Accrual, Container
+
+CS = "+cs"
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def contribution(catalog: PriceCatalog, c: Container) -> Accrual:
+    """The container's open accruals as of its facts: running runs, billable storage under each
+    plan's allowance (active and not deleted), reported traffic not yet deducted."""
+    runs: dict[str, list[int]] = {}
+    traffic = 0
+    for run in c.runs.values():
+        if run.is_running and run.tier is not None:
+            key = run.tier + (CS if run.code_supporter else "")
+            group = runs.setdefault(key, [0, 0])
+            group[0] += 1
+            group[1] += _epoch(run.billed_until or run.started_at)  # type: ignore[arg-type]
+        for month, billable in run.pending_billable.items():
+            rate = catalog.at(month_start_of_key(month)).traffic_credits_per_gb
+            traffic += to_micro(rate * Decimal(billable) / GIB)
+    storage: dict[str, list[int]] = {}
+    if c.created_at is not None and c.deleted_at is None and c.sizes:
+        latest = max([at for at, _ in c.sizes] + [at for at, _ in c.activity] + [c.created_at])
+        if c.active_at(latest):
+            size = c.size_at(latest)
+            since = _epoch(c.storage_billed_until or c.created_at)
+            version = catalog.at(latest)
+            for plan in version.free_storage_gb:
+                gb = max(0, size - version.free_storage(plan))
+                if gb:
+                    storage[plan] = [gb, gb * since]
+    return Accrual(runs=runs, storage=storage, traffic=traffic)
+
+
+def _rates(catalog: PriceCatalog, at: datetime, key: str) -> Decimal:
+    version = catalog.at(at)
+    tier = key.removesuffix(CS)
+    rate = version.tier(tier).credits_per_hour
+    return rate + version.code_supporter_rate(tier) if key.endswith(CS) else rate
+
+
+def accrued(state: AccountState, catalog: PriceCatalog, at: datetime) -> int:
+    """µcr accrued by the account's containers and not deducted yet, as of ``at``."""
+    t = _epoch(at)
+    total = Decimal(0)
+    for key, (count, since) in state.accrual.runs.items():
+        total += _rates(catalog, at, key) * Decimal(count * t - since) / 3600
+    plan = state.plan_at(at)
+    if plan in state.accrual.storage:
+        gb, since = state.accrual.storage[plan]
+        total += catalog.at(at).storage_credits_per_gb_hour * Decimal(gb * t - since) / 3600
+    return to_micro(total) + state.accrual.traffic
+
+
+def hourly_burn(state: AccountState, catalog: PriceCatalog, at: datetime) -> int:
+    """µcr per hour: running containers (tier + Code Supporter) and billable storage."""
+    total = sum((_rates(catalog, at, key) * count for key, (count, _) in state.accrual.runs.items()), Decimal(0))
+    gb = state.accrual.storage.get(state.plan_at(at), [0, 0])[0]
+    return to_micro(total + catalog.at(at).storage_credits_per_gb_hour * gb)
+
+
+def settled_at(accrual: Accrual, moment: datetime) -> Accrual:
+    """The aggregate as if every container had just been billed up to ``moment`` (a projection)."""
+    t = _epoch(moment)
+    return Accrual(
+        runs={k: [count, count * t] for k, (count, _) in accrual.runs.items()},
+        storage={p: [gb, gb * t] for p, (gb, _) in accrual.storage.items()},
+    )
+
+
+def when_remaining_reaches(state: AccountState, catalog: PriceCatalog, at: datetime, level: int) -> datetime | None:
+    """When remaining credits (available - accrued) fall to ``level`` µcr at the current burn; ``at``
+    when they are there already, None without a burn."""
+    burn = hourly_burn(state, catalog, at)
+    if burn <= 0:
+        return None
+    remaining = state.available(at) - accrued(state, catalog, at)
+    if remaining <= level:
+        return at
+    seconds = math.ceil((remaining - level) * 3600 / burn)
+    return at + timedelta(seconds=seconds)
+
+
+def next_check(state: AccountState, catalog: PriceCatalog) -> datetime | None:
+    """When the account next needs looking at without any event: when running usage would reach the
+    balance (overuse), or remaining credits fall below one hour of burn (the cycle's low-credit mail)."""
+    at = state.as_of
+    due: list[datetime] = []
+    if not state.exhausted and state.accrual.running and (t := when_remaining_reaches(state, catalog, at, 0)):
+        due.append(t)
+    if state.credit_mail and state.mail_sent_cycle != state.mail_cycle:
+        burn = hourly_burn(state, catalog, at)
+        if burn > 0 and (t := when_remaining_reaches(state, catalog, at, burn - 1)):
+            due.append(t)
+    return min(due).astimezone(UTC) if due else None

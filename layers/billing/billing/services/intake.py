@@ -1,0 +1,101 @@
+"""Platform events in, in two steps, so that one account's events are applied one at a time:
+
+1. :func:`accept_platform_event` (the EventBridge rules' target) validates an event (its shape, its
+   time, the tier or model it prices) and queues it on the FIFO settlement queue, with the account
+   as message group: a refused event fails the invocation and ends in the dead-letter queue.
+2. :func:`settle_queued` (the queue's consumer) settles it, in order within its account, so a burst
+   on one account is applied without concurrent changes competing for it. What only the account can
+   tell (no such account, usage before its creation) is refused here: the event is put on the same
+   dead-letter queue, with the reason, and the queue moves on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from billing.adapters import MessageQueue
+from billing.domain.catalog import PriceCatalog
+from billing.domain.errors import BillingError, InvalidInput
+from billing.domain.events import (
+    AiUsageRecorded,
+    ContainerStarted,
+    PlatformEvent,
+    check_event_time,
+    parse_platform_event,
+)
+from billing.observability import logger, metrics
+from billing.services.settlement import settle_platform_event
+from billing.store.ledger import Applied, Ledger
+
+SOURCES = ("platform.accounts", "platform.containers", "platform.ai")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def message_group(account_id: str) -> str:
+    """The account's FIFO message group (any account id, within SQS's 128 characters and alphabet)."""
+    return "acct-" + _digest(account_id)[:48]
+
+
+def _event_id_of(raw: Any) -> str | None:
+    detail = raw.get("detail") if isinstance(raw, dict) else None
+    event_id = detail.get("event_id") if isinstance(detail, dict) else None
+    return event_id if isinstance(event_id, str) else None
+
+
+def _rejected(exc: BillingError, raw: Any) -> None:
+    logger.error("event rejected", reason=exc.message, code=exc.code, event_id=_event_id_of(raw))
+    metrics.add_metric(name="EventsRejected", unit="Count", value=1)
+
+
+def check_priced(event: PlatformEvent, catalog: PriceCatalog) -> None:
+    """An unknown tier or model is an error, never a free use."""
+    d = event.detail
+    if isinstance(d, ContainerStarted):
+        catalog.at(d.occurred_at).tier(d.tier)
+    elif isinstance(d, AiUsageRecorded):
+        catalog.at(d.occurred_at).model(d.model)
+
+
+def accept_platform_event(
+    raw: Any, sources: tuple[str, ...], catalog: PriceCatalog, queue: MessageQueue, now: datetime
+) -> dict[str, Any]:
+    """Validate an EventBridge event and queue it for settlement in its account's order."""
+    try:
+        event = parse_platform_event(raw, sources)
+        check_event_time(event.detail.occurred_at, now)
+        check_priced(event, catalog)
+    except BillingError as exc:
+        _rejected(exc, raw)
+        raise
+    d = event.detail
+    queue.send(json.dumps(raw), group=message_group(d.account_id), dedup=_digest(d.event_id))
+    metrics.add_metric(name="EventsAccepted", unit="Count", value=1)
+    return {"event_id": d.event_id, "queued": True}
+
+
+def settle_queued(body: str, ledger: Ledger, now: datetime) -> Applied:
+    """Settle one queued event exactly once; a refusal is raised (see :func:`dead_letter`)."""
+    try:
+        raw = json.loads(body)
+    except ValueError:
+        raise InvalidInput("the queued event is not JSON") from None
+    try:
+        event = parse_platform_event(raw, SOURCES)
+        applied = settle_platform_event(event, ledger, now)
+    except BillingError as exc:
+        if not exc.transient:
+            _rejected(exc, raw)
+        raise
+    metrics.add_metric(name="EventsSettled", unit="Count", value=1)
+    return applied
+
+
+def dead_letter(body: str, error: BillingError, dead_letters: MessageQueue) -> None:
+    """Put a refused event on the dead-letter queue with its reason, as Lambda's own DLQ does."""
+    dead_letters.send(body, {"ErrorCode": error.code, "ErrorMessage": error.message[:1000]})
