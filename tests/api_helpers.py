@@ -83,8 +83,8 @@ class RequestCounter:
         self.calls: list[str] = []
         seen: set[int] = set()
         classes: Iterable[Any] = (models.Account, models.EventRecord, models.Entry, models.Usage, models.Item)
-        for model in classes:
-            client = model._get_connection().connection.client
+        clients = [model._get_connection().connection.client for model in classes] + [models.connection.client]
+        for client in clients:
             if id(client) in seen:
                 continue
             seen.add(id(client))

@@ -212,7 +212,7 @@ def test_usage_past_month(month: Platform) -> None:
 def test_usage_makes_a_constant_number_of_requests(month: Platform) -> None:
     counter = RequestCounter(month.ledger.models)
     call(API, api_event("/v1/usage"))
-    assert counter.calls == ["BatchGetItem", "GetItem"]  # the balance item, the month's aggregate
+    assert counter.calls == ["BatchGetItem", "Query"]  # the balance item, the month's day aggregates
 
 
 def test_container_log(month: Platform) -> None:

@@ -17,6 +17,7 @@ from billing import wiring
 from billing.api.http import caller_account, make_resolver
 from billing.api.reports import UsageReports
 from billing.observability import logger, metrics, tracer
+from billing.services.usage import UsageQuery
 
 app = make_resolver()
 deps = wiring.Wiring()
@@ -43,8 +44,9 @@ def get_usage(
     resource: Annotated[Literal["container", "storage", "traffic", "ai"] | None, Query()] = None,
     container_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> dict[str, Any]:
-    view = reports().usage(caller_account(app), month, cumulative, unit, resource, container_id)
-    return view.model_dump(mode="json")
+    filters = {k: v for k, v in {"resource": resource, "container": container_id}.items() if v}
+    query = UsageQuery(month=month, cumulative=cumulative, unit=unit, filters=filters)
+    return reports().usage(caller_account(app), query)
 
 
 @app.get("/v1/usage/containers")

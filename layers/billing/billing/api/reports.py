@@ -9,19 +9,16 @@ where the contract is silent are in the README ("Usage report").
 
 from __future__ import annotations
 
-import calendar
 import csv
 import io
 import re
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from typing import Any
 
 from billing.api.models import (
     AiLog,
     AiLogEntry,
-    Amount,
     BalanceView,
-    ByResource,
     ContainerLog,
     ContainerLogEntry,
     Expiration,
@@ -29,22 +26,18 @@ from billing.api.models import (
     LedgerEntryView,
     LedgerPage,
     LotView,
-    Money,
-    SeriesPoint,
-    Unit,
-    UsageView,
 )
 from billing.api.views import entry_view, lot_view, time_or_none
-from billing.domain.amounts import cents_of_micro, format_credits, hours_left
-from billing.domain.clock import Clock, format_time, month_key, next_month_start, parse_time, utc_now
+from billing.domain.amounts import format_credits, hours_left
+from billing.domain.clock import Clock, format_time, next_month_start, parse_time, utc_now
 from billing.domain.errors import InvalidInput, UnknownAccount
 from billing.domain.lots import burn_order
-from billing.domain.model import RESOURCES, AccountState, ChargeLine, LedgerEntry, Resource
+from billing.domain.model import AccountState, ChargeLine, LedgerEntry
 from billing.domain.projection import project
+from billing.services.usage import UsageQuery, usage_report
 from billing.store import queries
 from billing.store.cursors import CursorCodec
 from billing.store.ledger import Ledger
-from billing.store.tables import day_attr
 
 CSV_MAX_ROWS = 10_000
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -161,65 +154,9 @@ class UsageReports:
 
     # ------------------------------------------------------------ monthly usage
 
-    def usage(
-        self,
-        account_id: str,
-        month: str | None = None,
-        cumulative: bool = False,
-        unit: Unit = "credits",
-        resource: Resource | None = None,
-        container_id: str | None = None,
-    ) -> UsageView:
-        now = self.clock()
-        this_month = datetime(now.year, now.month, 1, tzinfo=UTC)
-        start = parse_month(month) if month else this_month
-        key = month_key(start)
-        state = self._state(account_id)
-        agg = queries.usage_aggregate(self.ledger.models, account_id, key, container_id)
-        price = Decimal(state.credit_price_usd)
-
-        def conv(micro: int) -> Amount:
-            return Money(cents=cents_of_micro(micro, price)) if unit == "usd" else format_credits(micro)
-
-        current = start == this_month
-        if current:
-            days = now.day
-        elif start < this_month:
-            days = calendar.monthrange(start.year, start.month)[1]
-        else:
-            days = 0  # a future month: nothing has happened yet
-        names = [resource] if resource else list(RESOURCES)
-        total = agg.get(f"r_{resource}", 0) if resource else agg.get("total", 0)
-        series: list[SeriesPoint] = []
-        running = 0
-        for day in range(1, days + 1):
-            amount = sum(agg.get(day_attr(day, r), 0) for r in names)
-            running += amount
-            series.append(
-                SeriesPoint(date=f"{key}-{day:02d}", amount=conv(running if cumulative else amount),
-                            cumulative=conv(running))
-            )
-        average = int((Decimal(total) / days).quantize(Decimal(1), rounding=ROUND_HALF_UP)) if days else 0
-        projected: str | None = None
-        if current and average > 0:
-            remaining = project(state, self.ledger.catalog, now).remaining
-            seconds = (Decimal(max(remaining, 0)) * 86400 / average).to_integral_value(rounding=ROUND_DOWN)
-            projected = format_time(now + timedelta(seconds=int(seconds)))
-        return UsageView(
-            account_id=account_id,
-            month=key,
-            unit=unit,
-            cumulative_mode=cumulative,
-            resource=resource,
-            container_id=container_id,
-            total=conv(total),
-            by_resource=ByResource(**{r: conv(agg.get(f"r_{r}", 0)) for r in RESOURCES}),
-            series=series,
-            days_elapsed=days,
-            average_daily=conv(average),
-            projected_run_out=projected,
-            credit_price_usd=state.credit_price_usd,
-        )
+    def usage(self, account_id: str, query: UsageQuery) -> dict[str, Any]:
+        """The usage report of a range (see :mod:`billing.services.usage`)."""
+        return usage_report(self.ledger, account_id, query, self.clock())
 
     # ------------------------------------------------------------ logs
 

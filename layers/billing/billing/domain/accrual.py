@@ -42,8 +42,8 @@ def settle_storage(book: Book, c: Container, until: datetime) -> None:
     if end > start:
         exact = pricing.storage_exact(book.catalog, book.state, c, start, end)
         book.charge(
-            pricing.storage_line(book.catalog, book.state, c, month, to_micro(value), span)
-            for month, (value, span) in exact.items()
+            pricing.storage_line(book.catalog, book.state, c, key, to_micro(value), span)
+            for key, (value, span) in exact.items()
         )
     if c.storage_billed_until is None or until > c.storage_billed_until:
         c.storage_billed_until = max(until, c.created_at)
@@ -60,11 +60,11 @@ def restate_storage(book: Book, c: Container, since: datetime, change: Callable[
     before = pricing.storage_exact(book.catalog, book.state, c, start, billed)
     change()
     after = pricing.storage_exact(book.catalog, book.state, c, start, billed)
-    for month in sorted(set(before) | set(after)):
-        old, span = before[month] if month in before else (Decimal(0), after[month][1])
-        new = after[month][0] if month in after else Decimal(0)
+    for key in sorted(set(before) | set(after)):
+        old, span = before[key] if key in before else (Decimal(0), after[key][1])
+        new = after[key][0] if key in after else Decimal(0)
         diff = to_micro(new) - to_micro(old)
-        line = pricing.storage_line(book.catalog, book.state, c, month, abs(diff), span)
+        line = pricing.storage_line(book.catalog, book.state, c, key, abs(diff), span)
         if diff > 0:
             book.charge([line])
         elif diff < 0:
@@ -80,7 +80,7 @@ def settle_run(book: Book, c: Container, run: Run, until: datetime) -> None:
         if end > start:
             book.charge(pricing.run_lines(book.catalog, c, run, start, end))
             run.billed_until = end
-    book.charge(pricing.traffic_line(book.catalog, c, run, month) for month in sorted(run.pending_traffic))
+    book.charge(pricing.traffic_line(book.catalog, c, run, month, until) for month in sorted(run.pending_traffic))
     run.pending_traffic.clear()
     run.pending_billable.clear()
     if run.is_complete:

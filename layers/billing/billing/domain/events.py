@@ -18,7 +18,11 @@ from billing.domain.errors import EventTimeRefused, InvalidInput
 
 UtcTime = Annotated[datetime, Meta(tz=True)]  # zone-aware on decode; Message makes it UTC
 NonEmpty = Annotated[str, Meta(min_length=1, max_length=200)]
-Count = Annotated[int, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=0, le=10**15)]  # bytes, tokens, GB: far above any real use
+# Attribution (billing-rules.md, "Attribution and ranges"): up to 5 pairs.
+LabelKey = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+LabelValue = Annotated[str, Meta(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Labels = Annotated[dict[LabelKey, LabelValue], Meta(max_length=5)]
 Email = Annotated[str, Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
 
 
@@ -72,6 +76,7 @@ class PlanChanged(Detail, frozen=True):
 class ContainerCreated(Detail, frozen=True):
     container_id: NonEmpty
     storage_gb: Count
+    labels: Labels | None = None
 
 
 class ContainerStarted(Detail, frozen=True):
@@ -116,12 +121,20 @@ class ContainerDeleted(ContainerFact, frozen=True):
     pass
 
 
+class ContainerLabeled(Detail, frozen=True):
+    """The container's labels from ``occurred_at`` on (they replace the labels it had)."""
+
+    container_id: NonEmpty
+    labels: Labels
+
+
 class AiUsageRecorded(Detail, frozen=True):
     feature: Literal["chat", "snap", "ai_supporter"]
     model: NonEmpty
     input_tokens: Count
     output_tokens: Count
     container_id: NonEmpty | None = None
+    labels: Labels | None = None
 
 
 DETAILS: dict[tuple[str, str], type[Detail]] = {
@@ -135,6 +148,7 @@ DETAILS: dict[tuple[str, str], type[Detail]] = {
     ("platform.containers", "Container Inactivated"): ContainerInactivated,
     ("platform.containers", "Container Reactivated"): ContainerReactivated,
     ("platform.containers", "Container Deleted"): ContainerDeleted,
+    ("platform.containers", "Container Labeled"): ContainerLabeled,
     ("platform.ai", "AI Usage Recorded"): AiUsageRecorded,
 }
 

@@ -151,6 +151,7 @@ class Container(Record, kw_only=True):
     closed_runs: dict[str, datetime] = field(default_factory=dict)  # run_id -> stop, recent only
     accrual: Accrual = field(default_factory=Accrual)
     counted: bool = False  # counted among the account's containers (created, not deleted)
+    labels: list[tuple[datetime, dict[str, str]]] = field(default_factory=list)  # (from, labels)
 
     def size_at(self, moment: datetime) -> int:
         size = self.sizes[0][1] if self.sizes else 0
@@ -165,6 +166,13 @@ class Container(Record, kw_only=True):
             if at <= moment:
                 active = flag
         return active
+
+    def labels_at(self, moment: datetime) -> dict[str, str]:
+        current: dict[str, str] = {}
+        for at, labels in self.labels:
+            if at <= moment:
+                current = labels
+        return current
 
     @property
     def running_runs(self) -> list[Run]:
@@ -252,6 +260,7 @@ class ChargeLine(Record, kw_only=True):
     output_tokens: int | None = None
     start: datetime | None = None
     end: datetime | None = None
+    labels: dict[str, str] | None = None  # the attribution in effect for this line
 
 
 class LotAmount(Record, kw_only=True):

@@ -1,7 +1,8 @@
 """Charge lines: what a piece of usage costs, computed exactly and rounded once per line.
 
-Intervals are cut at month boundaries and at catalog version changes, so every piece is priced by
-the version in effect when it happened and belongs to one month. Pure functions, no state changes.
+Intervals are cut at month boundaries, at catalog version changes and at the container's label
+changes, so every piece is priced by the version in effect when it happened, belongs to one month
+and carries the labels in effect then. Pure functions, no state changes.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from billing.domain.model import AccountState, ChargeLine, Container, Run
 Interval = tuple[datetime, datetime]
 
 
-def pieces(catalog: PriceCatalog, start: datetime, end: datetime) -> list[Interval]:
-    """[start, end) cut at month boundaries and catalog version changes."""
+def pieces(catalog: PriceCatalog, start: datetime, end: datetime, c: Container | None = None) -> list[Interval]:
+    """[start, end) cut at month boundaries, catalog version changes and the container's label changes."""
     cuts = set(catalog.split_points(start, end))
+    if c is not None:
+        cuts.update(at for at, _ in c.labels if start < at < end)
     boundary = next_month_start(start)
     while boundary < end:
         cuts.add(boundary)
@@ -35,7 +38,7 @@ def run_lines(catalog: PriceCatalog, c: Container, run: Run, start: datetime, en
     """Container time and Code Supporter for [start, end), one line each per piece."""
     assert run.tier is not None
     lines = []
-    for a, b in pieces(catalog, start, end):
+    for a, b in pieces(catalog, start, end, c):
         version = catalog.at(a)
         seconds = int((b - a).total_seconds())
         hours = Decimal(seconds) / 3600
@@ -43,6 +46,7 @@ def run_lines(catalog: PriceCatalog, c: Container, run: Run, start: datetime, en
             resource="container", item=run.tier, month=month_key(a), container_id=c.container_id,
             run_id=run.run_id, tier=run.tier, seconds=seconds, code_supporter=run.code_supporter,
             start=a, end=b, amount=to_micro(version.tier(run.tier).credits_per_hour * hours),
+            labels=c.labels_at(a) or None,
         )
         lines.append(time_line)
         cs_rate = version.code_supporter_rate(run.tier)
@@ -78,41 +82,48 @@ def _storage_gb_seconds(
     )
 
 
+StorageKey = tuple[str, tuple[tuple[str, str], ...]]  # (month, labels) of a storage line
+
+
 def storage_exact(
     catalog: PriceCatalog, state: AccountState, c: Container, start: datetime, end: datetime
-) -> dict[str, tuple[Decimal, Interval]]:
-    """Exact storage credits for [start, end) by month (each version priced on its own piece)."""
-    out: dict[str, tuple[Decimal, Interval]] = {}
-    for a, b in pieces(catalog, start, end):
+) -> dict[StorageKey, tuple[Decimal, Interval]]:
+    """Exact storage credits for [start, end) by month and labels (each version priced on its own
+    piece)."""
+    out: dict[StorageKey, tuple[Decimal, Interval]] = {}
+    for a, b in pieces(catalog, start, end, c):
         rate = catalog.at(a).storage_credits_per_gb_hour
         value = rate * Decimal(_storage_gb_seconds(catalog, state, c, a, b)) / 3600
-        month = month_key(a)
-        if month in out:
-            previous, (first, _) = out[month]
-            out[month] = (previous + value, (first, b))
+        key = (month_key(a), tuple(sorted(c.labels_at(a).items())))
+        if key in out:
+            previous, (first, _) = out[key]
+            out[key] = (previous + value, (first, b))
         else:
-            out[month] = (value, (a, b))
+            out[key] = (value, (a, b))
     return out
 
 
 def storage_line(
-    catalog: PriceCatalog, state: AccountState, c: Container, month: str, amount: int, span: Interval
+    catalog: PriceCatalog, state: AccountState, c: Container, key: StorageKey, amount: int, span: Interval
 ) -> ChargeLine:
     a, b = span
+    month, labels = key
     return ChargeLine(
         resource="storage", item="storage", amount=amount, month=month, container_id=c.container_id,
         seconds=int((b - a).total_seconds()), storage_gb=c.size_at(a),
-        billable_gb=billable_gb_at(catalog, state, c, a), start=a, end=b,
+        billable_gb=billable_gb_at(catalog, state, c, a), start=a, end=b, labels=dict(labels) or None,
     )
 
 
-def traffic_line(catalog: PriceCatalog, c: Container, run: Run, month: str) -> ChargeLine:
-    """A run's reported traffic of one month: only its bytes beyond the allowance are billed."""
+def traffic_line(catalog: PriceCatalog, c: Container, run: Run, month: str, at: datetime) -> ChargeLine:
+    """A run's reported traffic of one month: only its bytes beyond the allowance are billed (with
+    the container's labels when it is settled, at ``at``)."""
     rate = catalog.at(month_start_of_key(month)).traffic_credits_per_gb
     billable = run.pending_billable.get(month, 0)
     return ChargeLine(
         resource="traffic", item="traffic", month=month, container_id=c.container_id, run_id=run.run_id,
         traffic_bytes=run.pending_traffic[month], amount=to_micro(rate * Decimal(billable) / GIB),
+        labels=c.labels_at(at) or None,
     )
 
 
@@ -123,12 +134,12 @@ def billable_traffic(free_bytes: int, used_before: int, reported: int) -> int:
 
 def ai_line(
     catalog: PriceCatalog, at: datetime, feature: str, model: str, input_tokens: int, output_tokens: int,
-    container_id: str | None,
+    container_id: str | None, labels: dict[str, str] | None = None,
 ) -> ChargeLine:
     """One AI use at the token prices of the model it names (an unknown model is an error)."""
     price = catalog.at(at).model(model)
     return ChargeLine(
         resource="ai", item=feature, month=month_key(at), container_id=container_id, model=model,
-        input_tokens=input_tokens, output_tokens=output_tokens, start=at, end=at,
+        input_tokens=input_tokens, output_tokens=output_tokens, start=at, end=at, labels=labels or None,
         amount=to_micro(price.input * input_tokens + price.output * output_tokens),
     )

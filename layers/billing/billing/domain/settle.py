@@ -67,13 +67,17 @@ def plan_changed(book: Book, at: datetime, plan: Plan) -> None:
         insert_once()
 
 
-def container_created(book: Book, at: datetime, container_id: str, storage_gb: int) -> None:
+def container_created(
+    book: Book, at: datetime, container_id: str, storage_gb: int, labels: dict[str, str] | None = None
+) -> None:
     with settling(book, at, "container_created"):
         c = accrual.container(book, container_id, at)
         if c.created_at is not None:
             return  # already known: another delivery of the same fact
         c.created_at = at
         c.sizes = sorted([*c.sizes, (at, storage_gb)], key=lambda s: s[0])
+        if labels:
+            c.labels = sorted([*c.labels, (at, dict(labels))], key=lambda s: s[0])
         # Storage accrues from creation, also when this event arrives after the container was used.
         assert c.seen_until is not None
         accrual.settle_storage(book, c, c.seen_until)
@@ -170,12 +174,21 @@ def container_deleted(book: Book, at: datetime, container_id: str) -> None:
             accrual.settle_run(book, c, run, at)
 
 
+def container_labeled(book: Book, at: datetime, container_id: str, labels: dict[str, str]) -> None:
+    """The container's labels from ``at`` on: what accrued before is settled under the old ones.
+    (A late Container Labeled does not relabel lines deducted already.)"""
+    with settling(book, at, "container_labeled"):
+        c = accrual.container(book, container_id, at)
+        accrual.settle_container(book, c, at)
+        c.labels = sorted([*[entry for entry in c.labels if entry[0] != at], (at, dict(labels))], key=lambda s: s[0])
+
+
 def ai_used(
     book: Book, at: datetime, feature: str, model: str, input_tokens: int, output_tokens: int,
-    container_id: str | None,
+    container_id: str | None, labels: dict[str, str] | None = None,
 ) -> ChargeLine:
     """One AI use, deducted when reported."""
-    line = pricing.ai_line(book.catalog, at, feature, model, input_tokens, output_tokens, container_id)
+    line = pricing.ai_line(book.catalog, at, feature, model, input_tokens, output_tokens, container_id, labels)
     with settling(book, at, "ai_usage"):
         book.charge([line])
     return line

@@ -16,6 +16,7 @@ from billing.domain.events import (
     ContainerCreated,
     ContainerDeleted,
     ContainerInactivated,
+    ContainerLabeled,
     ContainerReactivated,
     ContainerResized,
     ContainerStarted,
@@ -38,7 +39,9 @@ def apply_event(book: Book, d: Detail) -> None:
         case PlanChanged():
             settle.plan_changed(book, t, d.plan)
         case ContainerCreated():
-            settle.container_created(book, t, d.container_id, d.storage_gb)
+            settle.container_created(book, t, d.container_id, d.storage_gb, d.labels)
+        case ContainerLabeled():
+            settle.container_labeled(book, t, d.container_id, d.labels)
         case ContainerStarted():
             settle.container_started(book, t, d.container_id, d.run_id, d.tier, d.code_supporter)
         case ContainerStopped():
@@ -54,7 +57,7 @@ def apply_event(book: Book, d: Detail) -> None:
         case ContainerDeleted():
             settle.container_deleted(book, t, d.container_id)
         case AiUsageRecorded():
-            settle.ai_used(book, t, d.feature, d.model, d.input_tokens, d.output_tokens, d.container_id)
+            settle.ai_used(book, t, d.feature, d.model, d.input_tokens, d.output_tokens, d.container_id, d.labels)
         case _:
             raise AssertionError(f"no settlement for {type(d).__name__}")  # parse_platform_event admits no other
 

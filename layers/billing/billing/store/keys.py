@@ -9,8 +9,8 @@ sort key                    item
 ``CONTAINER#<container>``   one container's facts, runs and open accruals
 ``EVENT#<event_id>``        the idempotency record of an applied event or request
 ``LEDGER#<at>#<entry>``     one ledger entry; AI entries are also in GSI1 under ``…#AI``
-``USAGE#<YYYY-MM>``         the month's usage aggregate (totals per resource and per day)
-``USAGE#<YYYY-MM>#C#<c>``   the same for one container
+``USAGE#D#<YYYY-MM-DD>``    the day's usage aggregate: µcr per hour and attribution (cell)
+``USAGE#C#<c>#<YYYY-MM-DD>`` the same for one container
 ``SENT#<effect_id>``        a mail of the outbox that SES accepted (so a redelivery does not resend)
 ==========================  ===================================================================
 
@@ -24,7 +24,7 @@ their forecast says they next need a check, spread over ``DUE#<n>`` shards.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import date, datetime
 
 from billing.domain.clock import format_time
 
@@ -67,8 +67,16 @@ def ai_index_pk(account_id: str) -> str:
     return f"{account_pk(account_id)}#AI"
 
 
-def usage_sk(month: str, container_id: str | None = None) -> str:
-    return f"USAGE#{month}" + (f"#C#{container_id}" if container_id else "")
+USAGE = "USAGE#"
+USAGE_END = "USAGE#~"
+
+
+def usage_day_sk(day: date) -> str:
+    return f"USAGE#D#{day.isoformat()}"
+
+
+def container_usage_day_sk(container_id: str, day: date) -> str:
+    return f"USAGE#C#{container_id}#{day.isoformat()}"
 
 
 def purchase_pk(purchase_id: str) -> str:

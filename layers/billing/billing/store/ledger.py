@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
-from pynamodb.expressions.update import Action as UpdateAction
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
@@ -35,10 +33,10 @@ from billing.domain.errors import ConcurrentUpdate, Conflict, ServiceBusy
 from billing.domain.model import SCHEMA, AccountState, Container, Effect, LedgerEntry, clone, from_json, to_json
 from billing.domain.posting import Book
 from billing.observability import logger
-from billing.store import keys
+from billing.store import keys, usage
 from billing.store.idempotency import RequestKey, Stored, lookup, record_item
 from billing.store.migration import migrate_account
-from billing.store.tables import TableModels, day_attr, table_models
+from billing.store.tables import TableModels, table_models
 
 CATCH_UP_ITEMS = 90  # a TransactWriteItems takes at most 100 items; leave room for extra writes
 CATCH_UP_MONTHS = 12  # months caught up in one call at most (the invocation's time is bounded)
@@ -269,9 +267,8 @@ class Ledger:
         transaction's item limit the months are committed one by one first."""
         if rollover.months_behind(state, book.state.as_of) < 2:
             return False  # the common path: at most one boundary crossed, no counting needed
-        pk = keys.account_pk(account_id)
         writes = 2 + len(book.entries) + len(book.containers.loaded)
-        return writes + sum(1 for _ in self._usage_updates(pk, book.entries)) > CATCH_UP_ITEMS
+        return writes + sum(1 for _ in usage.updates(self.models, account_id, book.entries)) > CATCH_UP_ITEMS
 
     def _roll_one_month(self, account_id: str, state: AccountState, version: int | None) -> None:
         boundary = next_month_start(state.as_of)
@@ -316,7 +313,7 @@ class Ledger:
                     tx.save(self._container_item(pk, c))
                 for entry in book.entries:
                     tx.save(self._entry_item(account_id, entry))
-                for item, actions in self._usage_updates(pk, book.entries):
+                for item, actions in usage.updates(m, account_id, book.entries):
                     tx.update(item, actions=actions)
                 for item, item_condition in change.writes:
                     tx.save(item, condition=item_condition)
@@ -344,31 +341,6 @@ class Ledger:
             gsi1pk=keys.ai_index_pk(account_id) if indexed else None,
             gsi1sk=sk if indexed else None,
         )
-
-    def _usage_updates(self, pk: str, entries: Iterable[LedgerEntry]) -> Iterator[tuple[Model, list[UpdateAction]]]:
-        """The month aggregates: what was charged (deductions incl. their debt part) less corrections,
-        by resource and by day of the deduction, for the account and for each container."""
-        deltas: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for entry in entries:
-            if entry.type not in ("deduction", "correction"):
-                continue
-            sign = -1 if entry.type == "correction" else 1
-            for line in entry.lines:
-                if not line.amount:
-                    continue
-                sort_keys = [keys.usage_sk(line.month)]
-                if line.container_id:
-                    sort_keys.append(keys.usage_sk(line.month, line.container_id))
-                for sk in sort_keys:
-                    d = deltas[sk]
-                    d["total"] += sign * line.amount
-                    d[f"r_{line.resource}"] += sign * line.amount
-                    d[day_attr(entry.at.day, line.resource)] += sign * line.amount
-        usage = self.models.Usage
-        for sk, delta in sorted(deltas.items()):
-            actions = [getattr(usage, name).add(value) for name, value in sorted(delta.items()) if value]
-            if actions:
-                yield usage(pk, sk), actions
 
 
 def entries_from_items(items: Iterable[Any]) -> list[LedgerEntry]:

@@ -8,7 +8,10 @@ content; the balance is replaced last, on the condition that it is still the ver
 It runs by itself when a change first reads an account of schema 1, and as an operator command for
 the whole table (README, "Operating it")::
 
-    python -m billing.store.migration --table billing [--endpoint-url http://127.0.0.1:8000]
+    python -m billing.store.migration --table billing [--endpoint-url http://127.0.0.1:8000] [--usage]
+
+``--usage`` also rebuilds every account's usage aggregates from its ledger (the month items of the
+first design become day items with hours and attributions; idempotent: each run writes them afresh).
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from billing.domain import forecast
 from billing.domain.account import Containers
 from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.domain.clock import format_time
-from billing.domain.model import SCHEMA, AccountState, Container, from_json, to_json
-from billing.store import keys
+from billing.domain.model import SCHEMA, AccountState, Container, LedgerEntry, from_json, to_json
+from billing.store import keys, usage
 from billing.store.tables import TableModels, table_models
 
 IN_ONE_TRANSACTION = 90  # containers written with the balance; more are written before it
@@ -80,6 +83,18 @@ def migrate_account(models: TableModels, catalog: PriceCatalog, account_id: str)
     return True
 
 
+def rebuild_usage(models: TableModels, account_id: str) -> int:
+    """The account's usage aggregates written afresh from its whole ledger; returns the day items."""
+    entry = models.Entry
+    items = entry.query(keys.account_pk(account_id), entry.sk.startswith(keys.LEDGER))
+    return usage.rebuild(models, account_id, (from_json(item.body, LedgerEntry) for item in items))
+
+
+def all_accounts(models: TableModels) -> Iterator[str]:
+    for item in models.Account.scan(models.Account.sk == keys.STATE):
+        yield keys.account_of(item.pk)
+
+
 def legacy_accounts(models: TableModels) -> Iterator[str]:
     """Every account whose balance item is still of schema 1 (a scan of the STATE items)."""
     condition = (models.Account.sk == keys.STATE) & models.Account.body.startswith('{"account_id"')
@@ -92,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m billing.store.migration", description=__doc__)
     parser.add_argument("--table", required=True)
     parser.add_argument("--endpoint-url", help="DynamoDB endpoint (DynamoDB Local); default: the SDK's")
+    parser.add_argument("--usage", action="store_true", help="also rebuild every account's usage aggregates")
     args = parser.parse_args(argv)
     if args.endpoint_url:
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = args.endpoint_url
@@ -102,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         seen += 1
         migrated += migrate_account(models, catalog, account_id)
     print(f"accounts of schema 1 found: {seen}, migrated now: {migrated}")
+    if args.usage:
+        rebuilt = [rebuild_usage(models, account_id) for account_id in all_accounts(models)]
+        print(f"usage aggregates rebuilt for {len(rebuilt)} accounts ({sum(rebuilt)} day items)")
     return 0
 
 

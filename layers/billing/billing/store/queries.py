@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
-
-from pynamodb.exceptions import DoesNotExist
 
 from billing.domain.clock import format_time
 from billing.domain.errors import InvalidInput
@@ -89,13 +86,11 @@ def ai_page(
     return [from_json(i.body, LedgerEntry) for i in page], next_key
 
 
-def usage_aggregate(models: TableModels, account_id: str, month: str, container_id: str | None) -> dict[str, int]:
-    """The month's usage aggregate (of the account, or of one container) as attribute -> µcr."""
-    try:
-        item = models.Usage.get(keys.account_pk(account_id), keys.usage_sk(month, container_id))
-    except DoesNotExist:
-        return {}
-    return {k: int(v) for k, v in item.attribute_values.items() if isinstance(v, int | float | Decimal)}
+def container_ids(models: TableModels, account_id: str) -> list[str]:
+    """Every container of the account (its CONTAINER# items, paged by DynamoDB)."""
+    account = models.Account
+    items = account.query(keys.account_pk(account_id), account.sk.startswith(keys.CONTAINER), attributes_to_get=["sk"])
+    return [str(item.sk).removeprefix(keys.CONTAINER) for item in items]
 
 
 def purchase_bodies(models: TableModels, account_id: str) -> Iterator[str]:

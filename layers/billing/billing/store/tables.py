@@ -15,13 +15,7 @@ from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
-from billing.domain.model import RESOURCES
 from billing.store.keys import STATE
-
-
-def day_attr(day: int, resource: str) -> str:
-    """The usage aggregate's attribute of one day and resource."""
-    return f"d{day:02d}_{resource}"
 
 
 class EntryByGsi1(GlobalSecondaryIndex["EntryItem"]):
@@ -119,20 +113,14 @@ class EntryItem(Model):
 
 
 class UsageItem(Model):
-    """``USAGE#<month>[#C#<container>]``: µcr charged by resource and by day (added atomically)."""
+    """``USAGE#D#<day>`` and ``USAGE#C#<container>#<day>``: µcr per hour and cell, one number attribute
+    each, named by :mod:`billing.store.usage` (added atomically in the settlement's transaction)."""
 
     class Meta:
         table_name = "billing"
 
     pk = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)
-    total = NumberAttribute(default=0)
-    # r_<resource> and d<DD>_<resource>, one number attribute each
-    for _resource in RESOURCES:
-        locals()[f"r_{_resource}"] = NumberAttribute(default=0)
-        for _day in range(1, 32):
-            locals()[day_attr(_day, _resource)] = NumberAttribute(null=True)
-    del _resource, _day
 
 
 class RecordItem(Model):
