@@ -89,9 +89,11 @@ class RecordingMailer(MailSender):
     def __init__(self) -> None:
         super().__init__("billing@example.com", client=object())
         self.sent: list[tuple[str, str, str]] = []
+        self.html: list[str | None] = []
 
-    def send(self, to: str, subject: str, body: str) -> str:  # type: ignore[override]
+    def send(self, to: str, subject: str, body: str, html: str | None = None) -> str:  # type: ignore[override]
         self.sent.append((to, subject, body))
+        self.html.append(html)
         return f"mail-{len(self.sent)}"
 
 

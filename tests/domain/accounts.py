@@ -7,7 +7,7 @@ import itertools
 from datetime import datetime
 from typing import Any
 
-from billing.domain import forecast, rollover, settle
+from billing.domain import controls, rollover, settle
 from billing.domain.account import Account as Loaded
 from billing.domain.account import Containers
 from billing.domain.catalog import PriceCatalog, load_catalog
@@ -45,9 +45,8 @@ class Account:
 
     def commit(self, book: Book) -> Book:
         """What the ledger does: the aggregates brought in step, the forecast, then keep it all."""
-        for c in book.sync():
+        for c in controls.close(book):
             self.containers[c.container_id] = c
-        book.state.next_check_at = forecast.next_check(book.state, self.catalog)
         self.state = book.state
         self.entries += book.entries
         self.outbox += book.outbox

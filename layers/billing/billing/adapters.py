@@ -66,7 +66,8 @@ class EventPublisher:
 
 
 class MailSender:
-    """Sends plain-text mail through SES (v2 API) from the configured sender address."""
+    """Sends mail through SES (v2 API) from the configured sender address: plain text, and HTML as
+    the alternative part when given (a multipart/alternative message)."""
 
     def __init__(self, sender: str, client: Any | None = None) -> None:
         self.sender = sender
@@ -76,11 +77,14 @@ class MailSender:
     def client(self) -> Any:
         return self._client or aws_client("sesv2")
 
-    def send(self, to: str, subject: str, body: str) -> str:
+    def send(self, to: str, subject: str, body: str, html: str | None = None) -> str:
+        parts: dict[str, Any] = {"Text": {"Data": body, "Charset": "UTF-8"}}
+        if html is not None:
+            parts["Html"] = {"Data": html, "Charset": "UTF-8"}
         response = self.client.send_email(
             FromEmailAddress=self.sender,
             Destination={"ToAddresses": [to]},
-            Content={"Simple": {"Subject": {"Data": subject}, "Body": {"Text": {"Data": body}}}},
+            Content={"Simple": {"Subject": {"Data": subject, "Charset": "UTF-8"}, "Body": parts}},
         )
         return str(response.get("MessageId", ""))
 

@@ -104,14 +104,29 @@ def when_remaining_reaches(state: AccountState, catalog: PriceCatalog, at: datet
 
 
 def next_check(state: AccountState, catalog: PriceCatalog) -> datetime | None:
-    """When the account next needs looking at without any event: when running usage would reach the
-    balance (overuse), or remaining credits fall below one hour of burn (the cycle's low-credit mail)."""
+    """When the account next needs looking at without any event, at the current burn: running usage
+    reaching the balance (overuse); remaining credits below one hour of burn (the cycle's low-credit
+    mail), below an armed alert's threshold or hours, below auto top-up's threshold; the month's
+    charges and running usage reaching the spend cap."""
     at = state.as_of
-    due: list[datetime] = []
-    if not state.exhausted and state.accrual.running and (t := when_remaining_reaches(state, catalog, at, 0)):
-        due.append(t)
+    burn = hourly_burn(state, catalog, at)
+    if burn <= 0:
+        return None
+    levels: list[int] = []  # remaining credits (µcr) at which a check is due
+    if not state.exhausted and state.accrual.running:
+        levels.append(0)
     if state.credit_mail and state.mail_sent_cycle != state.mail_cycle:
-        burn = hourly_burn(state, catalog, at)
-        if burn > 0 and (t := when_remaining_reaches(state, catalog, at, burn - 1)):
-            due.append(t)
+        levels.append(burn - 1)
+    for rule in state.alerts:
+        if rule.armed and rule.kind == "remaining_below":
+            levels.append(int(Decimal(rule.threshold) * 1_000_000) - 1)
+        elif rule.armed and rule.kind == "hours_left_below":
+            levels.append(int(Decimal(rule.threshold) * burn) - 1)
+    auto = state.auto_top_up
+    if auto and auto.enabled and not auto.pending:
+        levels.append(auto.below - 1)
+    due = [t for level in levels if (t := when_remaining_reaches(state, catalog, at, level))]
+    if state.spend_cap is not None and state.cap_reached != at.strftime("%Y-%m"):
+        room = state.spend_cap - state.month_charged.get(at.strftime("%Y-%m"), 0) - accrued(state, catalog, at)
+        due.append(at + timedelta(seconds=max(0, math.ceil(room * 3600 / burn))))
     return min(due).astimezone(UTC) if due else None

@@ -190,6 +190,53 @@ class Totals(Record, kw_only=True):
     charged: int = 0
 
 
+AlertKind = Literal["remaining_below", "hours_left_below", "spent_this_month_above"]
+
+
+class AlertRule(Record, kw_only=True):
+    """An alert rule: fires once when its condition becomes true, re-arms when it is false again."""
+
+    alert_id: str
+    kind: AlertKind
+    threshold: str  # credits (exact to the µcr) or hours, as the user gave it, normalized
+    armed: bool = True
+    created_at: datetime
+    fired_at: datetime | None = None
+
+
+class AutoTopUp(Record, kw_only=True):
+    """Auto top-up: a purchase of ``credits`` when remaining credits fall below ``below`` µcr."""
+
+    enabled: bool = True
+    below: int
+    credits: int  # whole credits per purchase
+    max_per_month: int
+    pending: str | None = None  # the auto purchase awaiting its payment
+    requested: dict[str, int] = field(default_factory=dict)  # month -> auto purchases requested
+    failures: int = 0  # failed auto payments in a row
+
+
+PurchaseStatus = Literal["pending", "paid", "failed", "refunded"]
+
+
+class Purchase(Record, kw_only=True):
+    purchase_id: str
+    account_id: str
+    credits: int  # whole credits purchased
+    price_cents: int
+    currency: str = "USD"
+    status: PurchaseStatus = "pending"
+    created_at: datetime
+    auto: bool = False  # created by auto top-up
+    paid_at: datetime | None = None
+    payment_id: str | None = None
+    payment_created_at: datetime | None = None
+    failed_at: datetime | None = None
+    refund_cents: int | None = None
+    refunded_credits: int | None = None  # µcr taken back
+    refunded_at: datetime | None = None
+
+
 SCHEMA = 2  # 1: containers inside the state; 2: containers as items of their own
 
 
@@ -213,6 +260,11 @@ class AccountState(Record, kw_only=True):
     # The account's containers while they are few (None: more than are listed; see domain.account).
     container_ids: list[str] | None = field(default_factory=list)
     next_check_at: datetime | None = None  # when the forecast says a check is due (running out, mail)
+    month_charged: dict[str, int] = field(default_factory=dict)  # month -> µcr charged (less corrections)
+    alerts: list[AlertRule] = field(default_factory=list)
+    auto_top_up: AutoTopUp | None = None
+    spend_cap: int | None = None  # µcr a calendar month
+    cap_reached: str | None = None  # the month the spend cap was reached in
     traffic_used: dict[str, int] = field(default_factory=dict)  # month -> bytes counted
     totals: Totals = field(default_factory=Totals)
     check_ins: list[str] = field(default_factory=list)  # UTC days checked in (recent)

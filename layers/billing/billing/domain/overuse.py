@@ -13,6 +13,7 @@ from datetime import datetime
 
 from billing.domain import accrual
 from billing.domain.amounts import format_credits
+from billing.domain.clock import month_key
 from billing.domain.posting import Book
 
 EXHAUSTED = "credits_exhausted"
@@ -61,7 +62,12 @@ def check(book: Book, at: datetime) -> None:
         exhaust(book, at)
 
 
-def ask_to_stop_again(book: Book, container_id: str) -> None:
-    """A container started while the account is exhausted is asked to stop (once per event)."""
-    if book.state.exhausted and not book.emitted("Stop Containers Requested"):
+def ask_to_stop_again(book: Book, container_id: str, at: datetime) -> None:
+    """A container started while the account is exhausted, or while its spend cap is reached, is
+    asked to stop (once per event)."""
+    if book.emitted("Stop Containers Requested"):
+        return
+    if book.state.exhausted:
         book.emit("Stop Containers Requested", container_ids=[container_id], reason=EXHAUSTED)
+    elif book.state.cap_reached == month_key(at):
+        book.emit("Stop Containers Requested", container_ids=[container_id], reason="spend_cap")

@@ -22,7 +22,7 @@ from datetime import datetime
 from billing.domain import forecast, lots
 from billing.domain.account import Account, Containers
 from billing.domain.catalog import PriceCatalog
-from billing.domain.clock import SECOND, month_start_of_key, next_month_start
+from billing.domain.clock import SECOND, month_key, month_start_of_key, next_month_start
 from billing.domain.model import (
     AccountState,
     ChargeLine,
@@ -34,6 +34,7 @@ from billing.domain.model import (
     LotKind,
     Mail,
     OutboundEvent,
+    Purchase,
     Work,
     WorkKind,
 )
@@ -56,6 +57,7 @@ class Book:
         self.event_id = event_id
         self.entries: list[LedgerEntry] = []
         self.effects: list[Effect] = []
+        self.purchases: list[Purchase] = []  # purchase records this change creates
         self._lines: list[ChargeLine] = []
         self._corrections: list[ChargeLine] = []
 
@@ -109,6 +111,7 @@ class Book:
             if total == 0 and not any(line.resource == "container" for line in month_lines):
                 continue  # nothing to deduct and nothing for the container log
             as_of = min(at, next_month_start(month_start_of_key(month)) - SECOND)
+            self._count_charged(as_of, total)
             paid_by, debt = lots.pay(self.state, total, as_of, max(self.state.as_of, at))
             self.record("deduction", total - debt, as_of, reason, lines=month_lines, paid_by=paid_by)
             if debt:
@@ -117,11 +120,21 @@ class Book:
     def _flush_corrections(self, at: datetime, reason: str) -> None:
         total = sum(line.amount for line in self._corrections)
         if total:
+            self._count_charged(at, -total)
             back, _forgiven, written_off = lots.give_back(self.state, total, at)
             self.record("correction", total, at, reason, lines=self._corrections, paid_by=back)
             if written_off:
                 self.record("expiry", written_off, at, "corrected_credits_of_expired_lots")
         self._corrections = []
+
+    def _count_charged(self, at: datetime, amount: int) -> None:
+        """What the month of ``at`` has charged (spend caps and alerts read it)."""
+        month = month_key(at)
+        self.state.month_charged[month] = self.state.month_charged.get(month, 0) + amount
+
+    def create_purchase(self, purchase: Purchase) -> None:
+        """A purchase record to write with this change (auto top-up)."""
+        self.purchases.append(purchase)
 
     # ------------------------------------------------------------------ grants and entries
 

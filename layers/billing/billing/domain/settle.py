@@ -97,7 +97,7 @@ def container_started(
             accrual.settle_run(book, c, run, run.stopped_at)
         accrual.settle_storage(book, c, at)
     if run.is_running:
-        overuse.ask_to_stop_again(book, container_id)
+        overuse.ask_to_stop_again(book, container_id, at)
     low_balance.check(book, at)  # at every container start
 
 

@@ -35,7 +35,7 @@ def deliver(record: outbox.OutboxRecord, ledger: Ledger, publisher: EventPublish
             if outbox.was_sent(ledger.models, record.account_id, effect.effect_id):
                 continue
             rendered = render(effect, buy_credits_url)
-            mailer.send(effect.to, rendered.subject, rendered.text)
+            mailer.send(effect.to, rendered.subject, rendered.text, rendered.html)
             outbox.mark_sent(ledger.models, record.account_id, effect.effect_id)
             metrics.add_metric(name="MailsSent", unit="Count", value=1)
         logger.info("effect delivered", account_id=record.account_id, event_id=record.event_id,

@@ -15,41 +15,20 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from billing.api.views import lot_view, purchase_view
-from billing.domain import credits, rollover, settle
+from billing.domain import controls, credits, rollover, settle
 from billing.domain.account import Account
 from billing.domain.amounts import MICRO, cents_of_micro, format_credits, money
-from billing.domain.clock import format_time
 from billing.domain.errors import Conflict, NotFound, RuleViolation
-from billing.domain.model import Record, from_json
+from billing.domain.model import Purchase, Record, from_json
 from billing.domain.posting import Book
 from billing.observability import logger
 from billing.store import keys, queries
 from billing.store.idempotency import RequestKey
-from billing.store.ledger import Change, Ledger, Write
-from billing.store.records import load_record, record_write
+from billing.store.ledger import Change, Ledger
+from billing.store.records import load_record, purchase_write
 from billing.store.tables import TableModels
 
 PURCHASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-
-PurchaseStatus = Literal["pending", "paid", "failed", "refunded"]
-
-
-class Purchase(Record, kw_only=True):
-    purchase_id: str
-    account_id: str
-    credits: int  # whole credits purchased
-    price_cents: int
-    currency: str = "USD"
-    status: PurchaseStatus = "pending"
-    created_at: datetime
-    paid_at: datetime | None = None
-    payment_id: str | None = None
-    payment_created_at: datetime | None = None
-    failed_at: datetime | None = None
-    refund_cents: int | None = None
-    refunded_credits: int | None = None  # µcr taken back
-    refunded_at: datetime | None = None
-
 
 class PaymentNotice(Record, kw_only=True):
     """A verified payment notice of the provider (its body, validated by the API layer)."""
@@ -66,13 +45,6 @@ def load_purchase(models: TableModels, purchase_id: str) -> tuple[Purchase, int]
     if not PURCHASE_ID_PATTERN.match(purchase_id):
         return None
     return load_record(models, keys.purchase_pk(purchase_id), keys.PURCHASE, Purchase)
-
-
-def _purchase_write(models: TableModels, p: Purchase, read_version: int | None) -> Write:
-    return record_write(
-        models, keys.purchase_pk(p.purchase_id), keys.PURCHASE, p, read_version,
-        gsi1pk=keys.purchases_index_pk(p.account_id), gsi1sk=format_time(p.created_at) + "#" + p.purchase_id,
-    )
 
 
 def create_purchase(
@@ -99,7 +71,7 @@ def create_purchase(
         )
         view = purchase_view(p)
         response = {k: view[k] for k in ("purchase_id", "credits", "price", "status", "created_at")}
-        return Change(book, response, [_purchase_write(ledger.models, p, None)])
+        return Change(book, response, [purchase_write(ledger.models, p, None)])
 
     response, applied = ledger.request(account_id, req, action)
     logger.info("purchase created", account_id=account_id, purchase_id=response.get("purchase_id"),
@@ -132,14 +104,16 @@ def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> dict
             if p.status != "pending":
                 return Change(None, {"purchase_id": p.purchase_id, "status": p.status, "duplicate": True})
             p.status, p.failed_at = "failed", now
+            controls.auto_payment_settled(book, p, paid=False)
             return Change(book, {"purchase_id": p.purchase_id, "status": "failed", "duplicate": False},
-                          [_purchase_write(ledger.models, p, version)])
+                          [purchase_write(ledger.models, p, version)])
         if p.status in ("paid", "refunded"):
             return Change(None, {"purchase_id": p.purchase_id, "status": p.status, "duplicate": True})
         lot = credits.purchased(book, now, p.purchase_id, p.credits)
+        controls.auto_payment_settled(book, p, paid=True)
         p.status, p.paid_at, p.payment_id, p.payment_created_at = "paid", now, notice.id, notice.created_at
         response = {"purchase_id": p.purchase_id, "status": "paid", "duplicate": False, "lot": lot_view(lot)}
-        return Change(book, response, [_purchase_write(ledger.models, p, version)])
+        return Change(book, response, [purchase_write(ledger.models, p, version)])
 
     applied = ledger.apply(purchase.account_id, notice.id, action)
     result = dict(applied.result)
@@ -181,7 +155,7 @@ def refund_purchase(
         p.status, p.refund_cents, p.refunded_credits, p.refunded_at = "refunded", cents, unused, now
         response = {"purchase_id": purchase_id, "refund": money(cents, p.currency), "credits": format_credits(unused)}
         book.emit("Refund Issued", **response)
-        return Change(book, response, [_purchase_write(ledger.models, p, version)])
+        return Change(book, response, [purchase_write(ledger.models, p, version)])
 
     response, applied = ledger.request(account_id, req, action)
     logger.info("purchase refunded", account_id=account_id, purchase_id=purchase_id, replayed=applied.duplicate)

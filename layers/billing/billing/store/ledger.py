@@ -25,7 +25,7 @@ from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from billing.config import get_config
-from billing.domain import forecast, rollover
+from billing.domain import controls, rollover
 from billing.domain.account import DELETED_KEPT, Account, Containers
 from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.domain.clock import format_time, month_key, next_month_start
@@ -36,6 +36,7 @@ from billing.observability import logger
 from billing.store import keys, usage
 from billing.store.idempotency import RequestKey, Stored, lookup, record_item
 from billing.store.migration import migrate_account
+from billing.store.records import Write, purchase_write
 from billing.store.tables import TableModels, table_models
 
 CATCH_UP_ITEMS = 90  # a TransactWriteItems takes at most 100 items; leave room for extra writes
@@ -50,7 +51,6 @@ RETRYABLE_CODES = {
     "InternalServerError",
 }
 
-Write = tuple[Model, Any]  # an item and the condition it is saved with
 
 
 @dataclass
@@ -286,8 +286,7 @@ class Ledger:
         book = change.book
         assert book is not None
         state = book.state
-        changed = book.sync()
-        state.next_check_at = forecast.next_check(state, self.catalog)
+        changed = controls.close(book)
         state.version = (version or 0) + 1
         due = format_time(state.next_check_at) if state.next_check_at else None
         state_item = m.Account(
@@ -311,6 +310,9 @@ class Ledger:
                 tx.save(record, condition=m.EventRecord.pk.does_not_exist())
                 for c in changed:
                     tx.save(self._container_item(pk, c))
+                for purchase in book.purchases:
+                    item, purchase_condition = purchase_write(m, purchase, None)
+                    tx.save(item, condition=purchase_condition)
                 for entry in book.entries:
                     tx.save(self._entry_item(account_id, entry))
                 for item, actions in usage.updates(m, account_id, book.entries):

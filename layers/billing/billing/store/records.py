@@ -11,11 +11,13 @@ from typing import Any, TypeVar
 
 from pynamodb.exceptions import DoesNotExist
 
-from billing.domain.model import Record, from_json, to_json
-from billing.store.ledger import Write
+from billing.domain.clock import format_time
+from billing.domain.model import Purchase, Record, from_json, to_json
+from billing.store import keys
 from billing.store.tables import TableModels
 
 R = TypeVar("R", bound=Record)
+Write = tuple[Any, Any]  # an item and the condition it is saved with
 
 
 def load_record(models: TableModels, pk: str, sk: str, record: type[R]) -> tuple[R, int] | None:
@@ -33,3 +35,11 @@ def record_write(
     item = models.Item(pk, sk, body=to_json(record), version=(read_version or 0) + 1, **attributes)
     condition = models.Item.pk.does_not_exist() if read_version is None else models.Item.version == read_version
     return item, condition
+
+
+def purchase_write(models: TableModels, p: Purchase, read_version: int | None) -> Write:
+    """A purchase, indexed for its account's purchase history (GSI1)."""
+    return record_write(
+        models, keys.purchase_pk(p.purchase_id), keys.PURCHASE, p, read_version,
+        gsi1pk=keys.purchases_index_pk(p.account_id), gsi1sk=format_time(p.created_at) + "#" + p.purchase_id,
+    )
