@@ -10,7 +10,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY = 0
 
 .DEFAULT_GOAL := test
-.PHONY: test test-domain run api build lint validate install clean
+.PHONY: test test-domain run api build lint validate install clean web chromium
 
 # The install is redone only when pyproject.toml changes (the stamp is older than it).
 $(BIN)/python:
@@ -23,8 +23,26 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The credit-usage page (web/dist, served by WebPageFunction): rebuilt when missing or older than its
+# sources; npm ci again when package-lock.json changes.
+WEB_SOURCES := $(wildcard web/src/*) web/build.mjs web/package.json
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd web && node build.mjs
+
+web: web/dist/index.html
+
+# The page's tests drive Debian's Chromium (Playwright's own browser download is not used): installed
+# here when it is missing and we are root, else they are skipped outside CI (and fail in CI).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "warning: /usr/bin/chromium is missing (apt-get install chromium, as root)"; fi
+
 # pytest's own exit codes pass through: 5 (no tests collected) fails the target like any error.
-test: $(STAMP)
+test: $(STAMP) web chromium
 	$(BIN)/ruff check .
 	$(BIN)/sam validate --lint --template template.yaml
 	$(BIN)/python -m pytest
@@ -43,11 +61,11 @@ lint: $(STAMP)
 	$(BIN)/mypy layers/billing/billing tools/localsam
 	for dir in functions/*/; do $(BIN)/mypy "$$dir"*.py || exit 1; done
 
-run: $(STAMP)
+run: $(STAMP) web
 	$(BIN)/python -m localsam.demo
 
 # The HTTP API on http://127.0.0.1:3000 like `sam local start-api` (see python -m localsam --help).
-api: $(STAMP)
+api: $(STAMP) web
 	$(BIN)/python -m localsam start-api --port 3000
 
 # sam build runs each Makefile (BuildMethod: makefile) with the venv's pip on PATH.

@@ -10,7 +10,9 @@ aws_xray_sdk) and ``trace-disabled`` (``POWERTOOLS_TRACE_DISABLED=true``). The r
 medians are printed, with the ratio handler / boto3 (target <= 1.5), then ``python -X importtime``'s
 top offenders for the slowest handler.
 
-Run: ``python -m bench.import_bench [--repeat N] [--top K]``.
+Run: ``python -m bench.import_bench [--repeat N] [--top K] [--only usage_api,account_api,payment_webhook]
+[--layer-venv DIR]``. ``--layer-venv`` measures with an interpreter that has only the layer's requirements
+(``layers/billing/requirements.txt``, as deployed), making that virtualenv first when ``DIR`` is missing.
 """
 
 from __future__ import annotations
@@ -44,8 +46,22 @@ print(time.perf_counter() - t, time.process_time() - c)
 """
 
 
+ONLY: set[str] = set()  # --only: the function directories to measure (default: all)
+
+
 def handlers() -> list[Path]:
-    return sorted(p for p in (CODE_ROOT / "functions").glob("*/app.py"))
+    return sorted(p for p in (CODE_ROOT / "functions").glob("*/app.py") if not ONLY or p.parent.name in ONLY)
+
+
+def layer_venv(path: Path) -> str:
+    """The interpreter of a virtualenv with only the layer's requirements (made when missing)."""
+    python = path / "bin" / "python"
+    if not python.exists():
+        print(f"making {path} from layers/billing/requirements.txt ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
+                        str(ROOT / "layers" / "billing" / "requirements.txt")], check=True)
+    return str(python)
 
 
 def template_env() -> tuple[dict[str, str], dict[str, dict[str, str]], set[str]]:
@@ -165,6 +181,7 @@ def importtime(app: Path, env: dict[str, str], top: int, runs: int = 5) -> None:
 
 
 Samples = list[tuple[float, float]]  # (wall, CPU) seconds per fresh process
+API_HANDLERS = ("usage_api", "account_api", "payment_webhook")  # Powertools' Event Handler + msgspec validation
 
 
 def measure(modes: list[str], repeat: int) -> tuple[Samples, dict[tuple[str, str], Samples]]:
@@ -214,8 +231,12 @@ def report(measured: tuple[Samples, dict[tuple[str, str], Samples]], modes: list
                     slowest = (name, c)
         print(row)
     print("target: ratio <= 1.5; on Lambda (Tracing: Active) the first mode is what a cold start pays")
-    print("highest ratio [" + modes[0] + "]: " + ", ".join(f"{k} handlers {v:.2f}" for k, v in sorted(worst.items()))
-          + "  (http: Powertools Event Handler with pydantic validation, see bench/README.md)")
+    print("highest ratio [" + modes[0] + "]: " + ", ".join(f"{k} handlers {v:.2f}" for k, v in sorted(worst.items())))
+    api = [name for name in sorted({name for name, _ in times}) if name in http and name in API_HANDLERS]
+    if api:
+        print(f"HTTP API handlers [{modes[0]}], wall / cpu ratio: " + ", ".join(
+            f"{name} {med(times[(name, modes[0])], 0) / bw:.2f} / {med(times[(name, modes[0])], 1) / bc:.2f}"
+            for name in api))
     return slowest[0]
 
 
@@ -231,10 +252,15 @@ def main() -> int:
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter to measure (default: this one); e.g. a venv made from "
                              "layers/billing/requirements.txt, closer to the deployed layer")
+    parser.add_argument("--layer-venv", type=Path, metavar="DIR",
+                        help="measure with DIR/bin/python, a venv of layers/billing/requirements.txt only "
+                             "(made when missing)")
+    parser.add_argument("--only", default="", help="comma-separated function directories (default: all)")
     args = parser.parse_args()
     global CODE_ROOT, PYTHON
     CODE_ROOT = args.root.resolve()
-    PYTHON = args.python
+    PYTHON = layer_venv(args.layer_venv) if args.layer_venv else args.python
+    ONLY.update(name for name in args.only.split(",") if name)
     EXTRA_ENV.update(kv.split("=", 1) for kv in args.env)
 
     globals_env, own, http = template_env()

@@ -173,7 +173,7 @@ def test_purchase_is_priced_and_listed(api: Api) -> None:
     assert status == 200
     assert listed["purchases"] == [
         {**{k: body[k] for k in ("purchase_id", "credits", "price", "status", "created_at")},
-         "paid_at": None, "refund": None, "refunded_credits": None, "refunded_at": None}
+         "paid_at": None, "refund": None, "refunded_credits": None, "refunded_at": None, "auto": False}
     ]
     # the other account sees nothing of it
     assert api.call("GET", "/v1/purchases", sub="acct-2") == (200, {"purchases": []})
@@ -229,6 +229,53 @@ def test_purchase_idempotency_key(api: Api) -> None:
     assert len(api.call("GET", "/v1/purchases")[1]["purchases"]) == 1
     # the key is the caller's: another account using it gets its own purchase
     assert api.call("POST", "/v1/purchases", {"credits": 100}, sub="acct-2", headers=key)[1] != first[1]
+
+
+def test_one_purchase_with_its_receipt(api: Api, ledger: Ledger) -> None:
+    purchase = api.buy(100)
+    path = f"/v1/purchases/{purchase['purchase_id']}"
+    status, body = api.call("GET", path)
+    assert status == 200, body
+    listed = api.call("GET", "/v1/purchases")[1]["purchases"][0]
+    assert body == {**listed, "receipt": None}  # as in the list; no receipt while it is not paid
+    assert body["auto"] is False
+    assert api.pay(purchase["purchase_id"], 200, payment_id="pay-42")[0] == 200
+    status, body = api.call("GET", path)
+    receipt = body["receipt"]
+    digest = hashlib.sha256(purchase["purchase_id"].encode()).hexdigest()[:10].upper()
+    assert receipt == {"number": f"R-20260110-{digest}", "credits": "100.000000",
+                       "price": {"currency": "USD", "cents": 200}, "paid_at": "2026-01-10T10:00:00Z",
+                       "payment_reference": "pay-42"}
+    api.clock.advance(days=1)
+    assert api.call("GET", path)[1]["receipt"] == receipt  # the same number whenever it is asked for
+    before = snapshot(ledger)
+    assert api.call("GET", path, sub="acct-2")[0] == 404  # another account's purchase
+    assert api.call("GET", "/v1/purchases/pur_nope")[0] == 404
+    assert api.call("GET", "/v1/purchases/a%20b")[0] == 404
+    assert api.call("GET", path, sub=None)[0] == 401
+    assert snapshot(ledger) == before
+
+
+def test_validation_messages_name_the_field(api: Api) -> None:
+    cases = [
+        ('{"credits": "100"}', "credits: Expected `int`, got `str`"),
+        ("{}", "credits: required"),
+        ("[1]", "the body must be a JSON object"),
+    ]
+    for raw, message in cases:
+        status, body = api._call(api.accounts, http_event("POST", "/v1/purchases", raw=raw))
+        assert (status, body["error"]) == (400, {"code": "invalid_input", "message": message})
+    status, body = api.call("POST", "/v1/admin/grants", {"account_id": "", "credits": 1, "kind": "event",
+                                                         "expires_at": "2026-02-10T00:00:00Z", "reason": "x"}, iam=True)
+    assert (status, body["error"]["message"]) == (400, "account_id: Expected `str` of length >= 1")
+    raw = json.dumps({"id": "p", "type": "payment.succeeded", "purchase_id": "x", "created_at": "2026-01-10T10:00:00Z",
+                      "amount": {"currency": "USD", "cents": "1"}})
+    status, body = api.webhook_raw(raw, sign(raw, SECRET, int(api.clock().timestamp())))
+    assert (status, body["error"]["message"]) == (400, "amount.cents: Expected `int`, got `str`")
+    event = http_event("GET", "/v1/purchases")
+    event["rawQueryString"], event["queryStringParameters"] = "b=1&a=2", {"b": "1", "a": "2"}
+    status, body = api._call(api.accounts, event)
+    assert (status, body["error"]["message"]) == (400, "a, b: unknown query parameters")
 
 
 # ---------------------------------------------------------------------- refunds
@@ -457,6 +504,16 @@ def test_settings(api: Api, ledger: Ledger) -> None:
     assert snapshot(ledger) == before
     assert api.call("PUT", "/v1/settings", {"credit_mail": True})[1]["credit_mail"] is True
     assert ledger.load("acct-1").credit_mail is True
+
+
+def test_get_settings(api: Api, ledger: Ledger) -> None:
+    status, body = api.call("GET", "/v1/settings")
+    assert (status, body) == (200, {"credit_mail": True, "auto_top_up": None, "spend_cap": None,
+                                    "spend_cap_reached": False})
+    api.call("PUT", "/v1/settings", {"credit_mail": False})
+    assert api.call("GET", "/v1/settings")[1]["credit_mail"] is False
+    assert api.call("GET", "/v1/settings", sub="acct-unknown")[0] == 404
+    assert api.call("GET", "/v1/settings", sub=None)[0] == 401
 
 
 def test_operator_grant(api: Api, ledger: Ledger) -> None:

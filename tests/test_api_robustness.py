@@ -27,10 +27,10 @@ QUERIES = [
 ]
 ROUTES = [
     ("GET", "/v1/balance"), ("GET", "/v1/usage"), ("GET", "/v1/usage/containers"), ("GET", "/v1/usage/ai"),
-    ("GET", "/v1/ledger"), ("POST", "/v1/purchases"), ("GET", "/v1/purchases"),
-    ("POST", "/v1/purchases/pur_unknown/refund"), ("POST", "/v1/check-in"), ("POST", "/v1/coupons/redeem"),
-    ("PUT", "/v1/settings"), ("POST", "/v1/webhooks/payments"), ("POST", "/v1/admin/grants"),
-    ("POST", "/v1/admin/coupons"),
+    ("GET", "/v1/ledger"), ("GET", "/v1/openapi.json"), ("POST", "/v1/purchases"), ("GET", "/v1/purchases"),
+    ("GET", "/v1/purchases/pur_unknown"), ("POST", "/v1/purchases/pur_unknown/refund"), ("POST", "/v1/check-in"),
+    ("POST", "/v1/coupons/redeem"), ("GET", "/v1/settings"), ("PUT", "/v1/settings"), ("POST", "/v1/webhooks/payments"),
+    ("POST", "/v1/admin/grants"), ("POST", "/v1/admin/coupons"),
 ]
 
 

@@ -1,8 +1,8 @@
 """What each module loads at import.
 
-* The event-driven functions (EventBridge, schedule, SQS) stay free of pydantic and of the HTTP side
-  of the layer, which keeps their cold start close to that of boto3 (bench/import_bench.py measures
-  it; this only guards the boundary, it times nothing).
+* The event-driven functions (EventBridge, schedule, SQS) stay free of the HTTP side of the layer,
+  and no function loads pydantic, which keeps their cold start close to that of boto3
+  (bench/import_bench.py measures it; this only guards the boundaries, it times nothing).
 * The domain (``billing.domain``) is pure: none of its modules loads boto3, PynamoDB or pydantic.
 """
 
@@ -21,6 +21,7 @@ from tests.helpers import ROOT
 SPECS = functions()
 HTTP = {name for name, spec in SPECS.items() if spec.events_of_type("HttpApi")}
 EVENT_DRIVEN = sorted(set(SPECS) - HTTP)
+API_FUNCTIONS = ("UsageApiFunction", "AccountApiFunction", "PaymentWebhookFunction")
 
 # Loads the handler by file path, as the Lambda runtime does, and lists what got imported.
 PROBE = """
@@ -49,7 +50,7 @@ def imported_by(spec: FunctionSpec) -> set[str]:
 
 def test_the_template_has_both_kinds_of_function():
     assert "SettlementFunction" in EVENT_DRIVEN and "UsageApiFunction" in HTTP
-    assert len(EVENT_DRIVEN) == 5 and len(HTTP) == 3
+    assert len(EVENT_DRIVEN) == 5 and len(HTTP) == 4  # usage, account, payment webhook, the page
 
 
 @pytest.mark.parametrize("logical_id", EVENT_DRIVEN)
@@ -59,10 +60,30 @@ def test_event_driven_handler_imports_nothing_of_the_http_side(logical_id):
     assert sorted(m for m in modules if m.split(".")[0] in HTTP_ONLY or m.startswith(HTTP_ONLY)) == []
 
 
-def test_an_http_handler_does_load_the_validation_stack():
-    """The probe can see pydantic when it is there (so the test above can fail)."""
-    modules = imported_by(SPECS["UsageApiFunction"])
-    assert {"pydantic", "aws_lambda_powertools.event_handler", "billing.api.reports"} <= modules
+@pytest.mark.parametrize("logical_id", API_FUNCTIONS)
+def test_api_handlers_validate_with_msgspec_and_load_one_resolver(logical_id):
+    """The HTTP API's handlers validate with msgspec structs (billing.api.routes), not Powertools'
+    pydantic validation; of Powertools' Event Handler they load the API Gateway resolver alone (not
+    AppSync's and the others: billing.api.powertools); the OpenAPI document waits for its request."""
+    modules = imported_by(SPECS[logical_id])
+    assert {"aws_lambda_powertools.event_handler.api_gateway", "billing.api.routes", "msgspec"} <= modules
+    assert sorted(m for m in modules if m.split(".")[0] in ("pydantic", "pydantic_core")) == []
+    assert "aws_lambda_powertools.event_handler.appsync" not in modules
+    assert "billing.api.openapi" not in modules
+
+
+def test_the_probe_sees_pydantic_when_it_is_loaded():
+    """pydantic is installed in the dev environment (the SAM tools use it): the probe would see it."""
+    pytest.importorskip("pydantic")
+    assert "pydantic" in imported_with("pydantic")
+
+
+def test_the_page_handler_loads_neither_the_sdk_nor_the_validation_stack():
+    """WebPageFunction serves files: its cold start is the standard library and billing.api.static."""
+    modules = imported_by(SPECS["WebPageFunction"])
+    assert "billing.api.static" in modules
+    heavy = ("boto3", "botocore", "pynamodb", "pydantic", "aws_lambda_powertools", "msgspec")
+    assert sorted(m for m in modules if m.split(".")[0] in heavy) == []
 
 
 def imported_with(module: str) -> set[str]:

@@ -22,7 +22,7 @@ import pytest
 
 from localsam import samples
 from localsam.aws import LOCAL_PARAMETERS
-from localsam.http_api import make_jwt, to_response
+from localsam.http_api import LOCAL_STATIC, HttpApi, make_jwt, to_response
 from localsam.runner import StackRunner
 from localsam.runtime import InvocationError
 
@@ -284,6 +284,38 @@ def test_api_event_shape(local_stack: StackRunner) -> None:
     assert seen[1][1]["requestContext"]["authorizer"]["iam"]["userArn"] == "arn:aws:iam::123456789012:role/ops"
     api.handle("POST", "/v1/webhooks/payments", {}, b"{}")  # Authorizer: NONE
     assert seen[2][0] == "PaymentWebhookFunction" and "authorizer" not in seen[2][1]["requestContext"]
+
+
+def test_docs_are_a_local_static_mount(tmp_path: Path) -> None:
+    """/docs/ serves a directory (Swagger UI, web/dist/swagger) before any route: LOCAL ONLY."""
+    (tmp_path / "index.html").write_text("<html>docs</html>")
+    (tmp_path / "app.js").write_text("// js")
+    (tmp_path.parent / "secret.txt").write_text("no")
+    api = HttpApi({"Resources": {}}, lambda *_: pytest.fail("no function runs"), static={"/docs": tmp_path})
+    redirect = api.handle("GET", "/docs", {}, None)
+    assert (redirect.status, redirect.headers["location"]) == (301, "/docs/")
+    index = api.handle("GET", "/docs/", {}, None)
+    assert (index.status, index.raw()) == (200, b"<html>docs</html>")
+    assert index.headers["content-type"].startswith("text/html")
+    assert api.handle("GET", "/docs/app.js", {}, None).raw() == b"// js"
+    assert api.handle("GET", "/docs/../secret.txt", {}, None).status == 404
+    assert api.handle("GET", "/docs/%2e%2e/secret.txt", {}, None).status == 404
+    assert api.handle("GET", "/docs/nope.css", {}, None).status == 404
+    assert api.handle("POST", "/docs/", {}, None).status == 405
+    assert api.handle("GET", "/docsx", {}, None).status == 404  # not under the mount: no route either
+    assert LOCAL_STATIC["/docs"] == Path(__file__).resolve().parents[1] / "web" / "dist" / "swagger"
+
+
+def test_swagger_ui_is_served_at_docs(api_url: str) -> None:
+    if not (LOCAL_STATIC["/docs"] / "index.html").is_file():
+        pytest.skip("web/dist/swagger is not built (make web)")
+    status, page = http("GET", f"{api_url}/docs/")
+    assert status == 200 and "swagger-ui-bundle.js" in page
+    status, script = http("GET", f"{api_url}/docs/swagger-initializer.js")
+    assert status == 200 and '"/v1/openapi.json"' in script
+    assert http("GET", f"{api_url}/docs/swagger-ui-bundle.js")[0] == 200
+    status, document = http("GET", f"{api_url}/v1/openapi.json")
+    assert status == 200 and document["openapi"] == "3.1.0"
 
 
 def test_payload_2_response_rules() -> None:

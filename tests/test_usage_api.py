@@ -150,7 +150,7 @@ def test_balance_rolls_a_month_in_memory_without_writing(month: Platform) -> Non
 
 
 def test_usage_current_month(month: Platform) -> None:
-    status, body, _ = call(API, api_event("/v1/usage", {"month": "2026-03"}))
+    status, body, _ = call(API, api_event("/v1/usage", {"month": "2026-03", "cumulative": "false"}))
     assert status == 200, body
     assert body["month"] == "2026-03" and body["unit"] == "credits"
     assert body["total"] == format_credits(TOTAL) == "33.986000"
@@ -172,12 +172,14 @@ def test_usage_current_month(month: Platform) -> None:
 
 
 def test_usage_default_month_cumulative_and_filters(month: Platform) -> None:
+    # Cumulative by default (interfaces.md): each point's amount is the running total.
     _, default, _ = call(API, api_event("/v1/usage"))
-    assert default["month"] == "2026-03" and default["total"] == "33.986000"
-    _, body, _ = call(API, api_event("/v1/usage", {"cumulative": "true"}))
-    assert all(p["amount"] == p["cumulative"] for p in body["series"])
-    assert body["series"][-1]["amount"] == "33.986000"
-    _, ai_only, _ = call(API, api_event("/v1/usage", {"resource": "ai"}))
+    assert default["month"] == "2026-03" and default["total"] == "33.986000" and default["cumulative_mode"] is True
+    assert all(p["amount"] == p["cumulative"] for p in default["series"])
+    assert default["series"][-1]["amount"] == "33.986000"
+    _, daily, _ = call(API, api_event("/v1/usage", {"cumulative": "false"}))
+    assert sum(cr(p["amount"]) for p in daily["series"]) == cr("33.986")
+    _, ai_only, _ = call(API, api_event("/v1/usage", {"resource": "ai", "cumulative": "false"}))
     assert ai_only["total"] == "0.848000"
     assert [p["amount"] for p in ai_only["series"][12:15]] == ["0.280000", "0.520000", "0.048000"]
     _, c1, _ = call(API, api_event("/v1/usage", {"container_id": "c1"}))
@@ -333,7 +335,12 @@ BAD_PARAMS = [
     ("/v1/usage", {"month": "March"}),
     ("/v1/usage", {"unit": "eur"}),
     ("/v1/usage", {"resource": "gpu"}),
-    ("/v1/usage", {"granularity": "hour"}),
+    ("/v1/usage", {"granularity": "week"}),
+    ("/v1/usage", {"label.Team": "ml"}),
+    ("/v1/usage", {"label.team": ""}),
+    ("/v1/usage", {"container": "c1", "container_id": "c2"}),
+    ("/v1/usage.csv", {"group_by": "colour"}),
+    ("/v1/usage.csv", {"from": "2026-03-01"}),
     ("/v1/usage", {"cumulative": "maybe"}),
     ("/v1/usage", {"container_id": ""}),
     ("/v1/usage/containers", {}),

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
+from billing.api.requests import usage_query_of
 from billing.domain.errors import InvalidInput
-from billing.services.usage import query_from_parameters, usage_csv, usage_report
+from billing.services.usage import usage_csv, usage_report
 from billing.store.ledger import Ledger
 from tests.helpers import Platform
 
@@ -49,7 +50,7 @@ def account(ledger: Ledger) -> Platform:
 
 
 def report(p: Platform, **params: str) -> dict[str, Any]:
-    return usage_report(p.ledger, p.account_id, query_from_parameters(params), NOW)
+    return usage_report(p.ledger, p.account_id, usage_query_of(params), NOW)
 
 
 def amounts(series: list[dict[str, Any]]) -> dict[str, str]:
@@ -125,16 +126,18 @@ def test_csv_of_the_same_report(account: Platform) -> None:
 
 
 @pytest.mark.parametrize(("params", "message"), [
-    ({"form": "2026-03-01"}, "unknown query parameter(s): form"),
+    ({"form": "2026-03-01"}, "form: unknown query parameter"),
     ({"from": "2026-03-01"}, "from and to go together"),
     ({"from": "2026-03-05", "to": "2026-03-01"}, "from must not be after to"),
     ({"from": "2025-01-01", "to": "2026-03-01"}, "at most 366 days"),
     ({"month": "2026-03", "from": "2026-03-01", "to": "2026-03-02"}, "either month or from/to"),
     ({"group_by": "colour"}, "unknown group_by 'colour'"),
     ({"group_by": "label:Team"}, "unknown label key 'Team'"),
-    ({"granularity": "week"}, "granularity must be hour, day or month"),
-    ({"cumulative": "maybe"}, "cumulative must be true or false"),
-    ({"unit": "eur"}, "unit must be credits or usd"),
+    ({"granularity": "week"}, "granularity: Invalid enum value 'week'"),
+    ({"cumulative": "maybe"}, "cumulative: Expected `bool`"),
+    ({"unit": "eur"}, "unit: Invalid enum value 'eur'"),
+    ({"label.Team": "ml"}, "label.Team: a label key is"),
+    ({"label.team": "x" * 65}, "label.team: a label value is 1 to 64 printable characters"),
 ])
 def test_bad_parameters_are_refused_with_their_name(account: Platform, params: dict[str, str], message: str) -> None:
     with pytest.raises(InvalidInput) as refused:
@@ -151,3 +154,30 @@ def test_a_range_reads_the_day_aggregates_not_the_ledger(account: Platform) -> N
     counter.reset()
     report(account, **RANGE, group_by="container")
     assert counter.calls == ["BatchGetItem", "Query", "Query", "Query"]  # containers, then one per container
+
+
+def test_the_same_report_over_http_json_and_csv(account: Platform) -> None:
+    """``GET /v1/usage`` and ``/v1/usage.csv`` with ``label.<key>`` filters, as the page and a script call them."""
+    from billing.store.cursors import CursorCodec
+    from tests.api_helpers import api_event, call
+    from tests.helpers import load_handler, wire
+
+    api = wire(load_handler("usage_api"), ledger=account.ledger, cursor_codec=CursorCodec("s"), clock=lambda: NOW)
+    status, body, _ = call(api, api_event("/v1/usage", {**RANGE, "label.team": "ml"}, sub="acct-r"))
+    assert status == 200, body
+    # team=ml: c2's medium hour 13.6 and the chat 0.28 on Mar 3 (c2's 5 GB storage costs nothing).
+    assert body["total"] == "13.880000" and body["filters"] == {"label:team": "ml"}
+    assert amounts(body["series"]) == {"2026-03-02": "0.000000", "2026-03-03": "13.880000",
+                                       "2026-03-04": "0.000000"}
+    status, text, headers = call(api, api_event(
+        "/v1/usage.csv", {"from": "2026-03-02", "to": "2026-03-04", "group_by": "label:team"}, sub="acct-r"))
+    assert status == 200 and headers["content-type"] == "text/csv"
+    assert headers["content-disposition"] == 'attachment; filename="usage.csv"'
+    rows = [line.split(",") for line in text.strip().split("\r\n")]
+    assert rows[0] == ["period", "label:team", "amount_credits", "cumulative_credits"]
+    # Cumulative by default: core 18.6 on Mar 2, + 1.08 of storage on Mar 3 = 19.68, then nothing.
+    assert ["2026-03-03", "core", "19.680000", "19.680000"] in rows
+    assert ["2026-03-04", "platform", "5.110000", "5.110000"] in rows
+    assert len(rows) == 1 + 3 * 3  # three days x three teams
+    status, refused, _ = call(api, api_event("/v1/usage.csv", {"label.Team": "ml"}, sub="acct-r"))
+    assert status == 400 and refused["error"]["message"].startswith("label.Team: a label key is")

@@ -1,7 +1,7 @@
 // Builds web/dist/: the page's own files from src/ and the vendored libraries from node_modules/.
 // No bundler: the page is plain HTML, CSS and ES modules. Run `npm ci && npm run build` in web/.
 
-import { cp, mkdir, readdir, rm, stat } from "node:fs/promises";
+import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -10,9 +10,12 @@ const src = join(root, "src");
 const dist = join(root, "dist");
 const vendor = join(dist, "vendor");
 
-// what the page loads (chart) and what its accessibility tests inject (axe)
+// What the page loads (chart) and what its accessibility tests inject (axe). The page's library is
+// vendored under a name with its version (`vendor/chart-4.6.1.umd.min.js`), and index.html's
+// reference to `vendor/chart.umd.min.js` is rewritten to it: the server can then let browsers keep
+// vendor/ for a year, and an upgrade is a new name.
 const VENDORED = [
-  ["chart.js/dist/chart.umd.min.js", "chart.umd.min.js"],
+  ["chart.js/dist/chart.umd.min.js", "chart.umd.min.js", "chart.js"],
   ["chart.js/LICENSE.md", "chart.js.LICENSE.md"],
   ["axe-core/axe.min.js", "axe.min.js"],
   ["axe-core/LICENSE", "axe-core.LICENSE"],
@@ -34,14 +37,80 @@ for (const name of await readdir(src)) {
   if (/\.(html|js|mjs|css|svg|ico|png)$/.test(name)) await cp(join(src, name), join(dist, name));
 }
 
-for (const [from, to] of VENDORED) {
+const renamed = new Map();
+for (const [from, to, pkg] of VENDORED) {
   const path = join(root, "node_modules", from);
   if (!(await exists(path))) {
     if (from.includes("LICENSE")) continue; // licence files are nice to have
     console.error(`missing ${path}: run \`npm ci\` in web/ first`);
     process.exit(1);
   }
-  await cp(path, join(vendor, to));
+  let name = to;
+  if (pkg) {
+    const { version } = JSON.parse(await readFile(join(root, "node_modules", pkg, "package.json"), "utf8"));
+    name = to.replace(/^([^.]+)/, `$1-${version}`);
+    renamed.set(`vendor/${to}`, `vendor/${name}`);
+  }
+  await cp(path, join(vendor, name));
 }
+
+const index = join(dist, "index.html");
+let html = await readFile(index, "utf8");
+for (const [from, to] of renamed) {
+  if (!html.includes(from)) {
+    console.error(`index.html does not reference ${from}`);
+    process.exit(1);
+  }
+  html = html.replaceAll(from, to);
+}
+await writeFile(index, html);
+
+// Swagger UI (swagger-ui-dist, pinned in package.json) for the API's OpenAPI document, in
+// dist/swagger/: the local runner serves it at /docs/ (tools/localsam/http_api.py, local only). Its
+// page and initializer are written here; the initializer loads GET /v1/openapi.json (same origin).
+const swagger = join(dist, "swagger");
+const SWAGGER_FILES = [
+  "swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "favicon-32x32.png",
+  "favicon-16x16.png", "LICENSE", "NOTICE",
+];
+await mkdir(swagger, { recursive: true });
+for (const name of SWAGGER_FILES) {
+  const path = join(root, "node_modules", "swagger-ui-dist", name);
+  if (!(await exists(path))) {
+    if (name === "LICENSE" || name === "NOTICE") continue;
+    console.error(`missing ${path}: run \`npm ci\` in web/ first`);
+    process.exit(1);
+  }
+  await cp(path, join(swagger, name));
+}
+await writeFile(join(swagger, "index.html"), `<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Credit billing API (local)</title>
+  <link rel="stylesheet" href="./swagger-ui.css">
+  <link rel="icon" type="image/png" href="./favicon-32x32.png" sizes="32x32">
+  <link rel="icon" type="image/png" href="./favicon-16x16.png" sizes="16x16">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="./swagger-ui-bundle.js"></script>
+  <script src="./swagger-ui-standalone-preset.js"></script>
+  <script src="./swagger-initializer.js"></script>
+</body>
+</html>
+`);
+await writeFile(join(swagger, "swagger-initializer.js"), `// The API's own document, from the same origin.
+window.onload = () => {
+  window.ui = SwaggerUIBundle({
+    url: "/v1/openapi.json",
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+    plugins: [SwaggerUIBundle.plugins.DownloadUrl],
+    layout: "StandaloneLayout",
+  });
+};
+`);
 
 console.log(`built ${dist}`);

@@ -1,17 +1,16 @@
-"""The payment provider's callback: ``Billing-Signature`` is verified before anything is read, then
-the notice is applied once (:func:`billing.services.purchases.handle_payment`)."""
+"""The payment provider's callback: ``Billing-Signature`` is verified before anything is read (the
+route's guard), then the notice, validated by its struct, is applied once
+(:func:`billing.services.purchases.handle_payment`)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing import wiring
-from billing.api.http import header, json_body, make_resolver
-from billing.api.requests import PaymentNoticeBody, parse_request, parse_when
+from billing.api.http import header, make_resolver
+from billing.api.requests import PaymentNoticeBody, parse_when
 from billing.api.signatures import verify_signature
 from billing.observability import logger, metrics, tracer
 from billing.services.purchases import PaymentNotice, handle_payment
@@ -20,20 +19,23 @@ app = make_resolver()
 deps = wiring.Wiring()
 
 
-@app.post("/v1/webhooks/payments")
-def payment_notice() -> Response[Any]:
+def verify() -> None:
+    """A 401 unless the raw body is signed with a valid secret within the last 5 minutes."""
     now = deps.get(wiring.clock)()
     verify_signature(
         header(app, "billing-signature"), app.current_event.decoded_body or "", deps.get(wiring.webhook_secrets), now
     )
-    body = parse_request(PaymentNoticeBody, json_body(app))
+
+
+@app.serves("POST /v1/webhooks/payments", guard=verify)
+def payment_notice(body: PaymentNoticeBody) -> dict[str, Any]:
     notice = PaymentNotice(
         id=body.id, type=body.type, purchase_id=body.purchase_id, currency=body.amount.currency,
         cents=body.amount.cents, created_at=parse_when(body.created_at, "created_at"),
     )
-    result = handle_payment(deps.get(wiring.ledger), notice, now)
+    result = handle_payment(deps.get(wiring.ledger), notice, deps.get(wiring.clock)())
     metrics.add_metric(name="PaymentNotices", unit="Count", value=1)
-    return Response(status_code=200, content_type="application/json", body=json.dumps(result))
+    return result
 
 
 @logger.inject_lambda_context

@@ -118,6 +118,8 @@ def cmd_start_api(args: argparse.Namespace) -> int:
         print(f"Serving the HttpApi routes of template.yaml at {url} (Ctrl-C stops)", file=sys.stderr)
         for route in stack.api.routes:
             print(f"  {route.method:6} {url}{route.path}  -> {route.function} [{route.auth}]", file=sys.stderr)
+        for prefix, directory in stack.api.static.items():
+            print(f"  GET    {url}{prefix}/  (LOCAL ONLY: {directory})", file=sys.stderr)
         print(
             "Identity (LOCAL ONLY, nothing is verified): 'Authorization: Bearer <jwt>' (its sub),"
             " 'X-Local-Sub: <account>', or 'X-Local-Iam: <arn>' for IAM routes.",

@@ -11,12 +11,17 @@ response rules. Authorization is simulated, LOCAL ONLY:
   ``requestContext.authorizer.iam.userArn``. Missing: 403 ``{"message": "Forbidden"}``, which is
   what API Gateway answers to an unsigned request on an IAM route.
 * ``Auth: {Authorizer: NONE}`` routes take anyone.
+
+LOCAL ONLY, not part of the template: ``/docs/`` serves Swagger UI (``web/dist/swagger``, built by
+``web/build.mjs`` from the pinned ``swagger-ui-dist``; ``make web``) on the API's own document,
+``GET /v1/openapi.json``. Static mounts are answered before any route and never reach a function.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import mimetypes
 import re
 import threading
 import time
@@ -26,11 +31,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from localsam.runtime import ACCOUNT, InvocationError, Resolver
 
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-www-form-urlencoded", "+json")
+ROOT = Path(__file__).resolve().parents[2]
+# Local-only static mounts (URL prefix -> directory): Swagger UI on the API's OpenAPI document.
+LOCAL_STATIC: dict[str, Path] = {"/docs": ROOT / "web" / "dist" / "swagger"}
 
 
 @dataclass(frozen=True)
@@ -174,10 +183,17 @@ def _stringify_claims(claims: Mapping[str, Any]) -> dict[str, str]:
 class HttpApi:
     """Routes requests to functions through a callable ``invoke(logical_id, event) -> result``."""
 
-    def __init__(self, template: dict[str, Any], invoke: Callable[[str, Any], Any], resolver: Resolver | None = None):
+    def __init__(
+        self,
+        template: dict[str, Any],
+        invoke: Callable[[str, Any], Any],
+        resolver: Resolver | None = None,
+        static: Mapping[str, Path] | None = None,
+    ):
         self.routes = routes(template, resolver)
         self.invoke = invoke
         self.api_id = "localapi"
+        self.static = dict(LOCAL_STATIC if static is None else static)  # local only, see the module docstring
 
     def find(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         for route in self.routes:
@@ -306,6 +322,9 @@ class HttpApi:
         parsed = urllib.parse.urlsplit(target)
         method = method.upper()
         lowered = {k.lower(): v for k, v in headers.items()}
+        served = self.serve_static(method, parsed.path)
+        if served is not None:
+            return served
         found = self.find(method, parsed.path)
         if found is None:
             return _message(404, "Not Found")
@@ -319,6 +338,32 @@ class HttpApi:
         except InvocationError:
             return _message(500, "Internal Server Error")
         return to_response(result)
+
+
+    def serve_static(self, method: str, path: str) -> ApiResponse | None:
+        """A file of a local static mount (``/docs/`` -> its ``index.html``), or None when the path is
+        not under a mount. LOCAL ONLY: nothing like it is deployed."""
+        for prefix, directory in self.static.items():
+            if path != prefix and not path.startswith(prefix + "/"):
+                continue
+            if method not in ("GET", "HEAD"):
+                return _message(405, "Method Not Allowed")
+            if path == prefix:  # relative links in the page need the trailing slash
+                return ApiResponse(301, {"location": prefix + "/", "content-type": "text/plain"}, "")
+            relative = urllib.parse.unquote(path[len(prefix) + 1:]) or "index.html"
+            base = directory.resolve()
+            file = (base / relative).resolve()
+            if not directory.is_dir():
+                return ApiResponse(404, {"content-type": "text/plain; charset=utf-8"},
+                                   f"{directory} is missing: run `make web` (npm ci && node build.mjs in web/)\n")
+            if not file.is_relative_to(base) or not file.is_file():
+                return _message(404, "Not Found")
+            content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+            if content_type.startswith("text/") or content_type in ("application/javascript", "text/javascript"):
+                content_type += "; charset=utf-8"
+            body = base64.b64encode(file.read_bytes()).decode()
+            return ApiResponse(200, {"content-type": content_type, "cache-control": "no-cache"}, body, is_base64=True)
+        return None
 
 
 def to_response(result: Any) -> ApiResponse:

@@ -144,6 +144,11 @@ class StackRunner:
         return self.aws.sent_emails()
 
     # ------------------------------------------------------------------ invocations and triggers
+    def function_environment(self, logical_id: str) -> dict[str, str]:
+        """The environment a function runs with here (the template's variables, resolved)."""
+        runtime, _ = self._started()
+        return runtime.environment(logical_id)
+
     def invoke(self, logical_id: str, event: Any, env: Mapping[str, str] | None = None) -> Any:
         """Invoke a function with an event; raises :class:`InvocationError` when the handler raises."""
         runtime, _ = self._started()

@@ -16,7 +16,6 @@ from billing.adapters import EventPublisher, MailSender, MessageQueue
 from billing.config import get_config
 from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.domain.clock import Clock, utc_now
-from billing.secrets import secret_values
 from billing.store.cursors import CursorCodec
 from billing.store.ledger import Ledger
 
@@ -40,11 +39,15 @@ def mail_sender() -> MailSender:
 
 
 def cursor_codec() -> CursorCodec:
+    from billing.secrets import secret_values  # Powertools Parameters: loaded by the functions that read a secret
+
     return CursorCodec(secret_values(get_config().cursor_secret_arn, "CURSOR_SECRET_ARN"))
 
 
 def webhook_secrets() -> list[str]:
     """The payment provider's signing secrets that are valid now (two during a rotation)."""
+    from billing.secrets import secret_values
+
     return secret_values(get_config().webhook_secret_arn, "PAYMENT_WEBHOOK_SECRET_ARN")
 
 

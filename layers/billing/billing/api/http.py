@@ -1,26 +1,37 @@
-"""What every HTTP handler shares: the resolver, the caller's account, and error mapping in one place.
+"""What every HTTP handler shares: the resolver, the route binding, the caller's identity, request
+parsing, and error mapping in one place.
+
+Routes come from the route table (:mod:`billing.api.routes`): ``@app.serves("GET /v1/balance")``
+binds a handler to its entry, which decides the caller's identity (the JWT's ``sub`` as
+``account_id``, the IAM principal as ``operator``), validates the query string and the JSON body
+with their msgspec structs (``query=``, ``body=``) and sends the result with the route's status.
 
 Errors are JSON ``{"error": {"code": "...", "message": "..."}}``. Domain errors carry their own
-status (:mod:`billing.errors`); request validation failures are 400; anything unexpected is logged
-and answered 500 without detail (no input should ever get there: tests check every bad path).
+status (:mod:`billing.domain.errors`); a query or body that does not validate is a 400 whose message
+is ``<field>: <reason>``; anything unexpected is logged and answered 500 without detail (no input
+should ever get there: tests check every bad path).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+import msgspec
 
+from billing.api.powertools import APIGatewayHttpResolver, NotFoundError, Response
+from billing.api.requests import NoQuery, parse_query, parse_request, split_labels
+from billing.api.routes import BY_KEY, Route
 from billing.domain.errors import BillingError, Forbidden, InvalidInput, Unauthorized
 from billing.observability import logger
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 20
 MAX_SUB_LENGTH = 255  # OIDC: a sub is at most 255 ASCII characters
+_JSON_KEY = "billing_request_json"  # the parsed body, in the resolver's per-request context
+
+Handler = Callable[..., Any]
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
@@ -32,14 +43,68 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     )
 
 
-def validation_reasons(errors: Iterable[Mapping[str, Any]]) -> str:
-    """pydantic's errors as one message: ``field.path: what is wrong; ...``."""
-    return "; ".join(f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}" for err in errors)
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
+    """A struct, dict or list as a JSON response."""
+    return Response(
+        status_code=status, content_type="application/json", body=msgspec.json.encode(value).decode(), headers=headers
+    )
 
 
-def make_resolver() -> APIGatewayHttpResolver:
-    """An HTTP API (payload 2.0) resolver with validation and the project's error mapping."""
-    app = APIGatewayHttpResolver(enable_validation=True)
+class Resolver(APIGatewayHttpResolver):
+    """Powertools' HTTP API (payload 2.0) resolver, without its pydantic validation: routes are bound
+    from the route table with :meth:`serves`, which validates with msgspec."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bound: dict[str, Route] = {}
+
+    def serves(self, key: str, guard: Callable[[], None] | None = None) -> Callable[[Handler], Handler]:
+        """Bind a handler to the route ``key`` ("METHOD /path" of :data:`billing.api.routes.ROUTES`).
+
+        The handler is called with the path parameters, ``account_id`` (JWT routes) or ``operator``
+        (IAM routes), ``query`` (when the route has query parameters), ``labels`` (the route's
+        ``label.<key>`` parameters, when it takes them) and ``body`` (when it has a
+        body), in that order of checks: identity, ``guard()`` (e.g. a signature over the raw body),
+        query, body. A struct or dict it returns is sent as JSON with the route's status; a
+        :class:`Response` as it is."""
+        spec = BY_KEY[key]
+        wants_query = spec.query is not None and spec.query is not NoQuery
+
+        def register(func: Handler) -> Handler:
+            def endpoint(**path_parameters: str) -> Response[Any]:
+                kwargs: dict[str, Any] = dict(path_parameters)
+                if spec.auth == "jwt":
+                    kwargs["account_id"] = caller_account(self)
+                elif spec.auth == "iam":
+                    kwargs["operator"] = operator_identity(self)
+                if guard is not None:
+                    guard()
+                if spec.query is not None:
+                    params = dict(self.current_event.query_string_parameters or {})
+                    if spec.label_filters:
+                        params, kwargs["labels"] = split_labels(params)
+                    query = parse_query(spec.query, params)
+                    if wants_query:
+                        kwargs["query"] = query
+                if spec.body is not None:
+                    data = json_body(self)
+                    self.append_context(**{_JSON_KEY: data})
+                    kwargs["body"] = parse_request(spec.body, data)
+                result = func(**kwargs)
+                return result if isinstance(result, Response) else json_response(result, spec.status)
+
+            endpoint.__name__ = endpoint.__qualname__ = func.__name__
+            endpoint.__doc__ = func.__doc__
+            self.route(spec.rule, spec.method)(endpoint)
+            self.bound[key] = spec
+            return func
+
+        return register
+
+
+def make_resolver() -> Resolver:
+    """A resolver with the project's error mapping."""
+    app = Resolver()
 
     @app.exception_handler(BillingError)
     def _domain(exc: BillingError) -> Response[Any]:
@@ -50,12 +115,6 @@ def make_resolver() -> APIGatewayHttpResolver:
             return error_response(exc.http_status, exc.code, exc.message, {"Retry-After": retry_after})
         logger.info("request refused", code=exc.code, reason=exc.message)
         return error_response(exc.http_status, exc.code, exc.message)
-
-    @app.exception_handler(RequestValidationError)
-    def _invalid(exc: RequestValidationError) -> Response[Any]:
-        reasons = validation_reasons(exc.errors())
-        logger.info("request invalid", reason=reasons)
-        return error_response(400, InvalidInput.code, reasons or "invalid request")
 
     @app.not_found
     def _not_found(exc: NotFoundError) -> Response[Any]:
@@ -153,3 +212,11 @@ def optional_body(app: APIGatewayHttpResolver) -> Any:
         return parse_json(raw)
     except InvalidInput:
         return raw
+
+
+def request_json(app: APIGatewayHttpResolver) -> Any:
+    """What fingerprints a request (:func:`billing.store.idempotency.request_key`): the JSON body the
+    route parsed (:meth:`Resolver.serves`), or, for a route without a body, :func:`optional_body`."""
+    if _JSON_KEY in app.context:
+        return app.context[_JSON_KEY]
+    return optional_body(app)

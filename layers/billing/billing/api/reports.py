@@ -142,7 +142,7 @@ class UsageReports:
             hourly_burn=format_credits(burn),
             hours_left=hours_left(remaining, burn),
             next_monthly_grant_at=format_time(next_month_start(at)),
-            lots=[LotView.model_validate(lot_view(lot)) for lot in open_lots],
+            lots=[LotView(**lot_view(lot)) for lot in open_lots],
             upcoming_expirations=[
                 Expiration(lot_id=lot.lot_id, kind=lot.kind, amount=format_credits(lot.remaining),
                            expires_at=format_time(lot.expires_at))  # type: ignore[arg-type]
@@ -194,7 +194,7 @@ class UsageReports:
         start, end = self._range(from_, to)
         entries, next_cursor = self._ledger_entries(account_id, start, end, limit, cursor)
         return LedgerPage(
-            entries=[LedgerEntryView.model_validate(entry_view(e)) for e in entries], next_cursor=next_cursor,
+            entries=[LedgerEntryView(**entry_view(e)) for e in entries], next_cursor=next_cursor,
             from_=format_time(start), to=time_or_none(end),
         )
 

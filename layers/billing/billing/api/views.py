@@ -6,6 +6,7 @@ request replays, and the event-driven functions import nothing of the HTTP stack
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,30 @@ def purchase_view(p: Purchase) -> dict[str, Any]:
         "refund": money(p.refund_cents, p.currency) if p.refund_cents is not None else None,
         "refunded_credits": format_credits(p.refunded_credits) if p.refunded_credits is not None else None,
         "refunded_at": time_or_none(p.refunded_at),
+        "auto": p.auto,
     }
+
+
+def receipt_number(p: Purchase) -> str:
+    """A stable, human-readable receipt number: ``R-<payment day>-<10 characters of the purchase>``
+    (the same for the purchase whenever it is asked for)."""
+    assert p.paid_at is not None
+    digest = hashlib.sha256(p.purchase_id.encode()).hexdigest()[:10].upper()
+    return f"R-{format_time(p.paid_at)[:10].replace('-', '')}-{digest}"  # the UTC day
+
+
+def purchase_detail_view(p: Purchase) -> dict[str, Any]:
+    """One purchase as in the list, with its receipt once paid (a refunded purchase keeps it)."""
+    receipt = None
+    if p.paid_at is not None:
+        receipt = {
+            "number": receipt_number(p),
+            "credits": format_credits(p.credits * MICRO),
+            "price": money(p.price_cents, p.currency),
+            "paid_at": format_time(p.paid_at),
+            "payment_reference": p.payment_id,
+        }
+    return {**purchase_view(p), "receipt": receipt}
 
 
 def coupon_view(c: Coupon) -> dict[str, Any]:

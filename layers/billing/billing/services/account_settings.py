@@ -67,6 +67,8 @@ def _auto_top_up(value: dict[str, Any], current: AutoTopUp | None, purchase_min:
     enabled, credits, per_month = value["enabled"], value["credits"], value["max_per_month"]
     if not isinstance(enabled, bool):
         raise InvalidInput("auto_top_up.enabled must be true or false")
+    if isinstance(credits, str) and credits.isascii() and credits.isdigit() and len(credits) <= 12:
+        credits = int(credits)  # "100" as well as 100
     if isinstance(credits, bool) or not isinstance(credits, int):
         raise InvalidInput("auto_top_up.credits must be a whole number of credits")
     if isinstance(per_month, bool) or not isinstance(per_month, int):

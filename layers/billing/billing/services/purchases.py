@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from billing.api.views import lot_view, purchase_view
+from billing.api.views import lot_view, purchase_detail_view, purchase_view
 from billing.domain import controls, credits, rollover, settle
 from billing.domain.account import Account
 from billing.domain.amounts import MICRO, cents_of_micro, format_credits, money
@@ -82,6 +82,14 @@ def create_purchase(
 def list_purchases(ledger: Ledger, account_id: str) -> list[dict[str, Any]]:
     purchases = (from_json(body, Purchase) for body in queries.purchase_bodies(ledger.models, account_id))
     return [purchase_view(p) for p in purchases if p.account_id == account_id]
+
+
+def get_purchase(ledger: Ledger, account_id: str, purchase_id: str) -> dict[str, Any]:
+    """One of the account's purchases with its receipt; another account's is not found."""
+    found = load_purchase(ledger.models, purchase_id)
+    if found is None or found[0].account_id != account_id:
+        raise NotFound(f"no purchase {purchase_id[:100]}")
+    return purchase_detail_view(found[0])
 
 
 def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> dict[str, Any]:

@@ -187,38 +187,3 @@ def usage_csv(report: Mapping[str, Any]) -> str:
         for point in report["series"]:
             writer.writerow([point["date"], cell(point["amount"]), cell(point["cumulative"])])
     return out.getvalue()
-
-
-PARAMETERS = ("month", "from", "to", "granularity", "cumulative", "unit", "group_by", *(
-    "container_id" if d == "container" else d for d in DIMENSIONS))
-
-
-def query_from_parameters(params: Mapping[str, str]) -> UsageQuery:
-    """The query string of ``GET /v1/usage`` (and ``.csv``) as a :class:`UsageQuery`: an unknown
-    parameter is a 400 that names it; ``label.<key>=<value>`` filters by a label."""
-    unknown = sorted(k for k in params if k not in PARAMETERS and not k.startswith("label."))
-    if unknown:
-        raise InvalidInput(f"unknown query parameter(s): {', '.join(unknown)}")
-    granularity = params.get("granularity", "day")
-    if granularity not in ("hour", "day", "month"):
-        raise InvalidInput("granularity must be hour, day or month")
-    cumulative = params.get("cumulative", "true").lower()
-    if cumulative not in ("true", "false"):
-        raise InvalidInput("cumulative must be true or false")
-    filters: dict[str, str] = {}
-    for name, value in params.items():
-        if name.startswith("label."):
-            filters["label:" + name.removeprefix("label.")] = value
-        elif name in ("resource", "tier", "model", "feature"):
-            filters[name] = value
-        elif name == "container_id":
-            filters["container"] = value
-    for name, value in filters.items():
-        if not 1 <= len(value) <= 200:
-            raise InvalidInput(f"{name.replace('container', 'container_id')} must be 1 to 200 characters")
-    return UsageQuery(
-        month=params.get("month"), from_=params.get("from"), to=params.get("to"),
-        granularity=granularity,  # type: ignore[arg-type]
-        cumulative=cumulative == "true", unit=params.get("unit", "credits"), group_by=params.get("group_by"),
-        filters=filters,
-    )

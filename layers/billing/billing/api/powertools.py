@@ -1,0 +1,52 @@
+"""Powertools' Event Handler as the HTTP functions use it: the API Gateway HTTP API resolver and its
+response, without the cost of the ``aws_lambda_powertools.event_handler`` package's ``__init__``.
+
+That ``__init__`` imports every resolver Powertools has (AppSync's pulls in ``asyncio``, Bedrock
+agents', VPC Lattice's...), about 8 ms of each HTTP function's cold start for code it never runs
+(bench/import_bench.py). Here the package is registered without running its ``__init__``, so that
+importing ``aws_lambda_powertools.event_handler.api_gateway`` loads only what the API Gateway
+resolver needs. The package stays complete for anyone else: the first attribute asked of it that
+is not a submodule (``from aws_lambda_powertools.event_handler import AppSyncResolver``) runs its
+``__init__`` then. When the package is already imported, nothing changes.
+
+Import Powertools' Event Handler through this module (or :mod:`billing.api.http`) in the HTTP
+functions, before anything else imports it; ``tests/test_import_boundaries.py`` checks that their
+handlers do not load the other resolvers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from typing import Any
+
+PACKAGE = "aws_lambda_powertools.event_handler"
+
+
+def defer_package_init(name: str) -> None:
+    """Register package ``name`` in ``sys.modules`` with its ``__init__`` run on first need only."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        return
+    package = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+
+    def complete(attribute: str) -> Any:
+        if importlib.util.find_spec(f"{name}.{attribute}") is not None:
+            raise AttributeError(attribute)  # a submodule: the import system loads it as usual
+        del package.__dict__["__getattr__"]
+        loader.exec_module(package)  # the package's own __init__, once
+        return getattr(package, attribute)
+
+    package.__dict__["__getattr__"] = complete  # PEP 562: asked only for names the module lacks
+    sys.modules[name] = package
+
+
+defer_package_init(PACKAGE)
+
+from aws_lambda_powertools.event_handler.api_gateway import APIGatewayHttpResolver, Response  # noqa: E402
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError  # noqa: E402
+
+__all__ = ["APIGatewayHttpResolver", "NotFoundError", "Response", "defer_package_init"]
