@@ -19,11 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from botocore.exceptions import ClientError
+from pynamodb.exceptions import PynamoDBException
 
 from billing.api.powertools import APIGatewayHttpResolver, NotFoundError, Response
 from billing.api.requests import NoQuery, parse_query, parse_request, split_labels
 from billing.api.routes import BY_KEY, Route
-from billing.domain.errors import BillingError, Forbidden, InvalidInput, Unauthorized
+from billing.domain.errors import BillingError, Forbidden, InvalidInput, ServiceBusy, Unauthorized
 from billing.observability import logger
 
 MAX_BODY_BYTES = 64 * 1024
@@ -116,6 +118,16 @@ def make_resolver() -> Resolver:
         logger.info("request refused", code=exc.code, reason=exc.message)
         return error_response(exc.http_status, exc.code, exc.message)
 
+    @app.exception_handler(PynamoDBException)
+    @app.exception_handler(ClientError)
+    def _aws(exc: Exception) -> Response[Any]:
+        from billing.store.ledger import is_transient  # loaded already by every function that reads the table
+
+        if not is_transient(exc):
+            raise exc  # a defect, not the caller's: logged by Lambda, answered 500
+        # A read that DynamoDB kept throttling through the SDK's retries: the same answer as a write's.
+        return _domain(ServiceBusy("the billing table is busy; retry shortly"))
+
     @app.not_found
     def _not_found(exc: NotFoundError) -> Response[Any]:
         return error_response(404, "not_found", "no such route")
@@ -131,8 +143,8 @@ def caller_account(app: APIGatewayHttpResolver) -> str:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise Unauthorized("no authenticated account")
-    if len(sub) > MAX_SUB_LENGTH or not sub.isprintable():
-        raise Unauthorized(f"the token's sub must be 1 to {MAX_SUB_LENGTH} printable characters")
+    if len(sub) > MAX_SUB_LENGTH or not (sub.isascii() and sub.isprintable()):
+        raise Unauthorized(f"the token's sub must be 1 to {MAX_SUB_LENGTH} printable ASCII characters")
     return sub
 
 
@@ -160,7 +172,7 @@ def raw_body(app: APIGatewayHttpResolver) -> str:
         raw = app.current_event.decoded_body or ""
     except (ValueError, UnicodeError):
         raise InvalidInput("the body is not UTF-8 text") from None
-    if len(raw) > MAX_BODY_BYTES:
+    if len(raw) > MAX_BODY_BYTES or len(raw.encode()) > MAX_BODY_BYTES:  # UTF-8 bytes, not characters
         raise InvalidInput(f"the body is larger than {MAX_BODY_BYTES} bytes")
     return raw
 

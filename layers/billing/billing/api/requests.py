@@ -48,7 +48,8 @@ Limit = Annotated[int, Meta(ge=1, le=100, description="Entries per page.")]
 
 
 Filter = Annotated[str, Meta(min_length=1, max_length=200)]
-UsageDay = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$", description="A UTC day, YYYY-MM-DD (whole days).")]
+UsageDay = Annotated[str, Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                               description="A UTC day, YYYY-MM-DD (whole days).")]
 GroupBy = Annotated[str, Meta(max_length=40, description="resource, container, tier, model, feature or label:<key>; "
                                                           "only groups with usage appear.")]
 LABEL_PREFIX = "label."  # label.<key>=<value> filters by a label (any key): not a fixed parameter
@@ -58,7 +59,7 @@ LABEL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 class UsageParams(Query, kw_only=True):
     """``/v1/usage`` and ``/v1/usage.csv``; besides these, ``label.<key>=<value>`` filters by a label."""
 
-    month: Annotated[str, Meta(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM (default: this month, "
+    month: Annotated[str, Meta(pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM (default: this month, "
                                                                        "unless from/to are given).")] | None = None
     from_: Annotated[UsageDay, Meta(description="The first day of a range (with `to`; up to 366 days).")] | None = \
         field(default=None, name="from")
@@ -107,7 +108,7 @@ def usage_query_of(params: Mapping[str, str]) -> UsageQuery:
 
 
 class ContainerLogParams(Query, kw_only=True):
-    date: Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$", description="The UTC day, YYYY-MM-DD.")]
+    date: Annotated[str, Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="The UTC day, YYYY-MM-DD.")]
 
 
 class AiLogParams(Query, kw_only=True):

@@ -24,8 +24,8 @@ from billing.store import queries, usage
 from billing.store.ledger import Ledger
 
 LABEL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-_MONTH = re.compile(r"^\d{4}-\d{2}$")
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_MONTH = re.compile(r"^[0-9]{4}-[0-9]{2}$")
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 @dataclass(frozen=True)
