@@ -16,12 +16,30 @@ def test_demo_prints_statements_and_writes_the_chart(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    for account in ("alice", "bob", "carol"):
+    for account in ("alice", "bob", "carol", "dave", "erin"):
         assert f"{account}  (" in out
         assert (tmp_path / f"ledger-{account}.csv").read_text().startswith("entry_id,")
     # carol ran out: the mail, the final settlement's requests and the purchase that cleared it
     assert "Low Balance Notified" in out and "Credits Exhausted" in out and "Stop Containers Requested" in out
     assert "to {'ToAddresses': ['carol@example.com']}: Your credits are running low" in out
     assert "Refund Issued" in out
+    # dave: auto top-up saved him. 4 runs of 1.5 h large = 4 x 40.80 = 163.20 credits against 50 free:
+    # each time his remaining credits fell below 50 an auto purchase of 100 was requested and paid
+    # (after runs 1 and 3: 50 - 40.8 = 9.2, then 109.2 - 2 x 40.8 = 27.6), so he never ran out.
+    dave = out.split("dave  (")[1].split("\n" + "-" * 78)[1]
+    assert "debt            0.000000" in dave and "exhausted: False" in dave
+    assert dave.count("(auto top-up)") == 2 and dave.count("paid (auto top-up)") == 2
+    assert out.count("Auto Top-up Requested") >= 2
+    # erin: her 40-credit cap stopped her long run (27.2 credits an hour: 40 are reached after
+    # 1 h 28 min; the check at 1 h 30 min asks to stop it), and she keeps her credits.
+    erin = out.split("erin  (")[1].split("\n" + "-" * 78)[1]
+    assert "Spend Cap Reached" in out and "spend cap 40" in erin
+    assert "debt            0.000000" in erin
+    mails = sorted(p.name for p in (tmp_path / "mails").glob("*.html"))
+    assert any(m.startswith("erin-spend_cap_reached-") for m in mails)
+    assert any(m.startswith("carol-low_balance-") for m in mails)
+    assert any(m.startswith("bob-alert_triggered-") for m in mails)
+    text = next((tmp_path / "mails").glob("erin-spend_cap_reached-*.txt")).read_text()
+    assert "To: erin@example.com" in text and "40" in text
     chart = tmp_path / "usage-chart.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 20_000

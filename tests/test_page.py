@@ -280,6 +280,46 @@ def test_controls_change_the_account(site: dict[str, Any], open_page: Any) -> No
     assert api(site, "/v1/balance")["credit_mail"] is True
 
 
+def test_credit_controls_auto_top_up_spend_cap_and_alert_rules(site: dict[str, Any], open_page: Any) -> None:
+    page = open_page()
+    text(page, "auto-top-up-current").to_have_text("Off: no automatic purchases.")
+    page.get_by_test_id("auto-top-up-enabled").check()
+    page.get_by_test_id("auto-top-up-below").fill("20")
+    page.get_by_test_id("auto-top-up-credits").fill("100")
+    page.get_by_test_id("auto-top-up-max").fill("2")
+    page.get_by_test_id("auto-top-up-save").click()
+    text(page, "auto-top-up-status").to_have_text("Auto top-up saved.")
+    text(page, "auto-top-up-current").to_have_text(
+        "On: buy 100 credits when remaining falls below 20.000000, at most 2 times a month.")
+    auto = api(site, "/v1/settings")["auto_top_up"]
+    assert (auto["enabled"], auto["below"], auto["credits"], auto["max_per_month"]) == (True, "20.000000", 100, 2)
+    page.get_by_test_id("auto-top-up-credits").fill("49")  # below the minimum purchase: refused on the page
+    page.get_by_test_id("auto-top-up-save").click()
+    text(page, "auto-top-up-error").to_have_text("Buy a whole number of credits from 50 to 1,000,000.")
+    page.get_by_test_id("auto-top-up-remove").click()
+    text(page, "auto-top-up-status").to_have_text("Auto top-up removed.")
+    assert api(site, "/v1/settings")["auto_top_up"] is None
+
+    page.get_by_test_id("spend-cap-input").fill("250.5")
+    page.get_by_test_id("spend-cap-save").click()
+    text(page, "spend-cap-status").to_have_text("Spend cap saved.")
+    text(page, "spend-cap-current").to_have_text("Cap: 250.500000 credits a month.")
+    assert api(site, "/v1/settings")["spend_cap"] == "250.500000"
+    page.get_by_test_id("spend-cap-remove").click()
+    text(page, "spend-cap-current").to_have_text("No cap.")
+    assert api(site, "/v1/settings")["spend_cap"] is None
+
+    page.get_by_test_id("alert-kind").select_option("remaining_below")
+    page.get_by_test_id("alert-threshold").fill("15")
+    page.get_by_test_id("alert-add").click()
+    expect(page.get_by_test_id("alert-row")).to_have_count(1)
+    [rule] = api(site, "/v1/alerts")["alerts"]
+    assert (rule["kind"], rule["threshold"]) == ("remaining_below", "15.000000")
+    page.get_by_test_id("alert-delete").click()
+    expect(page.get_by_test_id("alert-row")).to_have_count(0)
+    assert api(site, "/v1/alerts")["alerts"] == []
+
+
 def test_an_exhausted_account_sees_its_debt(site: dict[str, Any], open_page: Any) -> None:
     balance = api(site, "/v1/balance", sub=EXHAUSTED)
     assert balance["exhausted"] and float(balance["debt"]) > 0, balance

@@ -12,10 +12,20 @@ outbox dispatcher, the HTTP API of ``template.yaml``):
 * ``carol`` (Free plan): large runs that drain her credits: the low-credit mail goes out, the
   periodic check ends her credits (debt, stop and inactivation requests, to which the simulated
   platform responds), and a purchase today clears the debt.
+* ``dave`` (Free plan): turns auto top-up on (below 50 credits, 100 credits, at most 2 a month); his
+  large runs would drain him, but each time his credits fall below 50 a purchase is created, the
+  simulated payment integration pays it through the signed webhook, and he never runs out.
+* ``erin`` (Free plan): a monthly spend cap of 40 credits; her long large run is stopped when the
+  month's charges reach it, and she keeps the rest of her credits.
+
+``bob`` labels his containers (``project``, ``team``) and his AI calls (``api_key``), relabels one
+mid-month, and keeps an alert rule (more than 300 credits spent this month).
 
 Usage happens in the past (event times), what users do through the API happens now (wall clock).
 Each account's statement is read through the HTTP API and printed; ``out/`` gets the usage chart
-(PNG, daily and cumulative), and each account's audit log as CSV.
+(PNG, daily and cumulative), each account's audit log and usage by label as CSV, and every mail the
+stack sent (``out/mails/``: the HTML and the plain-text part). Run from a terminal, the demo then keeps
+serving the API and the credit-usage page and prints the page's address with an account's token.
 """
 
 from __future__ import annotations
@@ -27,11 +37,13 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from localsam.aws import LOCAL_PARAMETERS
+from localsam.http_api import make_jwt
 from localsam.runner import StackRunner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +51,7 @@ OUT = ROOT / "out"
 GIB = 2**30
 WEBHOOK_SECRET = LOCAL_PARAMETERS["PaymentWebhookSecret"]  # the local runner's value for the template's
 OPERATOR = "arn:aws:iam::123456789012:role/billing-operator"
+ACCOUNTS = ("alice", "bob", "carol", "dave", "erin")
 
 
 def iso(t: datetime) -> str:
@@ -53,6 +66,9 @@ class Demo:
         self.rng = random.Random(7)
         self.seq = 0
         self.timeline: list[tuple[datetime, str, str, dict[str, Any]]] = []
+        # What users do in the middle of the story (set controls), at the moment they do it.
+        self.actions: list[tuple[datetime, Callable[[], None]]] = []
+        self.paid_auto: set[str] = set()
 
     # ------------------------------------------------------------------ the platform's events
     def event(self, at: datetime, account: str, detail_type: str, **fields: Any) -> None:
@@ -64,6 +80,7 @@ class Demo:
 
     def run(self, account: str, container: str, start: datetime, minutes: int, tier: str,
             code_supporter: bool = False, traffic_gib: float = 0.0) -> None:
+        """A run from start to stop (traffic reported halfway and at the stop)."""
         run_id = f"{container}-{start:%m%d%H%M}"
         self.event(start, account, "Container Started", container_id=container, run_id=run_id, tier=tier,
                    code_supporter=code_supporter)
@@ -83,8 +100,14 @@ class Demo:
         self.event(t0, "bob", "Account Created", email="bob@example.com", plan="membership")
         self.event(t0 + timedelta(days=20), "carol", "Account Created", email="carol@example.com", plan="free")
         self.event(t0 + timedelta(minutes=5), "alice", "Container Created", container_id="alice-web", storage_gb=6)
-        self.event(t0 + timedelta(minutes=5), "bob", "Container Created", container_id="bob-api", storage_gb=25)
-        self.event(t0 + timedelta(days=6), "bob", "Container Created", container_id="bob-ml", storage_gb=12)
+        self.event(t0 + timedelta(minutes=5), "bob", "Container Created", container_id="bob-api", storage_gb=25,
+                   labels={"project": "api", "team": "backend"})
+        self.event(t0 + timedelta(days=6), "bob", "Container Created", container_id="bob-ml", storage_gb=12,
+                   labels={"project": "ml", "team": "research"})
+        self.event(t0 + timedelta(days=12, hours=12), "bob", "Container Labeled", container_id="bob-api",
+                   labels={"project": "api", "team": "platform"})
+        self.actions.append((t0 + timedelta(minutes=10), lambda: self.api(
+            "POST", "/v1/alerts", sub="bob", body={"kind": "spent_this_month_above", "threshold": "300"})))
         days = (self.now - t0).days
         for day in range(days):
             morning = t0 + timedelta(days=day, hours=1 + rng.randrange(3))
@@ -98,7 +121,8 @@ class Demo:
                          code_supporter=True, traffic_gib=rng.choice([0.5, 1.0, 2.0]))
                 self.event(morning + timedelta(hours=2), "bob", "AI Usage Recorded", feature="ai_supporter",
                            model="claude-sonnet-4.5", input_tokens=rng.randrange(2000, 8000),
-                           output_tokens=rng.randrange(500, 2000), container_id="bob-api")
+                           output_tokens=rng.randrange(500, 2000), container_id="bob-api",
+                           labels={"api_key": rng.choice(["key-ci", "key-laptop"])})
             if day == 6:
                 self.event(morning, "bob", "AI Usage Recorded", feature="snap", model="gpt-5-mini",
                            input_tokens=12000, output_tokens=30000, container_id="bob-ml")
@@ -115,7 +139,30 @@ class Demo:
                    run_id="carol-long", tier="large", code_supporter=False)
         self.carol_check = c0 + timedelta(hours=2, minutes=55)
         self.open_runs = {"carol-train": "carol-long"}  # runs whose stop only the platform decides
+        self.dave_and_erin()
         self.timeline.sort(key=lambda item: item[0])
+        self.actions.sort(key=lambda item: item[0])
+
+    def dave_and_erin(self) -> None:
+        """Two accounts saved from running dry by their controls: auto top-up and a spend cap."""
+        d0 = (self.now - timedelta(days=4)).replace(hour=7, minute=0, second=0)
+        self.event(d0, "dave", "Account Created", email="dave@example.com", plan="free")
+        self.event(d0 + timedelta(minutes=5), "dave", "Container Created", container_id="dave-render", storage_gb=4)
+        self.actions.append((d0 + timedelta(minutes=10), lambda: self.api("PUT", "/v1/settings", sub="dave", body={
+            "auto_top_up": {"enabled": True, "below": "50", "credits": "100", "max_per_month": 2}})))
+        # Four 90-minute large runs, 40.8 credits each, 163.2 in all against his 50 free credits.
+        for day in range(4):
+            self.run("dave", "dave-render", d0 + timedelta(days=day, hours=2), 90, "large")
+        e0 = (self.now - timedelta(days=3)).replace(hour=10, minute=0, second=0)
+        self.event(e0, "erin", "Account Created", email="erin@example.com", plan="free")
+        self.event(e0 + timedelta(minutes=5), "erin", "Container Created", container_id="erin-batch", storage_gb=3)
+        self.actions.append((e0 + timedelta(minutes=10), lambda: self.api(
+            "PUT", "/v1/settings", sub="erin", body={"spend_cap": "40"})))
+        # A run nobody stops: at 27.2 credits an hour the month's charges reach 40 after 1 h 28 min.
+        self.event(e0 + timedelta(hours=1), "erin", "Container Started", container_id="erin-batch",
+                   run_id="erin-long", tier="large", code_supporter=False)
+        self.open_runs["erin-batch"] = "erin-long"
+        self.erin_check = e0 + timedelta(hours=2, minutes=30)
 
     # ------------------------------------------------------------------ driving the stack
     def deliver_until(self, until: datetime) -> None:
@@ -125,20 +172,26 @@ class Demo:
             if not result.ok:
                 raise RuntimeError(f"{detail_type} failed: {[d.error for d in result.failures]}")
             self.stack.drain()  # on AWS the queues' consumers run within seconds
+            self.pay_auto_top_ups(at)
 
     def boundary_and_checks(self) -> None:
         """Deliver the timeline, firing the monthly job at the boundary and the periodic check daily."""
         first = datetime(self.now.year, self.now.month, 1, tzinfo=UTC)
-        moments = sorted({first, self.carol_check} | {
+        checks = {first, self.carol_check, self.erin_check} | {
             (self.start + timedelta(days=d)).replace(hour=23, minute=55) for d in range(34)
-        })
-        for moment in moments:
+        }
+        actions = dict(self.actions)
+        for moment in sorted(checks | set(actions)):
             if moment >= self.now:
                 break
             self.deliver_until(moment)
-            name = "MonthBoundary" if moment == first else "PeriodicCheck"
-            self.stack.fire_schedule("MonthlyBillingFunction", name, at=moment)
-            self.stack.drain()
+            if moment in actions:
+                actions[moment]()
+                self.stack.drain()
+            if moment in checks:
+                name = "MonthBoundary" if moment == first else "PeriodicCheck"
+                self.stack.fire_schedule("MonthlyBillingFunction", name, at=moment)
+                self.stack.drain()
             self.platform_reacts(moment)
         self.deliver_until(self.now - timedelta(minutes=5))
         self.stack.drain()
@@ -153,6 +206,15 @@ class Demo:
                     self.event(moment + timedelta(minutes=3), detail["account_id"], "Container Stopped",
                                container_id=container, run_id=run_id, traffic_bytes=0)
         self.timeline.sort(key=lambda item: item[0])
+
+    def pay_auto_top_ups(self, moment: datetime) -> None:
+        """The platform's payment integration charges the saved card for each auto top-up at once."""
+        for event in self.stack.published_events("Auto Top-up Requested"):
+            detail = event["detail"]
+            if detail["purchase_id"] not in self.paid_auto:
+                self.paid_auto.add(detail["purchase_id"])
+                self.pay(detail)
+                self.stack.drain()
 
     # ------------------------------------------------------------------ what users do today
     def api(self, method: str, path: str, sub: str | None = None, iam: str | None = None,
@@ -216,8 +278,18 @@ class Demo:
         (OUT / f"ledger-{account}.csv").write_text(csv)
         purchases = self.api("GET", "/v1/purchases", sub=account)["purchases"]
         ai_log = self.api("GET", "/v1/usage/ai", sub=account, query={"limit": 3})["entries"]
+        settings = self.api("GET", "/v1/settings", sub=account)
+        alerts = self.api("GET", "/v1/alerts", sub=account)["alerts"]
+        by_project = self.api("GET", "/v1/usage", sub=account, query={
+            "from": self.start.strftime("%Y-%m-%d"), "to": self.now.strftime("%Y-%m-%d"), "granularity": "month",
+            "group_by": "label:project"})
+        label_csv = self.api("GET", "/v1/usage.csv", sub=account, query={
+            "from": self.start.strftime("%Y-%m-%d"), "to": self.now.strftime("%Y-%m-%d"), "granularity": "day",
+            "group_by": "label:team"})
+        (OUT / f"usage-by-team-{account}.csv").write_text(label_csv)
         return {"balance": balance, "usage": usage, "usd": usd, "series": per_resource, "ledger": entries,
-                "purchases": purchases, "ai": ai_log}
+                "purchases": purchases, "ai": ai_log, "settings": settings, "alerts": alerts,
+                "by_project": by_project}
 
     def print_statement(self, account: str, s: dict[str, Any]) -> None:
         b, u, d = s["balance"], s["usage"], s["usd"]
@@ -237,8 +309,16 @@ class Demo:
             print(f"    {resource:<10} {amount:>14}  (${d['by_resource'][resource]['cents'] / 100:.2f})")
         for p in s["purchases"]:
             refund = f"  refunded {p['refund']['cents']} cents" if p.get("refund") else ""
+            auto = " (auto top-up)" if p.get("auto") else ""
             print(f"  purchase {p['purchase_id']}: {p['credits']} credits, {p['price']['cents']} cents, "
-                  f"{p['status']}{refund}")
+                  f"{p['status']}{auto}{refund}")
+        settings = s["settings"]
+        print(f"  settings: credit mail {settings['credit_mail']}, auto top-up {settings['auto_top_up']}, "
+              f"spend cap {settings['spend_cap']}")
+        for alert in s["alerts"]:
+            print(f"  alert {alert['alert_id']}: {alert['kind']} {alert['threshold']}")
+        for group in s["by_project"].get("groups", []):
+            print(f"  label project={group['key']}: {group['total']} credits since {self.start:%Y-%m-%d}")
         kinds: dict[str, int] = {}
         for e in s["ledger"]:
             kinds[e["type"]] = kinds.get(e["type"], 0) + 1
@@ -246,6 +326,33 @@ class Demo:
         for e in s["ledger"][-5:]:
             paid = ", ".join(f"{p['lot_id']} {p['amount']}" for p in e["paid_by"])
             print(f"    {e['at']} {e['type']:<10} {e['amount']:>12} {e['reason']:<24} {paid}")
+
+    def save_mails(self) -> list[Path]:
+        """Every mail the outbox sent, rendered as SES got it (HTML and text), to ``out/mails``."""
+        from billing.domain.model import Effect, Mail, from_json
+        from billing.services.mails import render
+
+        folder = OUT / "mails"
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():
+            old.unlink()
+        table = self.stack.client("dynamodb")
+        link = self.stack.function_environment("OutboxDispatcherFunction")["BUY_CREDITS_URL"]
+        saved: list[Path] = []
+        for page in table.get_paginator("scan").paginate(TableName=self.stack.table_name):
+            for item in page["Items"]:
+                if not item["sk"]["S"].startswith("EVENT#") or "effects" not in item:
+                    continue
+                for effect in from_json(item["effects"]["S"], list[Effect]):
+                    if isinstance(effect, Mail):
+                        mail = render(effect, link)
+                        account = item["pk"]["S"].removeprefix("ACCOUNT#")
+                        stem = folder / f"{account}-{effect.template}-{effect.effect_id[:8]}"
+                        stem.with_suffix(".html").write_text(mail.html)
+                        headers = f"Subject: {mail.subject}\nTo: {effect.to}\n\n"
+                        stem.with_suffix(".txt").write_text(headers + mail.text)
+                        saved.append(stem.with_suffix(".html"))
+        return sorted(saved)
 
     def chart(self, statements: dict[str, dict[str, Any]]) -> Path:
         import matplotlib
@@ -284,7 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     global OUT
     parser = argparse.ArgumentParser(prog="python -m localsam.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT, help="folder for the chart, CSVs and logs (./out)")
-    OUT = parser.parse_args(argv).out.resolve()
+    parser.add_argument("--serve", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep serving the API and the page afterwards (default: when run from a terminal)")
+    parser.add_argument("--port", type=int, default=3000, help="the port to serve on (3000)")
+    args = parser.parse_args(argv)
+    OUT = args.out.resolve()
     began = time.monotonic()
     OUT.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -299,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stdout(log):
             demo.boundary_and_checks()
             demo.today()
-            statements = {a: demo.statement(a) for a in ("alice", "bob", "carol")}
+            statements = {a: demo.statement(a) for a in ACCOUNTS}
         for account, s in statements.items():
             demo.print_statement(account, s)
         print("\nevents billing published:")
@@ -308,10 +419,27 @@ def main(argv: list[str] | None = None) -> int:
         print("\nmail sent through SES:")
         for mail in stack.sent_emails():
             print(f"  to {mail['destinations']}: {mail['subject']}")
+        mails = demo.save_mails()
         chart = demo.chart(statements)
-    print(f"\nusage chart: {chart}\naudit logs: {OUT}/ledger-*.csv\nfunction logs: {logs}")
-    print(f"done in {time.monotonic() - began:.0f} s")
+        print(f"\nusage chart: {chart}\naudit logs: {OUT}/ledger-*.csv\nusage by label: {OUT}/usage-by-team-*.csv"
+              f"\nmails ({len(mails)}, HTML and text): {OUT / 'mails'}\nfunction logs: {logs}")
+        print(f"done in {time.monotonic() - began:.0f} s")
+        if args.serve or (args.serve is None and sys.stdin.isatty()):
+            serve(stack, args.port)
     return 0
+
+
+def serve(stack: StackRunner, port: int) -> None:
+    """Keep the stack up: the API and the credit-usage page, until Ctrl-C."""
+    base = stack.serve_api(port=port)
+    token = make_jwt({"sub": "bob", "exp": int(time.time()) + 7 * 86400})
+    print(f"\nthe credit-usage page: {base}/  (sign in as one of {', '.join(ACCOUNTS)})"
+          f"\n  or straight in as bob: {base}/#token={token}"
+          f"\nthe API's document: {base}/v1/openapi.json   Swagger UI: {base}/docs"
+          "\nCtrl-C stops the stack.")
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)
 
 
 if __name__ == "__main__":
