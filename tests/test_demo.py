@@ -41,5 +41,7 @@ def test_demo_prints_statements_and_writes_the_chart(tmp_path: Path) -> None:
     assert any(m.startswith("bob-alert_triggered-") for m in mails)
     text = next((tmp_path / "mails").glob("erin-spend_cap_reached-*.txt")).read_text()
     assert "To: erin@example.com" in text and "40" in text
+    # the books balance: the daily reconciliation checked all five accounts
+    assert "reconciliation (the daily schedule): 5 accounts checked, 0 differences []" in out
     chart = tmp_path / "usage-chart.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 20_000

@@ -50,7 +50,7 @@ def imported_by(spec: FunctionSpec) -> set[str]:
 
 def test_the_template_has_both_kinds_of_function():
     assert "SettlementFunction" in EVENT_DRIVEN and "UsageApiFunction" in HTTP
-    assert len(EVENT_DRIVEN) == 5 and len(HTTP) == 4  # usage, account, payment webhook, the page
+    assert len(EVENT_DRIVEN) == 6 and len(HTTP) == 4  # usage, account, payment webhook, the page
 
 
 @pytest.mark.parametrize("logical_id", EVENT_DRIVEN)

@@ -411,8 +411,13 @@ def main(argv: list[str] | None = None) -> int:
             demo.boundary_and_checks()
             demo.today()
             statements = {a: demo.statement(a) for a in ACCOUNTS}
+            # The daily reconciliation, through its schedule: every stored balance against its ledger.
+            stack.fire_schedule("ReconciliationFunction", "Daily")
         for account, s in statements.items():
             demo.print_statement(account, s)
+        [reconciled] = [e["detail"] for e in stack.published_events("Reconciliation Finished")]
+        print(f"\nreconciliation (the daily schedule): {reconciled['accounts_checked']} accounts checked, "
+              f"{reconciled['differences']} differences {reconciled['first_differences']}")
         print("\nevents billing published:")
         for e in stack.published_events():
             print(f"  {e['detail-type']:<34} {json.dumps(e['detail'])[:110]}")

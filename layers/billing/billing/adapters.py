@@ -67,11 +67,13 @@ class EventPublisher:
 
 class MailSender:
     """Sends mail through SES (v2 API) from the configured sender address: plain text, and HTML as
-    the alternative part when given (a multipart/alternative message)."""
+    the alternative part when given (a multipart/alternative message); with the configuration set
+    (when one is configured) that publishes bounces and complaints to CloudWatch."""
 
-    def __init__(self, sender: str, client: Any | None = None) -> None:
+    def __init__(self, sender: str, client: Any | None = None, configuration_set: str | None = None) -> None:
         self.sender = sender
         self._client = client
+        self.configuration_set = configuration_set
 
     @property
     def client(self) -> Any:
@@ -81,10 +83,12 @@ class MailSender:
         parts: dict[str, Any] = {"Text": {"Data": body, "Charset": "UTF-8"}}
         if html is not None:
             parts["Html"] = {"Data": html, "Charset": "UTF-8"}
+        extra = {"ConfigurationSetName": self.configuration_set} if self.configuration_set else {}
         response = self.client.send_email(
             FromEmailAddress=self.sender,
             Destination={"ToAddresses": [to]},
             Content={"Simple": {"Subject": {"Data": subject, "Charset": "UTF-8"}, "Body": parts}},
+            **extra,
         )
         return str(response.get("MessageId", ""))
 
@@ -123,3 +127,18 @@ class MessageQueue:
             response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             if response.get("Failed"):
                 raise RuntimeError(f"{len(response['Failed'])} messages were not queued")
+
+
+class FunctionInvoker:
+    """Invokes a Lambda function asynchronously (InvocationType ``Event``) with a JSON payload: how a
+    long job hands the rest of its work to a fresh invocation of itself."""
+
+    def __init__(self, client: Any | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        return self._client or aws_client("lambda")
+
+    def invoke_async(self, function_arn: str, payload: dict[str, Any]) -> None:
+        self.client.invoke(FunctionName=function_arn, InvocationType="Event", Payload=json.dumps(payload).encode())

@@ -18,6 +18,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     table_name: str = "billing"
     event_bus_name: str = "default"
     sender_address: str = "billing@example.com"
+    ses_configuration_set: str | None = None  # bounces and complaints to CloudWatch (template.yaml)
     buy_credits_url: str = "https://example.com/billing/credits"
     catalog_path: str | None = None  # a JSON file; None: the packaged defaults
     # Secrets Manager secrets (no default: a deployment must provide them; see billing.secrets)
@@ -28,6 +29,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     dead_letter_queue_url: str | None = None
     service_name: str = "credit-billing"
     max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 8
+    reconcile_read_rate: Annotated[float, msgspec.Meta(gt=0)] = 100.0  # read units a second
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -41,6 +43,7 @@ ENV_NAMES = {
     "table_name": "TABLE_NAME",
     "event_bus_name": "EVENT_BUS_NAME",
     "sender_address": "SENDER_ADDRESS",
+    "ses_configuration_set": "SES_CONFIGURATION_SET",
     "buy_credits_url": "BUY_CREDITS_URL",
     "catalog_path": "PRICE_CATALOG_PATH",
     "webhook_secret_arn": "PAYMENT_WEBHOOK_SECRET_ARN",
@@ -50,6 +53,7 @@ ENV_NAMES = {
     "dead_letter_queue_url": "DEAD_LETTER_QUEUE_URL",
     "service_name": "POWERTOOLS_SERVICE_NAME",
     "max_attempts": "SETTLEMENT_MAX_ATTEMPTS",
+    "reconcile_read_rate": "RECONCILE_READ_RATE",
 }
 
 

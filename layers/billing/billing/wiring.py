@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from billing.adapters import EventPublisher, MailSender, MessageQueue
+from billing.adapters import EventPublisher, FunctionInvoker, MailSender, MessageQueue
 from billing.config import get_config
 from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.domain.clock import Clock, utc_now
@@ -35,7 +35,8 @@ def publisher() -> EventPublisher:
 
 
 def mail_sender() -> MailSender:
-    return MailSender(get_config().sender_address)
+    config = get_config()
+    return MailSender(config.sender_address, configuration_set=config.ses_configuration_set)
 
 
 def cursor_codec() -> CursorCodec:
@@ -66,6 +67,16 @@ def dead_letters() -> MessageQueue:
 
 def catalog() -> PriceCatalog:
     return load_catalog(get_config().catalog_path)
+
+
+def function_invoker() -> FunctionInvoker:
+    """Asynchronous invocations of a function (a job continuing in a fresh invocation)."""
+    return FunctionInvoker()
+
+
+def reconciliation_read_rate() -> float:
+    """Read capacity units a second the reconciliation may consume."""
+    return get_config().reconcile_read_rate
 
 
 class Wiring:

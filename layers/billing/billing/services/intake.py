@@ -26,7 +26,7 @@ from billing.domain.events import (
     check_event_time,
     parse_platform_event,
 )
-from billing.observability import logger, metrics
+from billing.observability import log_context, logger, metrics, refused, settlement_timer
 from billing.services.settlement import settle_platform_event
 from billing.store.ledger import Applied, Ledger
 
@@ -43,14 +43,26 @@ def message_group(account_id: str) -> str:
 
 
 def _event_id_of(raw: Any) -> str | None:
+    return _detail_field(raw, "event_id")
+
+
+def _detail_field(raw: Any, name: str) -> str | None:
     detail = raw.get("detail") if isinstance(raw, dict) else None
-    event_id = detail.get("event_id") if isinstance(detail, dict) else None
-    return event_id if isinstance(event_id, str) else None
+    value = detail.get(name) if isinstance(detail, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def event_log_context(raw: Any) -> Any:
+    """The log keys of a platform event (as far as it has them): its account, its event id, and as
+    correlation id the EventBridge event's ``id`` (the same in the intake and the settlement)."""
+    correlation_id = raw.get("id") if isinstance(raw, dict) else None
+    return log_context(_detail_field(raw, "account_id"), _event_id_of(raw),
+                       correlation_id if isinstance(correlation_id, str) else None)
 
 
 def _rejected(exc: BillingError, raw: Any) -> None:
     logger.error("event rejected", reason=exc.message, code=exc.code, event_id=_event_id_of(raw))
-    metrics.add_metric(name="EventsRejected", unit="Count", value=1)
+    refused(exc.code)
 
 
 def check_priced(event: PlatformEvent, catalog: PriceCatalog) -> None:
@@ -66,17 +78,19 @@ def accept_platform_event(
     raw: Any, sources: tuple[str, ...], catalog: PriceCatalog, queue: MessageQueue, now: datetime
 ) -> dict[str, Any]:
     """Validate an EventBridge event and queue it for settlement in its account's order."""
-    try:
-        event = parse_platform_event(raw, sources)
-        check_event_time(event.detail.occurred_at, now)
-        check_priced(event, catalog)
-    except BillingError as exc:
-        _rejected(exc, raw)
-        raise
-    d = event.detail
-    queue.send(json.dumps(raw), group=message_group(d.account_id), dedup=_digest(d.event_id))
-    metrics.add_metric(name="EventsAccepted", unit="Count", value=1)
-    return {"event_id": d.event_id, "queued": True}
+    with event_log_context(raw):
+        try:
+            event = parse_platform_event(raw, sources)
+            check_event_time(event.detail.occurred_at, now)
+            check_priced(event, catalog)
+        except BillingError as exc:
+            _rejected(exc, raw)
+            raise
+        d = event.detail
+        queue.send(json.dumps(raw), group=message_group(d.account_id), dedup=_digest(d.event_id))
+        metrics.add_metric(name="EventsAccepted", unit="Count", value=1)
+        logger.info("event accepted", detail_type=event.detail_type)
+        return {"event_id": d.event_id, "queued": True}
 
 
 def settle_queued(body: str, ledger: Ledger, now: datetime) -> Applied:
@@ -85,15 +99,17 @@ def settle_queued(body: str, ledger: Ledger, now: datetime) -> Applied:
         raw = json.loads(body)
     except ValueError:
         raise InvalidInput("the queued event is not JSON") from None
-    try:
-        event = parse_platform_event(raw, SOURCES)
-        applied = settle_platform_event(event, ledger, now)
-    except BillingError as exc:
-        if not exc.transient:
-            _rejected(exc, raw)
-        raise
-    metrics.add_metric(name="EventsSettled", unit="Count", value=1)
-    return applied
+    with event_log_context(raw):
+        try:
+            with settlement_timer():
+                event = parse_platform_event(raw, SOURCES)
+                applied = settle_platform_event(event, ledger, now)
+        except BillingError as exc:
+            if not exc.transient:
+                _rejected(exc, raw)
+            raise
+        metrics.add_metric(name="EventsSettled", unit="Count", value=1)
+        return applied
 
 
 def dead_letter(body: str, error: BillingError, dead_letters: MessageQueue) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from billing.adapters import EventPublisher, MailSender, MessageQueue
 from billing.domain.model import Mail, OutboundEvent, Work
-from billing.observability import logger, metrics
+from billing.observability import log_context, logger, metrics
 from billing.services import sweeps
 from billing.services.mails import render
 from billing.services.sweeps import ContainerWork
@@ -50,10 +50,12 @@ def dispatch(stream_event: dict[str, Any], ledger: Ledger, publisher: EventPubli
         record = outbox.from_stream_record(raw)
         if record is None:
             continue
-        try:
-            deliver(record, ledger, publisher, mailer, work_queue, buy_credits_url)
-        except Exception:
-            logger.exception("effects not delivered", account_id=record.account_id, event_id=record.event_id)
-            metrics.add_metric(name="OutboxDeliveryFailures", unit="Count", value=1)
-            return {"batchItemFailures": [{"itemIdentifier": raw["dynamodb"]["SequenceNumber"]}]}
+        # The change's event id correlates the delivery with the settlement that asked for it.
+        with log_context(record.account_id, record.event_id, record.event_id):
+            try:
+                deliver(record, ledger, publisher, mailer, work_queue, buy_credits_url)
+            except Exception:
+                logger.exception("effects not delivered", account_id=record.account_id, event_id=record.event_id)
+                metrics.add_metric(name="OutboxDeliveryFailures", unit="Count", value=1)
+                return {"batchItemFailures": [{"itemIdentifier": raw["dynamodb"]["SequenceNumber"]}]}
     return {"batchItemFailures": []}

@@ -6,6 +6,9 @@ messages that each do a bounded amount of work, whatever the number of accounts 
   (accounts whose forecast check is due) for the periodic check.
 * A :class:`ShardPage` reads one page of its shard, queues one :class:`AccountSweep` per account on
   it, and queues the next page (the checkpoint): no invocation reads more than a page.
+* The month-close check (01:00 UTC on the 1st) pages the ``active`` index the same way and, for
+  each page, counts the accounts not rolled into the month yet (``MonthCloseLate``/``MonthCloseBehind``
+  metrics, :func:`billing.observability.month_close_checked`; an alarm acts on them).
 * An :class:`AccountSweep` settles one account up to the sweep's time (month boundary: settle,
   expire, grant; the forecast check: overuse, low-credit mail).
 * A :class:`ContainerWork` settles one chunk of an account's containers (an account with too many
@@ -24,16 +27,16 @@ from msgspec import Meta
 from billing.adapters import MessageQueue
 from billing.domain import accrual, overuse
 from billing.domain.account import LISTED, Account
-from billing.domain.clock import SECOND, format_time, month_key
+from billing.domain.clock import SECOND, format_time, month_key, month_start
 from billing.domain.events import Message, UtcTime, parse_message
 from billing.domain.model import WorkKind, to_json
 from billing.domain.posting import Book
-from billing.observability import logger, metrics
+from billing.observability import MONTH_CLOSE_STARTED, log_context, logger, metrics, month_close_checked
 from billing.services.settlement import settle_account
 from billing.store import keys, queries
 from billing.store.ledger import Change, Ledger
 
-SweepKind = Literal["month_boundary", "periodic_check"]
+SweepKind = Literal["month_boundary", "periodic_check", "month_close_check"]
 PAGE = 500  # accounts per shard page: about 50 SendMessageBatch calls
 AccountId = Annotated[str, Meta(min_length=1, max_length=300)]
 
@@ -88,9 +91,11 @@ def body(message: WorkMessage) -> str:
 def queue_sweeps(raw: Any, queue: MessageQueue) -> dict[str, Any]:
     """The scheduled job: one page message per shard of the index the sweep goes through."""
     request = parse_message(raw, SweepRequest, "sweep request")
-    index = "active" if request.sweep == "month_boundary" else "due"
+    index = "due" if request.sweep == "periodic_check" else "active"
     pages = [ShardPage(sweep=request.sweep, shard=shard, at=request.scheduled_time) for shard in keys.shards(index)]
     queue.send_batch([body(p) for p in pages])
+    if request.sweep == "month_boundary":
+        metrics.add_metric(name=MONTH_CLOSE_STARTED, unit="Count", value=1)
     logger.info("sweep started", sweep=request.sweep, scheduled_time=format_time(request.scheduled_time),
                 shards=len(pages))
     return {"sweep": request.sweep, "shards": len(pages)}
@@ -99,18 +104,30 @@ def queue_sweeps(raw: Any, queue: MessageQueue) -> dict[str, Any]:
 def handle_work(raw: str, ledger: Ledger, queue: MessageQueue) -> None:
     """One message of the work queue."""
     message: WorkMessage = parse_message(raw, WorkMessage, "work message")  # type: ignore[arg-type]
+    # The correlation id is the job's: every line of one month close (or one check) shares it.
+    job = message.kind if isinstance(message, ContainerWork) else message.sweep
+    correlation_id = f"{job}:{format_time(message.at)}"
     if isinstance(message, ShardPage):
-        sweep_page(message, ledger, queue)
+        with log_context(None, None, correlation_id):
+            sweep_page(message, ledger, queue)
     elif isinstance(message, AccountSweep):
-        applied = settle_account(message.account_id, message.at, message.event_id, ledger)
-        logger.info("account swept", account_id=message.account_id, sweep=message.sweep,
-                    entries=len(applied.entries))
+        with log_context(message.account_id, message.event_id, correlation_id):
+            applied = settle_account(message.account_id, message.at, message.event_id, ledger)
+            logger.info("account swept", sweep=message.sweep, entries=len(applied.entries))
     else:
-        settle_containers(message, ledger, queue)
+        with log_context(message.account_id, None, correlation_id):
+            settle_containers(message, ledger, queue)
 
 
 def sweep_page(page: ShardPage, ledger: Ledger, queue: MessageQueue) -> int:
-    """Queue the sweeps of one page of accounts, then the next page; returns how many."""
+    """Queue the sweeps of one page of accounts, then the next page; returns how many (the
+    month-close check counts the page's accounts not rolled into the month instead)."""
+    if page.sweep == "month_close_check":
+        accounts, after = queries.active_accounts(ledger.models, page.shard, PAGE, page.cursor)
+        month_close_checked(len(accounts), len(queries.accounts_behind(ledger.models, accounts, month_start(page.at))))
+        if after:
+            queue.send_batch([body(ShardPage(sweep=page.sweep, shard=page.shard, at=page.at, cursor=after))])
+        return len(accounts)
     if page.sweep == "month_boundary":
         accounts, after = queries.active_accounts(ledger.models, page.shard, PAGE, page.cursor)
     else:
@@ -126,8 +143,8 @@ def sweep_page(page: ShardPage, ledger: Ledger, queue: MessageQueue) -> int:
 def settle_containers(work: ContainerWork, ledger: Ledger, queue: MessageQueue) -> None:
     """Settle one chunk of the account's accruing containers up to ``work.at``, then queue the next."""
     ids, last = queries.accruing_containers(ledger.models, work.account_id, LISTED, work.cursor)
-    if ids:
-        event_id = keys.container_work_event_id(work.kind, work.at, ids[0])
+    event_id = keys.container_work_event_id(work.kind, work.at, ids[0]) if ids else None
+    if event_id:
 
         def action(account: Account | None) -> Change | None:
             if account is None:
@@ -144,6 +161,6 @@ def settle_containers(work: ContainerWork, ledger: Ledger, queue: MessageQueue) 
         ledger.apply(work.account_id, event_id, action, ids)
     if last:
         queue.send_batch([body(ContainerWork(account_id=work.account_id, kind=work.kind, at=work.at, cursor=last))])
-    logger.info("containers settled", account_id=work.account_id, kind=work.kind, containers=len(ids),
-                more=bool(last))
+    logger.info("containers settled", account_id=work.account_id, event_id=event_id, kind=work.kind,
+                containers=len(ids), more=bool(last))
 

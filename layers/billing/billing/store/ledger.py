@@ -32,7 +32,7 @@ from billing.domain.clock import format_time, month_key, next_month_start
 from billing.domain.errors import ConcurrentUpdate, Conflict, ServiceBusy
 from billing.domain.model import SCHEMA, AccountState, Container, Effect, LedgerEntry, clone, from_json, to_json
 from billing.domain.posting import Book
-from billing.observability import logger
+from billing.observability import committed, logger
 from billing.store import keys, usage
 from billing.store.idempotency import RequestKey, Stored, lookup, record_item
 from billing.store.migration import migrate_account
@@ -200,6 +200,7 @@ class Ledger:
                 committing = True
                 self._commit(account_id, event_id, change, version)
                 book = change.book
+                committed(book.entries, book.effects, state.debt if state else 0, book.state.debt)
                 return Applied(book.state, book.entries, book.effects, result=change.result, attempts=attempt)
             except _Duplicate:
                 stored = self.stored(account_id, event_id) or Stored()
@@ -278,6 +279,7 @@ class Ledger:
         rollover.advance_to(roll, boundary)
         with suppress(_Duplicate, ConcurrentUpdate):  # someone else moved the account on: the caller re-reads
             self._commit(account_id, event_id, Change(roll), version)
+            committed(roll.entries, roll.effects, state.debt, roll.state.debt)
         logger.info("account caught up one month", account_id=account_id, boundary=format_time(boundary))
 
     def _commit(self, account_id: str, event_id: str, change: Change, version: int | None) -> None:
