@@ -26,6 +26,15 @@ os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "CreditBillingTests")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_metrics() -> Iterator[None]:
+    """Metrics are off in tests, and Powertools keeps what a disabled flush did not send: clear it."""
+    from billing.observability import metrics
+
+    yield
+    metrics.clear_metrics()
+
+
 @pytest.fixture(scope="session")
 def dynamodb_endpoint() -> Iterator[str]:
     external = os.environ.get("DYNAMODB_ENDPOINT")
