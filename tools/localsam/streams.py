@@ -178,6 +178,9 @@ class StreamMappings:
                             "endSequenceNumber": sequence,
                             "batchSize": 1,
                             "streamArn": first["eventSourceARN"],
+                            # ISO-8601 UTC, as Lambda writes them: the window a replay redelivers
+                            "approximateArrivalOfFirstRecord": _arrival(first),
+                            "approximateArrivalOfLastRecord": _arrival(first),
                         },
                     }
                 ),
@@ -193,6 +196,12 @@ class StreamMappings:
             if record["dynamodb"]["SequenceNumber"] in reported:
                 return index
         return None
+
+
+def _arrival(record: dict[str, Any]) -> str:
+    created = record["dynamodb"].get("ApproximateCreationDateTime")
+    moment = datetime.fromtimestamp(created, UTC) if isinstance(created, int | float) else datetime.now(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 __all__ = ["StreamMappings", "StreamReport"]
