@@ -230,14 +230,7 @@ def test_the_balance_item_does_not_grow_with_the_number_of_containers(ledger: Le
     assert many < 1024
 
 
-CREDITS_EXHAUSTED_DEBT_BUG = (
-    "Credits Exhausted is emitted by the account sweep before the chunked final settlement has settled "
-    "anything, so it carries the debt before that settlement (0), not the final settlement's debt"
-)
-
-
-@pytest.mark.parametrize("n", [LISTED, pytest.param(LISTED + 1, marks=pytest.mark.xfail(
-    strict=True, reason=CREDITS_EXHAUSTED_DEBT_BUG))])
+@pytest.mark.parametrize("n", [LISTED, LISTED + 1])
 def test_credits_exhausted_carries_the_final_settlements_debt(ledger: Ledger, n: int) -> None:
     p = Platform(ledger, f"debt-{n}")
     p.send("Account Created", "2026-03-01T00:00:00Z", email="d@example.com", plan="free")
@@ -252,15 +245,7 @@ def test_credits_exhausted_carries_the_final_settlements_debt(ledger: Ledger, n:
     assert jobs.publisher.of_type("Credits Exhausted") == [{"account_id": p.account_id, "debt": f"{debt / C:.6f}"}]
 
 
-MONTH_SWEEP_OVERUSE_BUG = (
-    "the month-boundary sweep of an account whose containers are not listed checks overuse against the new "
-    "month's lots with the aggregates still holding the old month's unsettled usage (paid later by the "
-    "month_close chunks from the old month's lots): a false exhaustion"
-)
-
-
-@pytest.mark.parametrize("n", [LISTED, pytest.param(LISTED + 1, marks=pytest.mark.xfail(
-    strict=True, reason=MONTH_SWEEP_OVERUSE_BUG))])
+@pytest.mark.parametrize("n", [LISTED, LISTED + 1])
 def test_the_months_own_lots_pay_its_usage_without_a_false_exhaustion(ledger: Ledger, n: int) -> None:
     p = Platform(ledger, f"month-{n}")
     p.send("Account Created", "2026-03-01T00:00:00Z", email="m@example.com", plan="free")
@@ -423,9 +408,6 @@ def test_an_event_that_runs_out_settles_and_stops_each_container_once(ledger: Le
     assert_conserved(p.state())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the event's own change asks to inactivate its (storage-billed) container, and the final_settlement "
-    "chunk that reaches it later asks again (finish_exhaustion runs with newly=True for every chunk)"))
 def test_an_event_that_runs_out_asks_to_inactivate_each_container_once(ledger: Ledger) -> None:
     _, ids, asked = run_out_by_event(ledger)
     assert {cid: n for (kind, cid), n in asked.items() if kind.startswith("Cont")} == dict.fromkeys(ids, 1)

@@ -265,6 +265,9 @@ class AccountState(Record, kw_only=True):
     auto_top_up: AutoTopUp | None = None
     spend_cap: int | None = None  # µcr a calendar month
     cap_reached: str | None = None  # the month the spend cap was reached in
+    # A month boundary whose containers the work queue is still settling (more than are listed):
+    # until its last chunk, the old month's unsettled usage is in the aggregates, not in a lot's debt.
+    month_closing: datetime | None = None
     traffic_used: dict[str, int] = field(default_factory=dict)  # month -> bytes counted
     totals: Totals = field(default_factory=Totals)
     check_ins: list[str] = field(default_factory=list)  # UTC days checked in (recent)
@@ -365,6 +368,7 @@ class Work(Record, kw_only=True, tag="work", tag_field="effect"):
     kind: WorkKind
     account_id: str
     at: datetime
+    skip: list[str] = field(default_factory=list)  # containers the asking change settled and asked about
 
 
 # What a change asks of the outside world, written in the same transaction as the change (the

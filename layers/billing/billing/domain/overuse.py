@@ -26,23 +26,34 @@ def exhaust(book: Book, at: datetime) -> None:
     newly = not book.state.exhausted
     book.state.exhausted = True
     finish_exhaustion(book, at, newly)
-    if newly:
+    if not newly:
+        return
+    if book.containers.complete(book.state):
         book.emit("Credits Exhausted", debt=format_credits(book.state.debt))
-        if not book.containers.complete(book.state):
-            book.work("final_settlement", at)
+    else:  # the last chunk says Credits Exhausted, with the debt of the whole final settlement
+        reached = [c.container_id for c in book.containers.reachable(book.state)]
+        book.work("final_settlement", at, skip=reached)
 
 
-def finish_exhaustion(book: Book, at: datetime, newly: bool = True) -> None:
+def finish_exhaustion(book: Book, at: datetime, newly: bool = True, skip: frozenset[str] = frozenset()) -> None:
     """Settle the containers this change reaches up to ``at`` (into debt) and ask the platform to
-    stop the running ones and inactivate those whose storage is billed."""
+    stop the running ones and inactivate those whose storage is billed (but those in ``skip``,
+    which the change that ended the credits asked about already)."""
     accrual.settle_everything(book, at)
     book.flush(at, "final_settlement")
-    running = accrual.running_container_ids(book)
+    running = [cid for cid in accrual.running_container_ids(book) if cid not in skip]
     if running:
         book.emit("Stop Containers Requested", container_ids=running, reason=EXHAUSTED)
     if newly:
         for cid in accrual.storage_billed_container_ids(book, at):
-            book.emit("Container Inactivation Requested", container_id=cid, reason=EXHAUSTED)
+            if cid not in skip:
+                book.emit("Container Inactivation Requested", container_id=cid, reason=EXHAUSTED)
+
+
+def end_of_final_settlement(book: Book) -> None:
+    """The last chunk of a final settlement through the work queue: the debt is now final."""
+    if book.state.exhausted:
+        book.emit("Credits Exhausted", debt=format_credits(book.state.debt))
 
 
 def flush_event(book: Book, at: datetime, reason: str, debt_before: int) -> None:
@@ -56,8 +67,8 @@ def check(book: Book, at: datetime) -> None:
     """The forecast check: running usage that has reached the available balance ends the credits."""
     state = book.state
     book.sync()
-    if state.exhausted or not state.accrual.running:
-        return
+    if state.exhausted or not state.accrual.running or state.month_closing is not None:
+        return  # (while a month closes in chunks, the aggregates still hold the old month's usage)
     if book.accrued(at) >= state.available(at):
         exhaust(book, at)
 

@@ -204,10 +204,12 @@ class Book:
         """Send a mail of ``template`` to the account's address once this change commits."""
         self.effects.append(Mail(effect_id=self._next_effect_id(), template=template, to=self.state.email, data=data))
 
-    def work(self, kind: WorkKind, at: datetime) -> None:
+    def work(self, kind: WorkKind, at: datetime, skip: list[str] | None = None) -> None:
         """Have the work queue settle the account's containers up to ``at`` in chunks (once this
-        change commits): for accounts whose accruing containers are too many to list."""
-        self.effects.append(Work(effect_id=self._next_effect_id(), kind=kind, account_id=self.state.account_id, at=at))
+        change commits): for accounts whose accruing containers are too many to list. ``skip``: the
+        containers this change settled and asked about already (not asked about twice)."""
+        self.effects.append(Work(effect_id=self._next_effect_id(), kind=kind, account_id=self.state.account_id, at=at,
+                                 skip=sorted(skip or [])))
 
     def emitted(self, detail_type: str) -> bool:
         return any(isinstance(e, OutboundEvent) and e.detail_type == detail_type for e in self.effects)

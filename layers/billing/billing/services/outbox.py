@@ -29,7 +29,8 @@ def deliver(record: outbox.OutboxRecord, ledger: Ledger, publisher: EventPublish
             publisher.publish([effect])
             metrics.add_metric(name="EventsPublished", unit="Count", value=1)
         elif isinstance(effect, Work):
-            message = ContainerWork(account_id=effect.account_id, kind=effect.kind, at=effect.at)
+            message = ContainerWork(account_id=effect.account_id, kind=effect.kind, at=effect.at,
+                                    skip=tuple(effect.skip))
             work_queue.send_batch([sweeps.body(message)])
         elif isinstance(effect, Mail):
             if outbox.was_sent(ledger.models, record.account_id, effect.effect_id):

@@ -111,7 +111,8 @@ def settle_old_event(raw: dict[str, Any], ledger: Ledger, path: OldEventPath, no
     applied = settle_platform_event(event, ledger, now, replayed=True)
     duplicate = known or applied.duplicate
     values = {
-        "pk": keys.account_pk(account_id), "sk": f"{AUDIT}{now.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{event_id}#{uuid.uuid4().hex[:8]}",
+        "pk": keys.account_pk(account_id),
+        "sk": f"{AUDIT}{now.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{event_id}#{uuid.uuid4().hex[:8]}",
         "operator": path.operator, "reason": path.reason, "event_id": event_id,
         "event": json.dumps(raw, sort_keys=True), "at": format_time(now),
         "applied": "duplicate" if duplicate else "new",

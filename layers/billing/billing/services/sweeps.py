@@ -79,6 +79,7 @@ class ContainerWork(Message, frozen=True, kw_only=True, tag="containers", tag_fi
     kind: WorkKind
     at: UtcTime
     cursor: str | None = None  # the last container of the previous chunk
+    skip: tuple[str, ...] = ()  # containers the change that asked for the work settled and asked about
 
 
 WorkMessage = ShardPage | AccountSweep | ContainerWork
@@ -143,24 +144,30 @@ def sweep_page(page: ShardPage, ledger: Ledger, queue: MessageQueue) -> int:
 def settle_containers(work: ContainerWork, ledger: Ledger, queue: MessageQueue) -> None:
     """Settle one chunk of the account's accruing containers up to ``work.at``, then queue the next."""
     ids, last = queries.accruing_containers(ledger.models, work.account_id, LISTED, work.cursor)
-    event_id = keys.container_work_event_id(work.kind, work.at, ids[0]) if ids else None
-    if event_id:
+    # The last chunk (even an empty one) ends the work: the month's check, or Credits Exhausted.
+    event_id = keys.container_work_event_id(work.kind, work.at, ids[0] if ids else "#end")
 
-        def action(account: Account | None) -> Change | None:
-            if account is None:
-                return None
-            book = Book(account, ledger.catalog, event_id)
-            if work.kind == "month_close":
-                for c in book.containers.loaded.values():
-                    accrual.settle_container(book, c, work.at)
-                book.flush(work.at - SECOND, "month_end_settlement")
-            else:
-                overuse.finish_exhaustion(book, work.at)
-            return Change(book)
+    def action(account: Account | None) -> Change | None:
+        if account is None:
+            return None
+        book = Book(account, ledger.catalog, event_id)
+        if work.kind == "month_close":
+            for c in book.containers.loaded.values():
+                accrual.settle_container(book, c, work.at)
+            book.flush(work.at - SECOND, "month_end_settlement")
+            if last is None and book.state.month_closing == work.at:
+                book.state.month_closing = None
+                overuse.check(book, max(work.at, book.state.as_of))
+        else:
+            overuse.finish_exhaustion(book, work.at, skip=frozenset(work.skip))
+            if last is None:
+                overuse.end_of_final_settlement(book)
+        return Change(book)
 
-        ledger.apply(work.account_id, event_id, action, ids)
+    ledger.apply(work.account_id, event_id, action, ids)
     if last:
-        queue.send_batch([body(ContainerWork(account_id=work.account_id, kind=work.kind, at=work.at, cursor=last))])
+        queue.send_batch([body(ContainerWork(account_id=work.account_id, kind=work.kind, at=work.at, cursor=last,
+                                             skip=work.skip))])
     logger.info("containers settled", account_id=work.account_id, event_id=event_id, kind=work.kind,
                 containers=len(ids), more=bool(last))
 
