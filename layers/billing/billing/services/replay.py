@@ -22,7 +22,7 @@ after it was sent on; ``--dry-run`` only reports.
 An event dated more than 30 days before now would be refused again. Such a message stays in the DLQ
 unless the operator names it for the old-event path: ``--allow-old --operator NAME --reason TEXT``
 settles it directly on the table, with the time check lifted for it alone, and writes an audit item
-(``AUDIT#<time>#<event id>#<n>`` under the account: operator, reason, the event, when) in the same
+(``AUDIT#<time>#<event id>#<nonce>`` under the account: operator, reason, the event, when) in the same
 command. The path is not reachable from the bus or the API: it needs the table's credentials.
 
     python -m billing.services.replay --dlq <url or name> [--max N] [--dry-run] [--endpoint-url URL]
@@ -55,7 +55,6 @@ from billing.store.ledger import Ledger
 
 PLATFORM_SOURCES = ("platform.containers", "platform.accounts", "platform.ai")
 WINDOW_SLACK = timedelta(minutes=2)  # around a stream batch's arrival times
-AUDIT = "AUDIT#"
 
 
 @dataclass
@@ -112,7 +111,7 @@ def settle_old_event(raw: dict[str, Any], ledger: Ledger, path: OldEventPath, no
     duplicate = known or applied.duplicate
     values = {
         "pk": keys.account_pk(account_id),
-        "sk": f"{AUDIT}{now.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{event_id}#{uuid.uuid4().hex[:8]}",
+        "sk": keys.audit_sk(datetime.now(UTC), event_id, uuid.uuid4().hex[:8]),  # to the µs: in order
         "operator": path.operator, "reason": path.reason, "event_id": event_id,
         "event": json.dumps(raw, sort_keys=True), "at": format_time(now),
         "applied": "duplicate" if duplicate else "new",
@@ -136,7 +135,7 @@ def audit_items(ledger: Ledger, account_id: str) -> list[dict[str, Any]]:
     answer = _dynamodb(ledger).query(
         TableName=ledger.models.table_name, ConsistentRead=True,
         KeyConditionExpression="pk = :pk AND begins_with(sk, :audit)",
-        ExpressionAttributeValues={":pk": {"S": keys.account_pk(account_id)}, ":audit": {"S": AUDIT}},
+        ExpressionAttributeValues={":pk": {"S": keys.account_pk(account_id)}, ":audit": {"S": keys.AUDIT}},
     )
     return [{name: value["S"] for name, value in item.items()} for item in answer.get("Items", [])]
 
@@ -151,8 +150,8 @@ def committed_between(ledger: Ledger, first: datetime, last: datetime) -> list[o
     condition = m.EventRecord.effects.exists() & m.EventRecord.expires.between(low, high)
     for item in m.EventRecord.scan(condition, consistent_read=True):
         pk, sk = str(item.pk), str(item.sk)
-        if pk.startswith(keys.account_pk("")) and sk.startswith("EVENT#") and item.effects:
-            record = outbox.OutboxRecord(keys.account_of(pk), sk.removeprefix("EVENT#"),
+        if keys.is_account_pk(pk) and sk.startswith(keys.event_sk("")) and item.effects:
+            record = outbox.OutboxRecord(keys.account_of(pk), sk.removeprefix(keys.event_sk("")),
                                          from_json(item.effects, list[Effect]))
             found.append((int(item.expires), sk, record))
     return [record for _, _, record in sorted(found, key=lambda f: (f[0], f[1]))]

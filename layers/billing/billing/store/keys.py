@@ -46,6 +46,11 @@ def account_of(pk: str) -> str:
     return pk.removeprefix("ACCOUNT#")
 
 
+def is_account_pk(pk: str) -> bool:
+    """Whether a partition key is an account's (not a purchase's, a coupon's or an index's)."""
+    return pk.startswith("ACCOUNT#")
+
+
 def event_sk(event_id: str) -> str:
     return f"EVENT#{event_id}"
 
@@ -77,6 +82,20 @@ def usage_day_sk(day: date) -> str:
 
 def container_usage_day_sk(container_id: str, day: date) -> str:
     return f"USAGE#C#{container_id}#{day.isoformat()}"
+
+
+def usage_day_of(sk: str) -> tuple[date, str | None]:
+    """(day, container or None) of a usage day item's sort key."""
+    day = date.fromisoformat(sk[-10:])
+    return day, (sk.removeprefix("USAGE#C#")[:-11] if sk.startswith("USAGE#C#") else None)
+
+
+def audit_sk(moment: datetime, event_id: str, nonce: str) -> str:
+    """An operator's audit item (the old-event path of a replay): time to the µs, event, a nonce."""
+    return f"{AUDIT}{moment.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{len(event_id)}:{event_id}#{nonce}"
+
+
+AUDIT = "AUDIT#"
 
 
 def purchase_pk(purchase_id: str) -> str:

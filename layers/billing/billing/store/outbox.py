@@ -34,9 +34,10 @@ def from_stream_record(record: dict[str, Any]) -> OutboxRecord | None:
         return None
     image = (record.get("dynamodb") or {}).get("NewImage") or {}
     pk, sk, effects = (image.get(name, {}).get("S") for name in ("pk", "sk", "effects"))
-    if not (pk and sk and effects) or not pk.startswith("ACCOUNT#") or not sk.startswith("EVENT#"):
+    event_prefix = keys.event_sk("")
+    if not (pk and sk and effects) or not keys.is_account_pk(pk) or not sk.startswith(event_prefix):
         return None
-    return OutboxRecord(keys.account_of(pk), sk.removeprefix("EVENT#"), from_json(effects, list[Effect]))
+    return OutboxRecord(keys.account_of(pk), sk.removeprefix(event_prefix), from_json(effects, list[Effect]))
 
 
 def was_sent(models: TableModels, account_id: str, effect_id: str) -> bool:
