@@ -22,7 +22,7 @@ from billing.domain import forecast
 from billing.domain.account import LISTED
 from billing.domain.clock import format_time, parse_time
 from billing.domain.model import SCHEMA, Container, CreditLot, Effect, Run, Totals, from_json, to_json
-from billing.services import outbox
+from billing.services import account_settings, outbox
 from billing.store import keys, migration, queries
 from billing.store.ledger import Ledger
 from billing.store.migration import LegacyAccountState
@@ -262,6 +262,39 @@ def test_the_months_own_lots_pay_its_usage_without_a_false_exhaustion(ledger: Le
     assert state.totals.charged == micro(n * 2 * RATE["small"]) and state.debt == 0
     assert state.available() == 50 * C
     assert not state.exhausted and not jobs.publisher.of_type("Stop Containers Requested")
+    assert_conserved(state)
+
+
+@pytest.mark.parametrize("n", [LISTED, LISTED + 1])
+def test_the_controls_wait_for_the_months_close_too(ledger: Ledger, n: int) -> None:
+    p = Platform(ledger, f"close-{n}")
+    p.send("Account Created", "2026-03-01T00:00:00Z", email="w@example.com", plan="free")
+    for lot, amount, expires in (("march", 4000, "2026-04-01T00:00:00Z"), ("april", 1000, "2026-05-01T00:00:00Z")):
+        grant(ledger, p.account_id, lot, parse_time("2026-03-01T00:00:00Z"), "event", amount * C,
+              parse_time(expires), "promotion")
+    account_settings.update_settings(ledger, p.account_id, auto_top_up={
+        "enabled": True, "below": "100", "credits": 100, "max_per_month": 2})
+    for i in range(n):  # n containers, the last one stopped in March
+        p.send("Container Created", "2026-03-31T00:00:00Z", container_id=f"c{i:03d}", storage_gb=5)
+        if i < n - 1:
+            p.send("Container Started", "2026-03-31T00:00:00Z", container_id=f"c{i:03d}", run_id=f"r{i}",
+                   tier="small", code_supporter=False)
+    jobs = Jobs(ledger)
+    invoke(jobs.monthly, {"sweep": "month_boundary", "scheduled_time": "2026-04-01T00:00:00Z"})
+    while jobs.queue.sent:  # the account's sweep, not yet its month_close chunks (still in the outbox)
+        assert invoke(jobs.work, sqs_event(jobs.queue.take()[:10])) == {"batchItemFailures": []}
+    # While March closes the last container starts: April has 1,000 + 50 credits, the burn is n x 6.80 <= 142.8
+    # an hour, so no low-balance mail; nor an auto top-up (1,050 >= 100) there or at the boundary.
+    p.send("Container Started", "2026-04-01T00:00:30Z", container_id=f"c{n - 1:03d}", run_id="late", tier="small",
+           code_supporter=False)
+    jobs.drain()
+    state = p.state()
+    # March: (n - 1) runs x 24 h x 6.80 (<= 3,264), paid by March's 4,000 + 50 credits.
+    assert state.totals.charged == micro((n - 1) * 24 * RATE["small"]) and state.debt == 0
+    assert state.available() == 1050 * C and state.auto_top_up is not None and state.auto_top_up.pending is None
+    sent = [e.detail_type for e in [*p.publisher.sent, *jobs.publisher.sent]]
+    assert "Auto Top-up Requested" not in sent and "Low Balance Notified" not in sent
+    assert not state.exhausted and "Stop Containers Requested" not in sent
     assert_conserved(state)
 
 

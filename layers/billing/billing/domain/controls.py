@@ -46,6 +46,8 @@ def evaluate(book: Book, at: datetime) -> None:
     _spend_cap(book, at)
     if not state.alerts and not (state.auto_top_up and state.auto_top_up.enabled):
         return
+    if state.month_closing is not None:
+        return  # the aggregates still hold the old month's usage: the last month_close chunk evaluates
     remaining = state.available(at) - book.accrued(at)
     burn = book.hourly_burn(at)
     for rule in state.alerts:

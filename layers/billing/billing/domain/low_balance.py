@@ -25,6 +25,8 @@ def check(book: Book, at: datetime) -> bool:
     state = book.state
     if not state.credit_mail or state.mail_sent_cycle == state.mail_cycle:
         return False
+    if state.month_closing is not None:
+        return False  # the aggregates still hold the old month's usage (paid by its own lots)
     moment = max(at, state.as_of)
     remaining, burn = state.available(moment) - book.accrued(moment), book.hourly_burn(moment)
     if burn <= 0 or remaining >= burn:

@@ -199,5 +199,5 @@ def sweep(book: Book, at: datetime) -> None:
     grant), then end the credits when running usage has reached the available balance."""
     rollover.advance_if_current(book, at)
     overuse.check(book, at)
-    if accrual.running_container_ids(book):
+    if book.state.accrual.running:  # the aggregate: also when the containers are more than are listed
         low_balance.check(book, at)

@@ -158,10 +158,13 @@ def settle_containers(work: ContainerWork, ledger: Ledger, queue: MessageQueue) 
             if last is None and book.state.month_closing == work.at:
                 book.state.month_closing = None
                 overuse.check(book, max(work.at, book.state.as_of))
-        else:
+        elif book.state.exhausted:
             overuse.finish_exhaustion(book, work.at, skip=frozenset(work.skip))
             if last is None:
                 overuse.end_of_final_settlement(book)
+        else:  # credits came back before this chunk: it only settles (nothing to stop any more)
+            accrual.settle_everything(book, work.at)
+            book.flush(work.at, "final_settlement")
         return Change(book)
 
     ledger.apply(work.account_id, event_id, action, ids)
