@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -32,10 +32,13 @@ class LocalBus:
 
     def __init__(self, stack: StackRunner) -> None:
         self.stack = stack
+        self.entries: list[dict[str, Any]] = []
 
     def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         for entry in Entries:
-            result = self.stack.put_event(entry["Source"], entry["DetailType"], json.loads(entry["Detail"]))
+            self.entries.append(entry)
+            result = self.stack.put_event(entry["Source"], entry["DetailType"], json.loads(entry["Detail"]),
+                                          entry.get("Time"))
             assert result.ok, result.failures
         return {"FailedEntryCount": 0, "Entries": [{"EventId": "local"} for _ in Entries]}
 
@@ -45,10 +48,11 @@ def stack(local_stack: StackRunner) -> Iterator[StackRunner]:
     yield local_stack
 
 
-def replayer(stack: StackRunner) -> Replayer:
+def replayer(stack: StackRunner, bus: LocalBus | None = None) -> Replayer:
     account = Account(stack, "unused")
     publisher_deliver = replay._delivery(account.ledger, lambda service: stack.client(service))
-    return Replayer(sqs=stack.client("sqs"), events=LocalBus(stack), ledger=account.ledger, deliver=publisher_deliver)
+    return Replayer(sqs=stack.client("sqs"), events=bus or LocalBus(stack), ledger=account.ledger,
+                    deliver=publisher_deliver)
 
 
 def waiting(stack: StackRunner, queue: str) -> list[Any]:
@@ -114,6 +118,32 @@ def test_a_settlement_that_kept_failing_goes_back_to_its_fifo_queue(stack: Stack
     assert account.ledger.load(account.id).available() == 50 * C - 280_000
 
 
+def test_two_copies_of_a_settlement_dead_letter_sent_through_the_intake_again_apply_once(stack: StackRunner) -> None:
+    account = Account(stack, "rp-to-bus")
+    account.create(now() - timedelta(hours=1))
+    drain(stack)
+    chat = f"{account.id}-chat"
+    occurred = (now() - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    envelope = {"version": "0", "id": "lost-1", "time": occurred, "source": "platform.ai",
+                "detail-type": "AI Usage Recorded",
+                "detail": {"event_id": chat, "account_id": account.id, "occurred_at": occurred, **HAIKU}}
+    sqs = stack.client("sqs")
+    for copy in ("a", "b"):  # the same event dead-lettered twice (two deliveries that both kept failing)
+        sqs.send_message(QueueUrl=stack.queue_urls["SettlementDLQ"], MessageBody=json.dumps(envelope),
+                         MessageGroupId=account.id, MessageDeduplicationId=f"{chat}-{copy}")
+    bus = LocalBus(stack)
+    to_bus = replayer(stack, bus)
+    to_bus.to_bus = True  # --to default: through the intake again, not straight to SettlementQueue
+    report = to_bus.replay(stack.queue_urls["SettlementDLQ"])
+    assert (dict(report.moved), report.ids) == ({"bus": 2}, [chat, chat])
+    assert {entry["Time"].strftime("%Y-%m-%dT%H:%M:%SZ") for entry in bus.entries} == {occurred}  # its time kept
+    drain(stack)
+    assert waiting(stack, "SettlementDLQ") == []
+    state = account.ledger.load(account.id)
+    assert state.available() == 50 * C - 280_000  # 50 - 0.28, charged once for two copies
+    assert_conserved(state)
+
+
 def test_effects_that_kept_failing_are_delivered_again_from_the_table(stack: StackRunner, faults: AwsFaults) -> None:
     account = Account(stack, "rp-outbox")
     account.create(now() - timedelta(hours=1))
@@ -166,6 +196,7 @@ def test_an_event_older_than_30_days_needs_the_audited_operator_path(stack: Stac
     drain(stack)
     state = account.ledger.load(account.id)
     assert state is not None and state.email == account.email
+    assert state.available() == 50 * C  # the Free plan's 50 monthly credits, granted at its creation 31 days ago
     assert_conserved(state)
     [audit] = audit_items(account.ledger, account.id)
     assert (audit["operator"], audit["reason"], audit["applied"]) == ("ops-1", path.reason, "new")
@@ -180,3 +211,16 @@ def test_an_event_older_than_30_days_needs_the_audited_operator_path(stack: Stac
     assert [a["applied"] for a in audit_items(account.ledger, account.id)] == ["new", "duplicate"]
     again = account.ledger.load(account.id)
     assert (again.available(), again.totals) == (state.available(), state.totals)
+
+    # The account lives on: a chat today rolls it over each month boundary since its creation (one,
+    # or two early in March: each month's 50 expire, the next month's 50 are granted) and is charged
+    # 0.28 of this month's lot: 50 - 0.28 = 49.72 available, 50 expired per boundary.
+    chat_at = now() - timedelta(minutes=1)
+    born = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ")
+    boundaries = (chat_at.year * 12 + chat_at.month) - (born.year * 12 + born.month)
+    account.put("AI Usage Recorded", chat_at, **HAIKU)
+    drain(stack)
+    today = account.ledger.load(account.id)
+    assert today.available() == 49_720_000
+    assert today.totals.expired == boundaries * 50 * C
+    assert_conserved(today)

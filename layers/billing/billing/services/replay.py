@@ -15,6 +15,15 @@ What each dead-letter queue holds, and where a replay sends it (every message is
   delivery as the dispatcher's. Consumers drop repeated events by ``effect_id``; a mail SES
   accepted is never sent again.
 
+``--to`` overrides where they go: a queue's URL, or an event bus (its name or ARN) for platform events
+whatever DLQ holds them (``--to default`` sends what ``SettlementDLQ`` holds through the intake again).
+
+Why not SQS's own redrive (``StartMessageMoveTask``): it moves from a queue that is another queue's
+dead-letter queue only (not ``PlatformEventsDLQ``, the DLQ of an EventBridge rule and a function, nor
+``OutboxDLQ``, whose messages describe stream batches), it would move the old events that must stay,
+it reports counts but not which events moved, and moto (the local stack) does not implement it. So a
+replay receives, sends and deletes each message itself; the DLQ keeps a message until it was sent on.
+
 Nothing is applied twice: a platform event is settled once per ``event_id`` (the ledger's
 idempotency record), whatever number of times it is replayed. A message is deleted from the DLQ only
 after it was sent on; ``--dry-run`` only reports.
@@ -25,13 +34,15 @@ settles it directly on the table, with the time check lifted for it alone, and w
 (``AUDIT#<time>#<event id>#<nonce>`` under the account: operator, reason, the event, when) in the same
 command. The path is not reachable from the bus or the API: it needs the table's credentials.
 
-    python -m billing.services.replay --dlq <url or name> [--max N] [--dry-run] [--endpoint-url URL]
-        [--table T --allow-old --operator NAME --reason TEXT]
+    python -m billing.services.replay --dlq <url or name> [--to <queue url | event bus>] [--max N]
+        [--dry-run] [--json] [--endpoint-url URL] [--region R] [--table T]
+        [--allow-old --operator NAME --reason TEXT]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -183,6 +194,8 @@ class Replayer:
     deliver: Callable[[outbox.OutboxRecord], None] | None = None
     clock: Callable[[], datetime] = utc_now
     event_bus: str = "default"
+    target_queue: str | None = None  # instead of the DLQ's redrive source (--to a queue URL)
+    to_bus: bool = False  # platform events to ``event_bus`` whatever DLQ holds them (--to a bus)
 
     def source_queue(self, dlq_url: str) -> str | None:
         sources = self.sqs.list_dead_letter_source_queues(QueueUrl=dlq_url).get("queueUrls") or []
@@ -191,7 +204,7 @@ class Replayer:
     def replay(self, dlq_url: str, max_messages: int = 1000, dry_run: bool = False,
                old_events: OldEventPath | None = None) -> ReplayReport:
         report = ReplayReport()
-        source = self.source_queue(dlq_url)
+        source = None if self.to_bus else (self.target_queue or self.source_queue(dlq_url))
         seen: set[str] = set()
         while report.received < max_messages:
             answer = self.sqs.receive_message(
@@ -277,6 +290,8 @@ class Replayer:
                                  "Detail": json.dumps(raw["detail"]), "EventBusName": self.event_bus}
         if raw.get("resources"):
             entry["Resources"] = raw["resources"]
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            entry["Time"] = parse_time(str(raw["time"]))  # the envelope's time; the id is EventBridge's own
         answer = self.events.put_events(Entries=[entry])
         if answer.get("FailedEntryCount"):
             raise RuntimeError(f"PutEvents refused the replay of {message_id}: {answer['Entries']}")
@@ -305,6 +320,7 @@ def _queue_url(sqs: Any, name_or_url: str) -> str:
 def main(argv: Sequence[str] | None = None, clients: Callable[[str, str | None], Any] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m billing.services.replay", description=__doc__.splitlines()[0])
     parser.add_argument("--dlq", required=True, help="the dead-letter queue's URL or name")
+    parser.add_argument("--to", help="where to instead of the source: a queue URL, or an event bus name or ARN")
     parser.add_argument("--max", type=int, default=1000, help="messages at most (1000)")
     parser.add_argument("--dry-run", action="store_true", help="report what would move; move nothing")
     parser.add_argument("--table", help="the billing table (the outbox and the old-event path need it)")
@@ -336,6 +352,10 @@ def main(argv: Sequence[str] | None = None, clients: Callable[[str, str | None],
         deliver = _delivery(ledger, client)
     sqs = client("sqs")
     replayer = Replayer(sqs=sqs, events=client("events"), ledger=ledger, deliver=deliver)
+    if args.to and args.to.startswith(("https://", "http://")):
+        replayer.target_queue = args.to
+    elif args.to:
+        replayer.event_bus, replayer.to_bus = args.to, True
     old = OldEventPath(args.operator, args.reason) if args.allow_old else None
     try:
         report = replayer.replay(_queue_url(sqs, args.dlq), args.max, args.dry_run, old)
