@@ -92,6 +92,12 @@ def dead_letter_queues() -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------- the template
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_function_description_fits_lambdas_limit(function: str) -> None:
+    """Lambda refuses a description over 256 characters (cfn-lint E3033): the detail goes in comments."""
+    assert len(FUNCTIONS[function]["Properties"].get("Description", "")) <= 256
+
+
 def test_every_alarm_tells_the_operators_topic():
     assert len(ALARMS) >= 2 * len(FUNCTIONS) + len(QUEUES) + len(dead_letter_queues())
     for name, alarm in ALARMS.items():
