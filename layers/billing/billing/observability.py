@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
+from billing.domain.amounts import MICRO
 from billing.domain.model import Effect, LedgerEntry, OutboundEvent
 
 NAMESPACE = "CreditBilling"
-MICRO = 1_000_000  # µcr per credit
 
 logger = Logger()
 metrics = Metrics(namespace=NAMESPACE)

@@ -23,7 +23,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType, field
 from billing.domain.amounts import MICRO, micro_of_credits
 from billing.domain.clock import parse_time
 from billing.domain.errors import InvalidInput, RuleViolation
-from billing.domain.model import Resource
+from billing.domain.model import LABEL_KEY, Resource
 
 if TYPE_CHECKING:
     from billing.services.usage import UsageQuery
@@ -53,7 +53,6 @@ UsageDay = Annotated[str, Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
 GroupBy = Annotated[str, Meta(max_length=40, description="resource, container, tier, model, feature or label:<key>; "
                                                           "only groups with usage appear.")]
 LABEL_PREFIX = "label."  # label.<key>=<value> filters by a label (any key): not a fixed parameter
-LABEL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
 class UsageParams(Query, kw_only=True):

@@ -15,12 +15,13 @@ from msgspec import Meta, Struct
 
 from billing.domain.clock import require_utc
 from billing.domain.errors import EventTimeRefused, InvalidInput
+from billing.domain.model import LABEL_KEY
 
 UtcTime = Annotated[datetime, Meta(tz=True)]  # zone-aware on decode; Message makes it UTC
 NonEmpty = Annotated[str, Meta(min_length=1, max_length=200)]
 Count = Annotated[int, Meta(ge=0, le=10**15)]  # bytes, tokens, GB: far above any real use
 # Attribution (billing-rules.md, "Attribution and ranges"): up to 5 pairs.
-LabelKey = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+LabelKey = Annotated[str, Meta(pattern=LABEL_KEY.pattern)]
 LabelValue = Annotated[str, Meta(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
 Labels = Annotated[dict[LabelKey, LabelValue], Meta(max_length=5)]
 Email = Annotated[str, Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]

@@ -11,6 +11,7 @@ Defaults are omitted when stored; decoding validates the types.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -23,6 +24,8 @@ EntryType = Literal["grant", "deduction", "expiry", "refund", "debt", "correctio
 Plan = Literal["free", "membership"]
 
 RESOURCES: tuple[Resource, ...] = ("container", "storage", "traffic", "ai")
+# A label's key (billing-rules.md, "Attribution and ranges"): on events, in filters and in group_by.
+LABEL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 _T = TypeVar("_T")
 _encoder = msgspec.json.Encoder()

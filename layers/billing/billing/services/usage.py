@@ -18,12 +18,12 @@ from typing import Any
 from billing.domain.amounts import cents_of_micro, format_credits, money
 from billing.domain.clock import format_time, month_start_of_key, next_month_start
 from billing.domain.errors import InvalidInput, UnknownAccount
+from billing.domain.model import LABEL_KEY
 from billing.domain.projection import project
 from billing.domain.usage import DIMENSIONS, MAX_DAYS, Granularity, Series, Summary, UsageDay, summarize
 from billing.store import queries, usage
 from billing.store.ledger import Ledger
 
-LABEL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _MONTH = re.compile(r"^[0-9]{4}-[0-9]{2}$")
 _DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
