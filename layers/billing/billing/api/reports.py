@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from billing.api.models import (
@@ -34,7 +33,7 @@ from billing.domain.errors import InvalidInput, UnknownAccount
 from billing.domain.lots import burn_order
 from billing.domain.model import AccountState, ChargeLine, LedgerEntry
 from billing.domain.projection import project
-from billing.services.usage import UsageQuery, usage_report
+from billing.services.usage import DAY, UsageQuery, parse_day, usage_report
 from billing.store import queries
 from billing.store.cursors import CursorCodec
 from billing.store.ledger import Ledger
@@ -44,33 +43,12 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 DEFAULT_LIMIT = 50
 AI_TYPES = {"chat": "Chat", "snap": "Snap", "ai_supporter": "AI Supporter"}
 CSV_COLUMNS = ("entry_id", "type", "amount", "at", "reason", "event_id", "lot_id", "paid_by", "lines")
-_MONTH = re.compile(r"^[0-9]{4}-[0-9]{2}$")
-_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-
-
-def parse_month(value: str) -> datetime:
-    """``YYYY-MM`` as the first second of that month, or InvalidInput."""
-    if not _MONTH.match(value):
-        raise InvalidInput("month must be YYYY-MM")
-    try:
-        return datetime(int(value[:4]), int(value[5:]), 1, tzinfo=UTC)
-    except ValueError:
-        raise InvalidInput("month must be YYYY-MM") from None
-
-
-def parse_day(value: str) -> date:
-    if not _DAY.match(value):
-        raise InvalidInput("date must be YYYY-MM-DD")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput("date must be YYYY-MM-DD") from None
 
 
 def parse_bound(value: str, name: str, end_of_day: bool) -> datetime:
     """A date (``YYYY-MM-DD``; as ``to`` the day's last second) or an ISO-8601 UTC time."""
-    if _DAY.match(value):
-        day = parse_day(value)
+    if DAY.match(value):
+        day = parse_day(value, name)
         moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
         return moment + timedelta(days=1, seconds=-1) if end_of_day else moment
     try:

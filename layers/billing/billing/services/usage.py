@@ -25,7 +25,7 @@ from billing.store import queries, usage
 from billing.store.ledger import Ledger
 
 _MONTH = re.compile(r"^[0-9]{4}-[0-9]{2}$")
-_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")  # ASCII digits only (\d would take any script's)
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,9 @@ class UsageQuery:
     filters: dict[str, str] = field(default_factory=dict)  # dimension or label:<key> -> value
 
 
-def _day(value: str, name: str) -> date:
-    if not _DAY.match(value):
+def parse_day(value: str, name: str = "date") -> date:
+    """A UTC day, ``YYYY-MM-DD``, or InvalidInput naming ``name``."""
+    if not DAY.match(value):
         raise InvalidInput(f"{name} must be YYYY-MM-DD")
     try:
         return date.fromisoformat(value)
@@ -58,7 +59,7 @@ def date_range(q: UsageQuery, today: date) -> tuple[date, date]:
     if q.from_ or q.to:
         if not (q.from_ and q.to):
             raise InvalidInput("from and to go together")
-        first, last = _day(q.from_, "from"), _day(q.to, "to")
+        first, last = parse_day(q.from_, "from"), parse_day(q.to, "to")
         if last < first:
             raise InvalidInput("from must not be after to")
         if (last - first).days + 1 > MAX_DAYS:
