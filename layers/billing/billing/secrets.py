@@ -32,8 +32,18 @@ def secret_values(arn: str | None, name: str) -> list[str]:
 
 
 def parse_secret(raw: str) -> list[str]:
-    if raw.lstrip().startswith("{"):
+    """The rotation form is a JSON object with ``current`` (or ``previous``); any other text, one that
+    starts with ``{`` included, is the secret itself (a secret may be any text)."""
+    value = _json_object(raw) if raw.lstrip().startswith("{") else None
+    if value is None or not {"current", "previous"} & value.keys():
+        return [raw] if raw else []
+    values = [value.get("current"), value.get("previous")]
+    return [v for v in values if isinstance(v, str) and v]
+
+
+def _json_object(raw: str) -> dict[str, object] | None:
+    try:
         value = json.loads(raw)
-        values = [value.get("current"), value.get("previous")] if isinstance(value, dict) else []
-        return [v for v in values if isinstance(v, str) and v]
-    return [raw] if raw else []
+    except (ValueError, RecursionError):  # not JSON: the text is the secret
+        return None
+    return value if isinstance(value, dict) else None
