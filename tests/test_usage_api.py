@@ -172,12 +172,14 @@ def test_usage_current_month(month: Platform) -> None:
 
 
 def test_usage_default_month_cumulative_and_filters(month: Platform) -> None:
-    # Cumulative by default (interfaces.md): each point's amount is the running total.
+    # Cumulative by default (interfaces.md): the page draws the running total, ``cumulative``; each
+    # point's ``amount`` is its day's own all the same (billing-rules.md, "Where features meet").
     _, default, _ = call(API, api_event("/v1/usage"))
     assert default["month"] == "2026-03" and default["total"] == "33.986000" and default["cumulative_mode"] is True
-    assert all(p["amount"] == p["cumulative"] for p in default["series"])
-    assert default["series"][-1]["amount"] == "33.986000"
+    assert default["series"][-1]["cumulative"] == "33.986000"
+    assert default["series"][-1]["amount"] == "0.000000"  # nothing used on the 20th
     _, daily, _ = call(API, api_event("/v1/usage", {"cumulative": "false"}))
+    assert daily["series"] == default["series"]
     assert sum(cr(p["amount"]) for p in daily["series"]) == cr("33.986")
     _, ai_only, _ = call(API, api_event("/v1/usage", {"resource": "ai", "cumulative": "false"}))
     assert ai_only["total"] == "0.848000"

@@ -79,9 +79,10 @@ def test_a_range_by_day(account: Platform) -> None:
     assert body["by_resource"] == {"container": "33.080000", "storage": "5.310000", "traffic": "0.000000",
                                    "ai": "0.280000"}
     assert "groups" not in body
-    cumulative = report(account, **{**RANGE, "cumulative": "true"})
-    assert amounts(cumulative["series"]) == {"2026-03-02": "18.600000", "2026-03-03": "33.560000",
-                                             "2026-03-04": "38.670000"}
+    cumulative = report(account, **{**RANGE, "cumulative": "true"})  # amount is still the day's own
+    assert amounts(cumulative["series"]) == amounts(body["series"])
+    assert {p["date"]: p["cumulative"] for p in cumulative["series"]} == {
+        "2026-03-02": "18.600000", "2026-03-03": "33.560000", "2026-03-04": "38.670000"}
 
 
 def test_groups_by_label_tier_feature_and_container(account: Platform) -> None:
@@ -175,8 +176,9 @@ def test_the_same_report_over_http_json_and_csv(account: Platform) -> None:
     assert headers["content-disposition"] == 'attachment; filename="usage.csv"'
     rows = [line.split(",") for line in text.strip().split("\r\n")]
     assert rows[0] == ["period", "label:team", "amount_credits", "cumulative_credits"]
-    # Cumulative by default: core 18.6 on Mar 2, + 1.08 of storage on Mar 3 = 19.68, then nothing.
-    assert ["2026-03-03", "core", "19.680000", "19.680000"] in rows
+    # Cumulative by default: core 18.6 on Mar 2, + 1.08 of storage on Mar 3 = 19.68, then nothing;
+    # the amount is each day's own all the same.
+    assert ["2026-03-03", "core", "1.080000", "19.680000"] in rows
     assert ["2026-03-04", "platform", "5.110000", "5.110000"] in rows
     assert len(rows) == 1 + 3 * 3  # three days x three teams
     status, refused, _ = call(api, api_event("/v1/usage.csv", {"label.Team": "ml"}, sub="acct-r"))

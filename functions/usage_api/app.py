@@ -40,7 +40,7 @@ def get_usage(account_id: str, query: UsageParams, labels: dict[str, str]) -> di
 
 @app.serves("GET /v1/usage.csv")
 def get_usage_csv(account_id: str, query: UsageParams, labels: dict[str, str]) -> Response[Any]:
-    report = reports().usage(account_id, query.usage_query(labels))
+    report = reports().usage(account_id, query.usage_query(labels), "csv")
     return Response(status_code=200, content_type="text/csv", body=usage_csv(report),
                     headers={"Content-Disposition": 'attachment; filename="usage.csv"'})
 

@@ -9,8 +9,6 @@ where the contract is silent are in the README ("Usage report").
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,7 +31,8 @@ from billing.domain.errors import InvalidInput, UnknownAccount
 from billing.domain.lots import burn_order
 from billing.domain.model import AccountState, ChargeLine, LedgerEntry
 from billing.domain.projection import project
-from billing.services.usage import DAY, UsageQuery, parse_day, usage_report
+from billing.domain.spreadsheet import csv_text
+from billing.services.usage import DAY, Form, UsageQuery, parse_day, usage_report
 from billing.store import queries
 from billing.store.cursors import CursorCodec
 from billing.store.ledger import Ledger
@@ -57,24 +56,16 @@ def parse_bound(value: str, name: str, end_of_day: bool) -> datetime:
         raise InvalidInput(f"{name} must be YYYY-MM-DD or an ISO-8601 UTC time") from None
 
 
-def _csv_cell(value: str) -> str:
-    """Keep spreadsheet formulas out of exported cells."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 def ledger_csv(entries: list[LedgerEntry]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for e in entries:
+    def row(e: LedgerEntry) -> list[str]:
         paid_by = ";".join(f"{p.lot_id}:{format_credits(p.amount)}" for p in e.paid_by)
         lines = ";".join(
             f"{ln.resource}:{ln.item}:{ln.container_id or ''}:{format_credits(ln.amount)}" for ln in e.lines
         )
-        row = [e.entry_id, e.type, format_credits(e.amount), format_time(e.at), e.reason, e.event_id,
-               e.lot_id or "", paid_by, lines]
-        writer.writerow([_csv_cell(cell) for cell in row])
-    return out.getvalue()
+        return [e.entry_id, e.type, format_credits(e.amount), format_time(e.at), e.reason, e.event_id,
+                e.lot_id or "", paid_by, lines]
+
+    return csv_text([list(CSV_COLUMNS), *(row(e) for e in entries)])
 
 
 class UsageReports:
@@ -132,9 +123,9 @@ class UsageReports:
 
     # ------------------------------------------------------------ monthly usage
 
-    def usage(self, account_id: str, query: UsageQuery) -> dict[str, Any]:
-        """The usage report of a range (see :mod:`billing.services.usage`)."""
-        return usage_report(self.ledger, account_id, query, self.clock())
+    def usage(self, account_id: str, query: UsageQuery, form: Form = "json") -> dict[str, Any]:
+        """The usage report of a range (see :mod:`billing.services.usage`), to be sent as ``form``."""
+        return usage_report(self.ledger, account_id, query, self.clock(), form)
 
     # ------------------------------------------------------------ logs
 
@@ -152,8 +143,9 @@ class UsageReports:
 
     def _range(self, from_: str | None, to: str | None) -> tuple[datetime, datetime | None]:
         # Without a range the audit log is the whole history (paged), not a guess at a window.
-        start = parse_bound(from_, "from", False) if from_ else EARLIEST
         end = parse_bound(to, "to", True) if to else None
+        # Without ``from``: from the earliest entry, or ``to`` when that is earlier still (year 1 is a date).
+        start = parse_bound(from_, "from", False) if from_ else min(EARLIEST, end or EARLIEST)
         if end is not None and end < start:
             raise InvalidInput("from must not be after to")
         return start, end

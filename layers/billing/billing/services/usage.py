@@ -6,26 +6,32 @@ never the ledger. Decisions where the contract is silent are in the README ("Usa
 
 from __future__ import annotations
 
-import csv
-import io
+import calendar
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Literal
 
 from billing.domain.amounts import cents_of_micro, format_credits, money
-from billing.domain.clock import format_time, month_start_of_key, next_month_start
+from billing.domain.clock import format_time, month_start_of_key
 from billing.domain.errors import InvalidInput, UnknownAccount
 from billing.domain.model import LABEL_KEY
 from billing.domain.projection import project
+from billing.domain.spreadsheet import csv_text
 from billing.domain.usage import DIMENSIONS, MAX_DAYS, Granularity, Series, Summary, UsageDay, summarize
 from billing.store import queries, usage
 from billing.store.ledger import Ledger
 
 _MONTH = re.compile(r"^[0-9]{4}-[0-9]{2}$")
 DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")  # ASCII digits only (\d would take any script's)
+# Every answer is bounded (billing-rules.md, "Where features meet"): Lambda answers at most 6 MB.
+MAX_ANSWER_BYTES = 5 * 2**20
+MAX_ITEMS_READ = 1_000
+NARROW = "ask for a coarser granularity (day or month), a shorter range, or a filter (e.g. label.<key>=<value>)"
+Form = Literal["json", "csv"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,9 @@ def date_range(q: UsageQuery, today: date) -> tuple[date, date]:
             raise InvalidInput("month must be YYYY-MM") from None
     else:
         start = datetime(today.year, today.month, 1, tzinfo=UTC)
-    return start.date(), (next_month_start(start) - timedelta(days=1)).date()
+    # The month's last day from the calendar: the day after 9999-12-31 is not a date.
+    last_day = calendar.monthrange(start.year, start.month)[1]
+    return start.date(), date(start.year, start.month, last_day)
 
 
 def check_grouping(q: UsageQuery) -> None:
@@ -89,15 +97,22 @@ def check_grouping(q: UsageQuery) -> None:
 
 
 def _read_days(ledger: Ledger, account_id: str, q: UsageQuery, first: date, last: date) -> list[UsageDay]:
+    """The day items of the report: the account's or one container's (at most 366), or, grouped by
+    container, each container's, stopping with a 400 once more than MAX_ITEMS_READ items are read."""
     if "container" in q.filters:
         return usage.container_days(ledger.models, account_id, q.filters["container"], first, last)
-    if q.group_by == "container":
-        return [
-            day
-            for cid in queries.container_ids(ledger.models, account_id)
-            for day in usage.container_days(ledger.models, account_id, cid, first, last)
-        ]
-    return usage.account_days(ledger.models, account_id, first, last)
+    if q.group_by != "container":
+        return usage.account_days(ledger.models, account_id, first, last)
+    containers = queries.container_ids(ledger.models, account_id)
+    days: list[UsageDay] = []
+    for cid in containers:
+        if len(containers) + len(days) > MAX_ITEMS_READ:
+            raise InvalidInput(
+                f"grouping by container over this range would read more than {MAX_ITEMS_READ} items "
+                f"({len(containers)} containers): ask for a shorter range, filter by container (container_id=), "
+                "or group by something else")
+        days.extend(usage.container_days(ledger.models, account_id, cid, first, last))
+    return days
 
 
 class Amounts:
@@ -106,21 +121,59 @@ class Amounts:
     def __init__(self, unit: str, credit_price_usd: Decimal) -> None:
         self.unit, self.price = unit, credit_price_usd
 
+    def exact(self, micro: int) -> int:
+        """µcr in the unit's smallest step: µcr, or whole cents (rounded once, half-up)."""
+        return cents_of_micro(micro, self.price) if self.unit == "usd" else micro
+
+    def show(self, value: int) -> Any:
+        """A value of :meth:`exact` as the API writes it."""
+        return money(value) if self.unit == "usd" else format_credits(value)
+
     def __call__(self, micro: int) -> Any:
-        return money(cents_of_micro(micro, self.price)) if self.unit == "usd" else format_credits(micro)
+        return self.show(self.exact(micro))
 
 
-def _series(points: list[str], values: Mapping[str, int], cumulative: bool, conv: Amounts) -> list[dict[str, Any]]:
-    out, running = [], 0
+def _series(points: list[str], values: Mapping[str, int], conv: Amounts) -> list[dict[str, Any]]:
+    """Each period's own amount and the running sum, whatever ``cumulative`` asks the page to draw.
+
+    In dollars each cumulative is its running µcr rounded once (so the last is the total) and each
+    amount the step from the previous cumulative (so the amounts add up to it exactly); a period's
+    amount may then differ by a cent from its own amount rounded alone. In credits nothing rounds."""
+    out, running, shown = [], 0, 0
     for period in points:
-        amount = values.get(period, 0)
-        running += amount
-        out.append({"date": period, "amount": conv(running if cumulative else amount), "cumulative": conv(running)})
+        running += values.get(period, 0)
+        cumulative = conv.exact(running)
+        out.append({"date": period, "amount": conv.show(cumulative - shown), "cumulative": conv.show(cumulative)})
+        shown = cumulative
     return out
 
 
-def usage_report(ledger: Ledger, account_id: str, q: UsageQuery, now: datetime) -> dict[str, Any]:
-    """The usage report of ``q`` as the API answers it (see interfaces.md)."""
+def _answer_bytes(summary: Summary, conv: Amounts, form: Form) -> int:
+    """An upper bound of the answer's size, from the periods, the groups and the largest figure,
+    before any of it is written: every amount and running sum is at most the sum of the absolute
+    amounts of its series (a cent more in dollars, for the rounding of the steps)."""
+    series = [summary.series, *summary.groups]
+    largest = max(sum(abs(v) for v in s.points.values()) for s in series)
+    if conv.unit == "usd":
+        digits = len(str(conv.exact(largest) + 1)) + 1  # and a sign
+        value = digits + (len('{"currency":"USD","cents":}') if form == "json" else 3)  # CSV: "-12.34"
+    else:
+        value = len(format_credits(largest)) + 1 + (2 if form == "json" else 0)  # a sign, JSON's quotes
+    periods = sum(len(p) for p in summary.periods)
+    if form == "json":
+        point = len('{"date":"","amount":,"cumulative":},')
+        keys = sum(len(json.dumps(g.key, ensure_ascii=False).encode()) + 40 for g in summary.groups)
+        return len(series) * (len(summary.periods) * (point + 2 * value) + periods) + keys + 2048
+    row = len(",,\r\n") + 2 * value
+    if not summary.groups:
+        return len(summary.periods) * row + periods + 128
+    keys = sum(len(csv_text([[g.key or ""]]).encode()) for g in summary.groups)  # as written: quoted, escaped
+    return len(summary.groups) * (len(summary.periods) * (row + 1) + periods) + len(summary.periods) * keys + 128
+
+
+def usage_report(ledger: Ledger, account_id: str, q: UsageQuery, now: datetime, form: Form = "json") -> dict[str, Any]:
+    """The usage report of ``q`` as the API answers it (see interfaces.md), as JSON or (``form``) the
+    CSV of :func:`usage_csv`: a 400 that says how to narrow it when that would be over 5 MB."""
     if q.unit not in ("credits", "usd"):
         raise InvalidInput("unit must be credits or usd")
     check_grouping(q)
@@ -133,13 +186,19 @@ def usage_report(ledger: Ledger, account_id: str, q: UsageQuery, now: datetime) 
     days = _read_days(ledger, account_id, q, first, shown_last) if first <= shown_last else []
     summary: Summary = summarize(days, first, shown_last, q.granularity, q.group_by, q.filters)
     conv = Amounts(q.unit, Decimal(state.credit_price_usd))
+    size = _answer_bytes(summary, conv, form)
+    if size > MAX_ANSWER_BYTES:
+        raise InvalidInput(f"the report would be larger than 5 MB (about {size / 2**20:.1f} MB, "
+                           f"{len(summary.periods)} periods x {1 + len(summary.groups)} series): {NARROW}")
     elapsed = max(0, (shown_last - first).days + 1)
     average = int((Decimal(summary.total) / elapsed).quantize(Decimal(1), rounding=ROUND_HALF_UP)) if elapsed else 0
     projected = None
     if first <= today <= last and average > 0:
         remaining = project(state, ledger.catalog, now).remaining
         seconds = (Decimal(max(remaining, 0)) * 86400 / average).to_integral_value(rounding=ROUND_DOWN)
-        projected = format_time(now + timedelta(seconds=int(seconds)))
+        # A run-out past year 9999 is none in sight (null, as without usage), not a time to write.
+        if seconds <= (datetime.max.replace(tzinfo=UTC) - now).total_seconds():
+            projected = format_time(now + timedelta(seconds=int(seconds)))
     report: dict[str, Any] = {
         "account_id": account_id,
         "month": q.month or (first.isoformat()[:7] if not (q.from_ or q.to) else None),
@@ -152,19 +211,19 @@ def usage_report(ledger: Ledger, account_id: str, q: UsageQuery, now: datetime) 
         "filters": dict(q.filters),
         "total": conv(summary.total),
         "by_resource": {r: conv(v) for r, v in summary.by_resource.items()},
-        "series": _series(summary.periods, summary.series.points, q.cumulative, conv),
+        "series": _series(summary.periods, summary.series.points, conv),
         "days_elapsed": elapsed,
         "average_daily": conv(average),
         "projected_run_out": projected,
         "credit_price_usd": state.credit_price_usd,
     }
     if q.group_by:
-        report["groups"] = [_group(g, summary.periods, q.cumulative, conv) for g in summary.groups]
+        report["groups"] = [_group(g, summary.periods, conv) for g in summary.groups]
     return report
 
 
-def _group(group: Series, points: list[str], cumulative: bool, conv: Amounts) -> dict[str, Any]:
-    return {"key": group.key, "total": conv(group.total), "series": _series(points, group.points, cumulative, conv)}
+def _group(group: Series, points: list[str], conv: Amounts) -> dict[str, Any]:
+    return {"key": group.key, "total": conv(group.total), "series": _series(points, group.points, conv)}
 
 
 def usage_csv(report: Mapping[str, Any]) -> str:
@@ -175,16 +234,12 @@ def usage_csv(report: Mapping[str, Any]) -> str:
             return f"{sign}{cents // 100}.{cents % 100:02d}"
         return str(value)
 
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
     unit = report["unit"]
     if report.get("groups") is not None:
-        writer.writerow(["period", report["group_by"], f"amount_{unit}", f"cumulative_{unit}"])
-        for group in report["groups"]:
-            for point in group["series"]:
-                writer.writerow([point["date"], group["key"], cell(point["amount"]), cell(point["cumulative"])])
+        header = ["period", report["group_by"], f"amount_{unit}", f"cumulative_{unit}"]
+        rows = ([point["date"], group["key"], cell(point["amount"]), cell(point["cumulative"])]
+                for group in report["groups"] for point in group["series"])
     else:
-        writer.writerow(["period", f"amount_{unit}", f"cumulative_{unit}"])
-        for point in report["series"]:
-            writer.writerow([point["date"], cell(point["amount"]), cell(point["cumulative"])])
-    return out.getvalue()
+        header = ["period", f"amount_{unit}", f"cumulative_{unit}"]
+        rows = ([point["date"], cell(point["amount"]), cell(point["cumulative"])] for point in report["series"])
+    return csv_text([header, *rows])
