@@ -291,6 +291,30 @@ def test_a_report_that_would_read_more_than_its_bound_is_refused(
     assert status == 200 and body["total"] == "1.960000"
 
 
+def test_the_ledger_csv_is_paged_within_its_bounds(hostile: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit log's CSV reads at most 1,000 entries and answers at most 5 MB, the rest behind
+    ``X-Next-Cursor``. The byte bound lowered to 700 here: each page is cut before it, and following
+    the cursors gives every entry once, in order."""
+    from billing.api import reports
+
+    api = usage_api(hostile.ledger)
+    status, whole, _ = call(api, api_event("/v1/ledger", {"format": "csv"}, sub="acct-m"))
+    everything = csv_rows(whole)[1:]
+    assert status == 200 and reports.CSV_MAX_ROWS == 1_000 and len(everything) > 5
+    monkeypatch.setattr(reports, "MAX_ANSWER_BYTES", 700)
+    seen, cursor, pages = [], None, 0
+    while True:
+        status, text, headers = call(api, api_event("/v1/ledger", {"format": "csv", **({"cursor": cursor} if cursor
+                                                                                        else {})}, sub="acct-m"))
+        assert status == 200 and (len(text.encode()) <= 700 or len(csv_rows(text)) == 2)
+        seen += csv_rows(text)[1:]
+        pages += 1
+        cursor = headers.get("x-next-cursor")
+        if not cursor:
+            break
+    assert seen == everything and pages > 1
+
+
 # ---------------------------------------------------------------------- 14. amount and cumulative
 
 

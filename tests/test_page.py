@@ -199,6 +199,8 @@ def test_signed_in_the_page_shows_what_the_api_says(site: dict[str, Any], open_p
     text(page, "usage-chart").to_contain_text("Daily usage in credits")
     daily = api(site, "/v1/usage", month=month, granularity="day", cumulative="false", unit="credits")
     assert chart_data(page) == [float(p["amount"]) for p in daily["series"]]
+    # The bars are each day's own usage whichever the request's mode (it was the running total).
+    assert chart_data(page) == [float(p["amount"]) for p in usage["series"]]
 
     page.get_by_test_id("unit-toggle").click()  # dollars, each figure as the API converts it
     usd = api(site, "/v1/usage", month=month, granularity="day", cumulative="false", unit="usd")

@@ -367,13 +367,14 @@ class Demo:
             bottom = [0.0] * len(days)
             ax = axes[row][0]
             for resource, series in s["series"].items():
-                values = [float(p["amount"]) for p in series]  # display only
+                values = [float(p["amount"]) for p in series]  # each day's own amount (display only)
                 ax.bar(days, values, bottom=bottom, color=colors[resource], label=resource)
                 bottom = [a + b for a, b in zip(bottom, values, strict=True)]
             ax.set_title(f"{account}: credits per day, {s['usage']['month']}")
             ax.tick_params(axis="x", labelsize=7)
             ax.legend(fontsize=7)
             ax = axes[row][1]
+            # The running sum is the API's `cumulative`, never a sum of the bars' rounded floats.
             ax.plot(days, [float(p["cumulative"]) for p in s["usage"]["series"]], marker="o", color="#333333")
             ax.fill_between(days, [float(p["cumulative"]) for p in s["usage"]["series"]], alpha=0.15)
             ax.set_title(f"{account}: cumulative credits, total {s['usage']['total']}")

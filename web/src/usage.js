@@ -125,6 +125,7 @@ function renderUsage(data) {
   renderChartTable(series);
 }
 
+// Daily bars from each point's `amount` (the day's own), the cumulative line from `cumulative`.
 function chartDatasets(series, groups) {
   const field = state.cumulative ? "cumulative" : "amount";
   const dates = series.map((p) => p.date);
@@ -139,7 +140,7 @@ function chartDatasets(series, groups) {
       data: dates.map((d) => {
         const p = byDate.get(d);
         if (state.cumulative) {
-          if (p) carried = amountNumber(p.cumulative ?? p.amount);
+          if (p) carried = amountNumber(p.cumulative);
           return carried;
         }
         return p ? amountNumber(p.amount) : 0;
@@ -191,11 +192,10 @@ function renderChart(series, groups) {
   });
 }
 
+// Every point has the day's own amount and the running total, whichever the chart draws.
 function renderChartTable(series) {
   $("chart-table").tBodies[0].replaceChildren(...series.map((p) => el("tr", {},
     cell(p.date), cell(amountText(p.amount), "num"), cell(amountText(p.cumulative), "num"))));
-  const thatDay = $("chart-table").tHead.rows[0].cells[1];
-  thatDay.textContent = state.cumulative ? "Amount (running total)" : "That day";
 }
 
 function renderGroups(groups) {

@@ -112,8 +112,8 @@ class BalanceView(View, kw_only=True):
 
 class SeriesPoint(View, kw_only=True):
     date: Annotated[str, Meta(description="The period: YYYY-MM-DD, YYYY-MM-DDTHH (hour) or YYYY-MM (month).")]
-    amount: Amount
-    cumulative: Amount
+    amount: Annotated[Amount, Meta(description="The period's own usage (in dollars: the step between cumulatives).")]
+    cumulative: Annotated[Amount, Meta(description="The running sum up to and including the period.")]
 
 
 class ByResource(View, kw_only=True):

@@ -32,12 +32,12 @@ from billing.domain.lots import burn_order
 from billing.domain.model import AccountState, ChargeLine, LedgerEntry
 from billing.domain.projection import project
 from billing.domain.spreadsheet import csv_text
-from billing.services.usage import DAY, Form, UsageQuery, parse_day, usage_report
-from billing.store import queries
+from billing.services.usage import DAY, MAX_ANSWER_BYTES, Form, UsageQuery, parse_day, usage_report
+from billing.store import keys, queries
 from billing.store.cursors import CursorCodec
 from billing.store.ledger import Ledger
 
-CSV_MAX_ROWS = 10_000
+CSV_MAX_ROWS = 1_000  # an answer reads at most 1,000 items (billing-rules.md); the rest is behind X-Next-Cursor
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 DEFAULT_LIMIT = 50
 AI_TYPES = {"chat": "Chat", "snap": "Snap", "ai_supporter": "AI Supporter"}
@@ -174,7 +174,14 @@ class UsageReports:
     ) -> LedgerCsv:
         start, end = self._range(from_, to)
         entries, next_cursor = self._ledger_entries(account_id, start, end, limit or CSV_MAX_ROWS, cursor)
-        return LedgerCsv(body=ledger_csv(entries), next_cursor=next_cursor)
+        body = ledger_csv(entries)
+        while len(body.encode()) > MAX_ANSWER_BYTES and len(entries) > 1:
+            # Entries with many lines: the page ends earlier, and the cursor goes on from its last row.
+            entries = entries[: len(entries) * MAX_ANSWER_BYTES // len(body.encode())] or entries[:1]
+            last = entries[-1]
+            after = {"pk": keys.account_pk(account_id), "sk": keys.ledger_sk(last.at, last.entry_id)}
+            body, next_cursor = ledger_csv(entries), self.cursors.encode(account_id, after)
+        return LedgerCsv(body=body, next_cursor=next_cursor)
 
 
 def _container_rows(entry: LedgerEntry) -> list[ContainerLogEntry]:

@@ -64,7 +64,8 @@ class UsageParams(Query, kw_only=True):
         field(default=None, name="from")
     to: Annotated[UsageDay, Meta(description="The last day of the range, included.")] | None = None
     granularity: Literal["hour", "day", "month"] = "day"
-    cumulative: Annotated[bool, Meta(description="Each point's amount is the running total.")] = True
+    cumulative: Annotated[bool, Meta(description="The chart the caller draws: the running total (true) or "
+                                                   "each period's amount; every point has both.")] = True
     unit: Literal["credits", "usd"] = "credits"
     group_by: GroupBy | None = None
     resource: Resource | None = None
@@ -119,7 +120,7 @@ Bound = Annotated[str, Meta(min_length=1, max_length=40)]
 From = Annotated[Bound, Meta(description="YYYY-MM-DD or an ISO-8601 UTC time (default: the whole history).")]
 To = Annotated[Bound, Meta(description="YYYY-MM-DD (up to its last second) or an ISO-8601 UTC time.")]
 PageSize = Annotated[int, Meta(ge=1, le=100, description="Entries per page (JSON: 50 by default; CSV: all, "
-                                                         "up to 10,000, by default).")]
+                                                         "up to 1,000, by default).")]
 
 
 class LedgerParams(Query, kw_only=True):

@@ -74,7 +74,8 @@ USAGE_DESCRIPTION = (
     "A month (`month`, this month by default) or any range of whole UTC days (`from`, `to`: up to 366 days). "
     "Filters: `resource`, `container`, `tier`, `model`, `feature`, and `label.<key>=<value>` for any label key "
     "(e.g. `label.team=ml`; several filters all apply). `group_by` one of resource, container, tier, model, "
-    "feature or `label:<key>`. Amounts are running totals unless `cumulative=false`.")
+    "feature or `label:<key>`. Each point's `amount` is its period's own, `cumulative` the running sum. A report "
+    "over 5 MB (or reading over 1,000 items) is a 400 that says how to narrow it.")
 
 USAGE, ACCOUNT, WEBHOOK = "UsageApiFunction", "AccountApiFunction", "PaymentWebhookFunction"
 
@@ -95,7 +96,7 @@ ROUTES: tuple[Route, ...] = (
           m.AiLog, query=r.AiLogParams),
     Route("GET", "/v1/ledger", USAGE, "get_ledger", "The audit log (ledger entries) of a range, paged; JSON or CSV",
           "usage", "jwt", m.LedgerPage, query=r.LedgerParams, csv=True,
-          description="With `format=csv` the answer is `text/csv` (at most 10,000 rows); `X-Next-Cursor` "
+          description="With `format=csv` the answer is `text/csv` (at most 1,000 rows and 5 MB); `X-Next-Cursor` "
                       "then carries the next page's cursor."),
     Route("GET", "/v1/openapi.json", USAGE, "get_openapi", "This OpenAPI 3.1 document", "meta", "none",
           m.OpenApiDocument, query=None, reads_table=False),
