@@ -289,6 +289,14 @@ def test_a_report_that_would_read_more_than_its_bound_is_refused(
     assert "more than 5 items" in body["error"]["message"] and "container" in body["error"]["message"]
     status, body, _ = call(api, api_event("/v1/usage", {"month": "2026-03", "container_id": "c3"}, sub="acct-b"))
     assert status == 200 and body["total"] == "1.960000"
+    # 10 container items and one day item each (their one micro hour; 5 GB of storage charges nothing):
+    # 20 items. A bound of 12 stops after the third container's day; a bound of 20 answers.
+    monkeypatch.setattr(usage_service, "MAX_ITEMS_READ", 12)
+    status, body, _ = call(api, api_event("/v1/usage", {"month": "2026-03", "group_by": "container"}, sub="acct-b"))
+    assert status == 400 and "more than 12 items" in body["error"]["message"]
+    monkeypatch.setattr(usage_service, "MAX_ITEMS_READ", 20)
+    status, body, _ = call(api, api_event("/v1/usage", {"month": "2026-03", "group_by": "container"}, sub="acct-b"))
+    assert status == 200 and len(body["groups"]) == 10
 
 
 def test_the_ledger_csv_is_paged_within_its_bounds(hostile: Platform, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -105,13 +105,14 @@ def _read_days(ledger: Ledger, account_id: str, q: UsageQuery, first: date, last
         return usage.account_days(ledger.models, account_id, first, last)
     containers = queries.container_ids(ledger.models, account_id)
     days: list[UsageDay] = []
-    for cid in containers:
+    for cid in [None, *containers]:  # None: the container items alone, before any day is read
+        if cid is not None:
+            days.extend(usage.container_days(ledger.models, account_id, cid, first, last))
         if len(containers) + len(days) > MAX_ITEMS_READ:
             raise InvalidInput(
                 f"grouping by container over this range would read more than {MAX_ITEMS_READ} items "
                 f"({len(containers)} containers): ask for a shorter range, filter by container (container_id=), "
                 "or group by something else")
-        days.extend(usage.container_days(ledger.models, account_id, cid, first, last))
     return days
 
 
