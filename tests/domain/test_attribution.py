@@ -147,18 +147,34 @@ def test_a_day_keeps_200_combinations_then_each_key_gets_other():
         attribution.bounded(state, noon, {f"key{i}": "v"})
     assert attribution.bounded(state, noon, {"zzz": "v"}) == {"other": "_other"}
     assert len(state.label_days.combinations) == 200 + attribution.MAX_OTHER + 1
-    # The next day starts afresh; the day before keeps its count only.
+    # The next day starts afresh; the day before keeps its combinations (a month's close is dated there).
     assert attribution.bounded(state, t("2026-03-03T00:00:00Z"), {"team": "new"}) == {"team": "new"}
-    assert state.label_days.past == {"2026-03-02": 217}
-    # A late usage of the full day before: its labels overflow.
-    assert attribution.bounded(state, t("2026-03-02T23:00:00Z"), {"team": "t1"}) == {"other": "_other"}
+    assert len(state.label_days.past["2026-03-02"]) == 217
+    assert attribution.bounded(state, t("2026-03-02T23:59:59Z"), {"team": "t1"}) == {"team": "t1"}
+    assert attribution.bounded(state, t("2026-03-02T23:59:59Z"), {"team": "late"}) == {"team": "_other"}  # known
+    assert attribution.bounded(state, t("2026-03-02T23:59:59Z"), {"new_key": "v"}) == {"other": "_other"}
 
 
-def test_a_late_day_not_known_counts_what_it_is_given():
+def test_earlier_days_keep_their_combinations_while_few_then_their_count():
+    state = _state()
+    for day in range(2, 5):  # 100 combinations on Mar 2, 3 and 4: 300 hashes of earlier days at Mar 5
+        for i in range(100):
+            attribution.bounded(state, t(f"2026-03-0{day}T12:00:00Z"), {"team": f"t{i}"})
+    attribution.bounded(state, t("2026-03-05T00:00:00Z"), {"team": "a"})
+    days = state.label_days
+    assert sorted(days.past) == ["2026-03-03", "2026-03-04"] and days.counted == {"2026-03-02": 100}
+    # Mar 2 knows only its count now: each late admission counts, 100 more fit.
+    late = [attribution.bounded(state, t("2026-03-02T13:00:00Z"), {"team": "t0"})["team"] for _ in range(101)]
+    assert late[-2:] == ["t0", "_other"]
+    assert attribution.bounded(state, t("2026-03-03T13:00:00Z"), {"team": "t5"}) == {"team": "t5"}
+
+
+def test_a_late_day_not_known_keeps_200_combinations():
     state = _state()
     attribution.bounded(state, t("2026-03-10T00:00:00Z"), {"team": "a"})
     late = t("2026-03-05T00:00:00Z")
     assert [attribution.bounded(state, late, {"team": f"t{i}"})["team"] for i in range(201)][-2:] == ["t199", "_other"]
+    assert attribution.bounded(state, late, {"team": "t3"}) == {"team": "t3"}
 
 
 def test_overflowing_lines_of_one_entry_merge_into_one():

@@ -3,10 +3,11 @@
 An account keeps at most :data:`MAX_COMBINATIONS` distinct label combinations per UTC day in its
 usage aggregates; usage of a further combination keeps its keys, each with the value ``_other``.
 Those ``_other`` combinations are bounded too (:data:`MAX_OTHER`); past them usage goes to the one
-combination ``other=_other``. The day's combinations are known by short hashes on the balance
-(:class:`~billing.domain.model.LabelDays`), so the mapping is decided when the ledger entry is
-written and the aggregates, the ledger and the reconciliation all see the same labels. Amounts are
-never touched. A container's label history is pruned to what still-unbilled usage can need.
+combination ``other=_other``. The days' combinations are known by short hashes on the balance
+(:class:`~billing.domain.model.LabelDays`; an earlier day's while they are few, then its count),
+so the mapping is decided when the ledger entry is written and the aggregates, the ledger and the
+reconciliation all see the same labels. Amounts are never touched. A container's label history is
+pruned to what still-unbilled usage can need.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ MAX_OTHER = 16  # combinations of ``_other`` values a day (one per key set that 
 OTHER = "_other"
 CATCH_ALL = {"other": OTHER}
 MAX_LABEL_HISTORY = 64  # label changes a container keeps (older ones serve late usage only)
-_KEPT_DAYS = 32  # past days whose count is kept (older usage is refused at the intake)
+_KEPT_DAYS = 32  # earlier days remembered (older usage is refused at the intake)
+PAST_BUDGET = 256  # hashes of earlier days' combinations kept on the balance (about 3.5 KB)
 
 
 def combination(labels: dict[str, str]) -> str:
@@ -34,31 +36,42 @@ def combination(labels: dict[str, str]) -> str:
 
 
 def _admit(days: LabelDays, day: str, labels: dict[str, str], limit: int) -> bool:
-    """Whether ``labels`` may be kept in ``day``'s aggregates (and count it there). The latest day
-    knows its combinations; an earlier day (a late event's) only how many it was given, so each of
-    its admissions counts as a new one."""
-    if day == days.day:
-        key = combination(labels)
-        if key in days.combinations:
-            return True
-        if len(days.combinations) >= limit:
+    """Whether ``labels`` may be kept in ``day``'s aggregates (and count it there). A day whose
+    combinations are known admits each once; a day that only kept its count (a late event's day,
+    when earlier days' combinations were too many to keep) counts every admission as a new one."""
+    if day in days.counted:
+        if days.counted[day] >= limit:
             return False
-        days.combinations.append(key)
+        days.counted[day] += 1
         return True
-    given = days.past.get(day, 0)
-    if given >= limit:
+    known = days.combinations if day == days.day else days.past.setdefault(day, [])
+    key = combination(labels)
+    if key in known:
+        return True
+    if len(known) >= limit:
         return False
-    days.past[day] = given + 1
+    known.append(key)
+    _trim(days)
     return True
 
 
+def _trim(days: LabelDays) -> None:
+    """Earlier days keep their combinations within :data:`PAST_BUDGET` hashes, the oldest first
+    giving them up for their count."""
+    while sum(len(known) for known in days.past.values()) > PAST_BUDGET:
+        oldest = min(days.past)
+        days.counted[oldest] = len(days.past.pop(oldest))
+
+
 def _roll(days: LabelDays, day: str) -> None:
-    """A new latest day: the one before keeps only its count."""
+    """A new latest day: the one before becomes an earlier day."""
     if days.day:
-        days.past[days.day] = len(days.combinations)
+        days.past[days.day] = days.combinations
     days.day, days.combinations = day, []
     oldest = (datetime.fromisoformat(day) - timedelta(days=_KEPT_DAYS)).date().isoformat()
-    days.past = {d: n for d, n in days.past.items() if d >= oldest}
+    days.past = {d: known for d, known in days.past.items() if d >= oldest}
+    days.counted = {d: n for d, n in days.counted.items() if d >= oldest}
+    _trim(days)
 
 
 def bounded(state: AccountState, at: datetime, labels: dict[str, str]) -> dict[str, str]:

@@ -220,12 +220,13 @@ class AutoTopUp(Record, kw_only=True):
 
 
 class LabelDays(Record, kw_only=True):
-    """The label combinations the usage aggregates hold (see :mod:`billing.domain.attribution`): the
-    latest UTC day's, by hash, and how many earlier days were given."""
+    """The label combinations the usage aggregates hold (see :mod:`billing.domain.attribution`): by
+    hash, the latest UTC day's and earlier days' (while they fit), else how many a day was given."""
 
     day: str = ""
     combinations: list[str] = field(default_factory=list)
-    past: dict[str, int] = field(default_factory=dict)
+    past: dict[str, list[str]] = field(default_factory=dict)
+    counted: dict[str, int] = field(default_factory=dict)
 
 
 PurchaseStatus = Literal["pending", "paid", "failed", "refunded"]
