@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from decimal import Decimal
 
 from billing.domain import pricing
-from billing.domain.amounts import to_micro
 from billing.domain.clock import month_key
 from billing.domain.model import Container, Run
 from billing.domain.posting import Book
@@ -40,10 +38,10 @@ def settle_storage(book: Book, c: Container, until: datetime) -> None:
     start = c.storage_billed_until or c.created_at
     end = min(until, c.deleted_at) if c.deleted_at else until
     if end > start:
-        exact = pricing.storage_exact(book.catalog, book.state, c, start, end)
+        amounts = pricing.storage_amounts(book.catalog, book.state, c, start, end)
         book.charge(
-            pricing.storage_line(book.catalog, book.state, c, key, to_micro(value), span)
-            for key, (value, span) in exact.items()
+            pricing.storage_line(book.catalog, book.state, c, key, value, span)
+            for key, (value, span) in amounts.items()
         )
     if c.storage_billed_until is None or until > c.storage_billed_until:
         c.storage_billed_until = max(until, c.created_at)
@@ -51,19 +49,20 @@ def settle_storage(book: Book, c: Container, until: datetime) -> None:
 
 def restate_storage(book: Book, c: Container, since: datetime, change: Callable[[], None]) -> None:
     """Apply a storage fact that takes effect at ``since``; storage already billed past it is
-    re-priced: the difference is charged, or given back as a correction."""
+    re-priced: the difference is charged, or given back as a correction (both telescoped from the
+    same segment starts, so the month's storage stays its exact price rounded once)."""
     billed = c.storage_billed_until
     if billed is None or since >= billed or c.created_at is None:
         change()
         return
     start = max(since, c.created_at)
-    before = pricing.storage_exact(book.catalog, book.state, c, start, billed)
+    before = pricing.storage_amounts(book.catalog, book.state, c, start, billed)
     change()
-    after = pricing.storage_exact(book.catalog, book.state, c, start, billed)
+    after = pricing.storage_amounts(book.catalog, book.state, c, start, billed)
     for key in sorted(set(before) | set(after)):
-        old, span = before[key] if key in before else (Decimal(0), after[key][1])
-        new = after[key][0] if key in after else Decimal(0)
-        diff = to_micro(new) - to_micro(old)
+        old, span = before[key] if key in before else (0, after[key][1])
+        new = after[key][0] if key in after else 0
+        diff = new - old
         line = pricing.storage_line(book.catalog, book.state, c, key, abs(diff), span)
         if diff > 0:
             book.charge([line])

@@ -97,6 +97,12 @@ class PriceCatalog:
         index = bisect_right(self._starts, moment) - 1
         return self.versions[max(index, 0)]
 
+    def effective_since(self, moment: datetime) -> datetime | None:
+        """When the version in effect at ``moment`` took effect (None for the first version, which
+        also covers earlier times)."""
+        index = bisect_right(self._starts, moment) - 1
+        return self._starts[index] if index > 0 else None
+
     def split_points(self, start: datetime, end: datetime) -> list[datetime]:
         """Effective times strictly inside (start, end): where a priced interval must be cut."""
         return [t for t in self._starts[1:] if start < t < end]

@@ -219,6 +219,16 @@ class AutoTopUp(Record, kw_only=True):
     failures: int = 0  # failed auto payments in a row
 
 
+class LabelDays(Record, kw_only=True):
+    """The label combinations the usage aggregates hold (see :mod:`billing.domain.attribution`): by
+    hash, the latest UTC day's and earlier days' (while they fit), else how many a day was given."""
+
+    day: str = ""
+    combinations: list[str] = field(default_factory=list)
+    past: dict[str, list[str]] = field(default_factory=dict)
+    counted: dict[str, int] = field(default_factory=dict)
+
+
 PurchaseStatus = Literal["pending", "paid", "failed", "refunded"]
 
 
@@ -277,6 +287,7 @@ class AccountState(Record, kw_only=True):
     coupons: list[str] = field(default_factory=list)  # codes redeemed
     mail_cycle: int = 0  # purchase cycle number; a new one starts at every completed purchase
     mail_sent_cycle: int = -1  # the cycle whose low-credit mail went out
+    label_days: LabelDays = field(default_factory=LabelDays)  # label combinations in the aggregates
     version: int = 0
 
     def plan_at(self, moment: datetime) -> Plan:

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from billing.domain import forecast, lots
+from billing.domain import attribution, forecast, lots
 from billing.domain.account import Account, Containers
 from billing.domain.catalog import PriceCatalog
 from billing.domain.clock import SECOND, month_key, month_start_of_key, next_month_start
@@ -185,7 +185,7 @@ class Book:
             at=at,
             reason=reason,
             event_id=self.event_id,
-            lines=list(lines or []),
+            lines=attribution.bounded_lines(self.state, at, lines or []),
             paid_by=list(paid_by or []),
             lot_id=lot_id,
         )

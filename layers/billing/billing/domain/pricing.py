@@ -1,8 +1,13 @@
-"""Charge lines: what a piece of usage costs, computed exactly and rounded once per line.
+"""Charge lines: what a piece of usage costs, computed exactly and rounded once per run and month.
 
 Intervals are cut at month boundaries, at catalog version changes and at the container's label
 changes, so every piece is priced by the version in effect when it happened, belongs to one month
-and carries the labels in effect then. Pure functions, no state changes.
+and carries the labels in effect then. The amounts *telescope*: within a *segment* (one month of
+one catalog version, from the run's start for its time) the line of [a, b) is
+``round(E(s, b)) - round(E(s, a))``, E the exact price from the segment's start s. However the usage
+is cut (label changes, settlements, corrections), the parts of a segment add up to its exact price
+rounded once: labels never change what is charged (billing-rules.md, "Where features meet").
+Pure functions, no state changes.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from msgspec.structs import replace
 
 from billing.domain.amounts import GIB, to_micro
 from billing.domain.catalog import PriceCatalog
-from billing.domain.clock import month_key, month_start_of_key, next_month_start
+from billing.domain.clock import month_key, month_start, month_start_of_key, next_month_start
 from billing.domain.model import AccountState, ChargeLine, Container, Run
 
 Interval = tuple[datetime, datetime]
@@ -34,24 +39,42 @@ def pieces(catalog: PriceCatalog, start: datetime, end: datetime, c: Container |
     return [(a, b) for a, b in pairwise(points) if b > a]
 
 
+def segment_start(catalog: PriceCatalog, moment: datetime, since: datetime | None = None) -> datetime:
+    """Where the priced segment holding ``moment`` begins: the latest of its month's start, its catalog
+    version's effective time and ``since`` (a run's start)."""
+    starts = [month_start(moment), *(t for t in (catalog.effective_since(moment), since) if t is not None)]
+    return max(t for t in starts if t <= moment)
+
+
+def telescoped(rate: Decimal, before: int, after: int) -> int:
+    """µcr of the units (seconds, GB-seconds) from ``before`` to ``after`` counted from a segment's
+    start, at ``rate`` credits an hour: the difference of the two totals, each rounded once."""
+    return to_micro(rate * Decimal(after) / 3600) - to_micro(rate * Decimal(before) / 3600)
+
+
+def _seconds(a: datetime, b: datetime) -> int:
+    return int((b - a).total_seconds())
+
+
 def run_lines(catalog: PriceCatalog, c: Container, run: Run, start: datetime, end: datetime) -> list[ChargeLine]:
-    """Container time and Code Supporter for [start, end), one line each per piece."""
+    """Container time and Code Supporter for [start, end), one line each per piece, telescoped from
+    the start of the piece's segment (so a run's month costs its exact price rounded once)."""
     assert run.tier is not None
     lines = []
     for a, b in pieces(catalog, start, end, c):
         version = catalog.at(a)
-        seconds = int((b - a).total_seconds())
-        hours = Decimal(seconds) / 3600
+        s = segment_start(catalog, a, run.started_at if run.started_at and run.started_at <= a else start)
+        before, after = _seconds(s, a), _seconds(s, b)
         time_line = ChargeLine(
             resource="container", item=run.tier, month=month_key(a), container_id=c.container_id,
-            run_id=run.run_id, tier=run.tier, seconds=seconds, code_supporter=run.code_supporter,
-            start=a, end=b, amount=to_micro(version.tier(run.tier).credits_per_hour * hours),
+            run_id=run.run_id, tier=run.tier, seconds=after - before, code_supporter=run.code_supporter,
+            start=a, end=b, amount=telescoped(version.tier(run.tier).credits_per_hour, before, after),
             labels=c.labels_at(a) or None,
         )
         lines.append(time_line)
         cs_rate = version.code_supporter_rate(run.tier)
         if run.code_supporter and cs_rate:
-            lines.append(replace(time_line, item="code_supporter", amount=to_micro(cs_rate * hours)))
+            lines.append(replace(time_line, item="code_supporter", amount=telescoped(cs_rate, before, after)))
     return lines
 
 
@@ -85,15 +108,17 @@ def _storage_gb_seconds(
 StorageKey = tuple[str, tuple[tuple[str, str], ...]]  # (month, labels) of a storage line
 
 
-def storage_exact(
+def storage_amounts(
     catalog: PriceCatalog, state: AccountState, c: Container, start: datetime, end: datetime
-) -> dict[StorageKey, tuple[Decimal, Interval]]:
-    """Exact storage credits for [start, end) by month and labels (each version priced on its own
-    piece)."""
-    out: dict[StorageKey, tuple[Decimal, Interval]] = {}
+) -> dict[StorageKey, tuple[int, Interval]]:
+    """Storage µcr for [start, end) by month and labels, each piece telescoped from its segment's
+    start (so the month's storage is its exact price rounded once, whatever the cuts)."""
+    out: dict[StorageKey, tuple[int, Interval]] = {}
     for a, b in pieces(catalog, start, end, c):
         rate = catalog.at(a).storage_credits_per_gb_hour
-        value = rate * Decimal(_storage_gb_seconds(catalog, state, c, a, b)) / 3600
+        s = segment_start(catalog, a)
+        before = _storage_gb_seconds(catalog, state, c, s, a) if s < a else 0
+        value = telescoped(rate, before, before + _storage_gb_seconds(catalog, state, c, a, b))
         key = (month_key(a), tuple(sorted(c.labels_at(a).items())))
         if key in out:
             previous, (first, _) = out[key]

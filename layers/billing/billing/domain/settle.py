@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from billing.domain import accrual, low_balance, overuse, pricing, rollover
+from billing.domain import accrual, attribution, low_balance, overuse, pricing, rollover
 from billing.domain.account import Account
 from billing.domain.errors import EventTimeRefused, UnknownAccount
 from billing.domain.model import ChargeLine, Container, Plan, Run
@@ -175,12 +175,14 @@ def container_deleted(book: Book, at: datetime, container_id: str) -> None:
 
 
 def container_labeled(book: Book, at: datetime, container_id: str, labels: dict[str, str]) -> None:
-    """The container's labels from ``at`` on: what accrued before is settled under the old ones.
-    (A late Container Labeled does not relabel lines deducted already.)"""
+    """The container's labels from ``at`` on: what accrued before is settled under the old ones
+    (the amounts telescope, so this settlement changes no total: see :mod:`~billing.domain.pricing`).
+    A late Container Labeled does not relabel lines deducted already."""
     with settling(book, at, "container_labeled"):
         c = accrual.container(book, container_id, at)
         accrual.settle_container(book, c, at)
         c.labels = sorted([*[entry for entry in c.labels if entry[0] != at], (at, dict(labels))], key=lambda s: s[0])
+        attribution.prune_labels(c, at)
 
 
 def ai_used(
