@@ -1,6 +1,7 @@
 """The outbox dispatcher: the table's stream hands it every committed change that asked for effects
 (outbound events, mails); :func:`billing.services.outbox.dispatch` delivers them in order, at least
-once. A failed record is reported (partial batch failure) and retried from there."""
+once. A failed record is reported (partial batch failure) and retried from there; an effect refused
+for good is put on OutboxDLQ alone, with its reason, and the record goes on."""
 
 from __future__ import annotations
 
@@ -22,5 +23,5 @@ deps = wiring.Wiring()
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return dispatch(
         event, deps.get(wiring.ledger), deps.get(wiring.publisher), deps.get(wiring.mail_sender),
-        deps.get(wiring.work_queue), get_config().buy_credits_url,
+        deps.get(wiring.work_queue), get_config().buy_credits_url, deps.get(wiring.outbox_dead_letters),
     )

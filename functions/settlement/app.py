@@ -2,7 +2,8 @@
 (:func:`billing.services.intake.settle_queued`). An event the account refuses (no such account,
 usage from before its creation) goes to the platform events' dead-letter queue with its reason; a
 transient failure fails the record and, as FIFO requires, the rest of its account's records in the
-batch, which are retried in order."""
+batch, which are retried in order. The time bounds apply as of the intake's acceptance of the event
+(the queued message's ``AcceptedAt``), not the settlement's own clock."""
 
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from billing import wiring
 from billing.domain.errors import BillingError
 from billing.observability import logger, metrics, tracer
-from billing.services.intake import dead_letter, settle_queued
+from billing.services.intake import ACCEPTED_AT, dead_letter, settle_queued
 
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 deps = wiring.Wiring()
 
 
 def settle_record(record: SQSRecord) -> None:
+    accepted = record.message_attributes[ACCEPTED_AT]  # set by the intake only (the queue is internal)
     try:
-        settle_queued(record.body, deps.get(wiring.ledger), deps.get(wiring.clock)())
+        settle_queued(record.body, deps.get(wiring.ledger), deps.get(wiring.clock)(),
+                      accepted.string_value if accepted is not None else None)
     except BillingError as exc:
         if exc.transient:
             raise

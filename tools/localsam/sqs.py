@@ -5,6 +5,7 @@ RedrivePolicy.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,9 +116,12 @@ def _sqs_record(message: Mapping[str, Any], queue_arn: str) -> dict[str, Any]:
     attributes = message.get("Attributes", {})
     message_attributes = {}
     for name, value in (message.get("MessageAttributes") or {}).items():
+        # As Lambda hands them over: the value under its kind's key only (no null for the other).
+        kind = {"stringValue": value["StringValue"]} if "StringValue" in value else {}
+        if "BinaryValue" in value:
+            kind["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode()
         message_attributes[name] = {
-            "stringValue": value.get("StringValue"),
-            "binaryValue": value.get("BinaryValue"),
+            **kind,
             "stringListValues": value.get("StringListValues", []),
             "binaryListValues": value.get("BinaryListValues", []),
             "dataType": value.get("DataType"),

@@ -27,6 +27,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     work_queue_url: str | None = None
     settlement_queue_url: str | None = None
     dead_letter_queue_url: str | None = None
+    outbox_dead_letter_queue_url: str | None = None  # effects refused for good (OutboxDLQ)
     service_name: str = "credit-billing"
     max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 8
     reconcile_read_rate: Annotated[float, msgspec.Meta(gt=0)] = 100.0  # read units a second
@@ -51,6 +52,7 @@ ENV_NAMES = {
     "work_queue_url": "WORK_QUEUE_URL",
     "settlement_queue_url": "SETTLEMENT_QUEUE_URL",
     "dead_letter_queue_url": "DEAD_LETTER_QUEUE_URL",
+    "outbox_dead_letter_queue_url": "OUTBOX_DEAD_LETTER_QUEUE_URL",
     "service_name": "POWERTOOLS_SERVICE_NAME",
     "max_attempts": "SETTLEMENT_MAX_ATTEMPTS",
     "reconcile_read_rate": "RECONCILE_READ_RATE",

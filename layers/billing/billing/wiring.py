@@ -65,6 +65,11 @@ def dead_letters() -> MessageQueue:
     return MessageQueue(get_config().dead_letter_queue_url)
 
 
+def outbox_dead_letters() -> MessageQueue:
+    """Where effects refused for good go, alone, with their reason (OutboxDLQ)."""
+    return MessageQueue(get_config().outbox_dead_letter_queue_url)
+
+
 def catalog() -> PriceCatalog:
     return load_catalog(get_config().catalog_path)
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from datetime import datetime
@@ -18,6 +19,7 @@ from typing import Any
 
 from billing.adapters import MessageQueue
 from billing.domain.catalog import PriceCatalog
+from billing.domain.clock import format_time, parse_time
 from billing.domain.errors import BillingError, InvalidInput
 from billing.domain.events import (
     AiUsageRecorded,
@@ -31,6 +33,11 @@ from billing.services.settlement import settle_platform_event
 from billing.store.ledger import Applied, Ledger
 
 SOURCES = ("platform.accounts", "platform.containers", "platform.ai")
+# The time the intake accepted an event, carried on its queued message: the settlement applies the
+# time bounds with it, so a queue's delay or a clock's skew never refuses an event the intake took.
+# No caller can forge it: it is a message attribute on an internal queue, which only the intake may
+# send to (template.yaml) besides the operator's replay, and the replay drops it.
+ACCEPTED_AT = "AcceptedAt"
 
 
 def _digest(text: str) -> str:
@@ -87,14 +94,26 @@ def accept_platform_event(
             _rejected(exc, raw)
             raise
         d = event.detail
-        queue.send(json.dumps(raw), group=message_group(d.account_id), dedup=_digest(d.event_id))
+        queue.send(json.dumps(raw), {ACCEPTED_AT: format_time(now)}, group=message_group(d.account_id),
+                   dedup=_digest(d.event_id))
         metrics.add_metric(name="EventsAccepted", unit="Count", value=1)
         logger.info("event accepted", detail_type=event.detail_type)
         return {"event_id": d.event_id, "queued": True}
 
 
-def settle_queued(body: str, ledger: Ledger, now: datetime) -> Applied:
-    """Settle one queued event exactly once; a refusal is raised (see :func:`dead_letter`)."""
+def accepted_time(value: str | None, now: datetime) -> datetime:
+    """The intake's acceptance time of a queued event; ``now`` for a message without it (queued
+    before it was carried, or replayed) or with one that cannot be read."""
+    if value:
+        with contextlib.suppress(ValueError):
+            return parse_time(value)
+        logger.warning("unreadable acceptance time: the settlement's clock checks the event", accepted_at=value[:40])
+    return now
+
+
+def settle_queued(body: str, ledger: Ledger, now: datetime, accepted_at: str | None = None) -> Applied:
+    """Settle one queued event exactly once, its time bounds applied as of the intake's acceptance
+    (``accepted_at``, else ``now``); a refusal is raised (see :func:`dead_letter`)."""
     try:
         raw = json.loads(body)
     except ValueError:
@@ -103,7 +122,7 @@ def settle_queued(body: str, ledger: Ledger, now: datetime) -> Applied:
         try:
             with settlement_timer():
                 event = parse_platform_event(raw, SOURCES)
-                applied = settle_platform_event(event, ledger, now)
+                applied = settle_platform_event(event, ledger, accepted_time(accepted_at, now))
         except BillingError as exc:
             if not exc.transient:
                 _rejected(exc, raw)

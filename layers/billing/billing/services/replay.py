@@ -8,15 +8,19 @@ What each dead-letter queue holds, and where a replay sends it (every message is
   platform sent them: the intake validates them again.
 * ``SettlementDLQ`` and ``WorkDLQ``: messages of a queue whose redrive policy names the DLQ
   (``ListDeadLetterSourceQueues``). Sent back to that queue, in their message group for a FIFO
-  queue (with a new deduplication id: SQS would drop a repeat of the original's within 5 minutes).
+  queue (with a new deduplication id: SQS would drop a repeat of the original's within 5 minutes),
+  without the intake's acceptance time (a replayed event is checked with the settlement's clock).
 * ``OutboxDLQ``: a stream batch whose effects kept failing (``DDBStreamBatchInfo``). The stream
   keeps records for 24 hours only, so the effects are delivered again from the table: every change
   committed in the batch's time window (its idempotency record keeps them) goes through the same
-  delivery as the dispatcher's. Consumers drop repeated events by ``effect_id``; a mail SES
-  accepted is never sent again.
+  delivery as the dispatcher's, which repeats no effect delivered already. And an effect refused for
+  good (``RefusedEffect``: a mail SES rejects), tried again; refused again, it stays, with its reason.
 
 ``--to`` overrides where they go: a queue's URL, or an event bus (its name or ARN) for platform events
 whatever DLQ holds them (``--to default`` sends what ``SettlementDLQ`` holds through the intake again).
+A destination the messages did not come from (not the DLQ's redrive source; for platform events, not
+the default bus) is refused: a message sent where it does not belong is lost to another DLQ. Only
+``--force-destination --operator NAME --reason TEXT`` sends them there, each audited.
 
 Why not SQS's own redrive (``StartMessageMoveTask``): it moves from a queue that is another queue's
 dead-letter queue only (not ``PlatformEventsDLQ``, the DLQ of an EventBridge rule and a function, nor
@@ -31,12 +35,13 @@ after it was sent on; ``--dry-run`` only reports.
 An event dated more than 30 days before now would be refused again. Such a message stays in the DLQ
 unless the operator names it for the old-event path: ``--allow-old --operator NAME --reason TEXT``
 settles it directly on the table, with the time check lifted for it alone, and writes an audit item
-(``AUDIT#<time>#<event id>#<nonce>`` under the account: operator, reason, the event, when) in the same
-command. The path is not reachable from the bus or the API: it needs the table's credentials.
+(:mod:`billing.services.operator_acts`). Its idempotency record may have expired by then: the
+ledger's own entries of the event say whether it was applied; if so nothing changes and the report
+lists it as a duplicate.
 
     python -m billing.services.replay --dlq <url or name> [--to <queue url | event bus>] [--max N]
         [--dry-run] [--json] [--endpoint-url URL] [--region R] [--table T]
-        [--allow-old --operator NAME --reason TEXT]
+        [--allow-old | --force-destination] [--operator NAME --reason TEXT]
 """
 
 from __future__ import annotations
@@ -48,24 +53,29 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from billing.domain.clock import format_time, parse_time, utc_now
+import msgspec
+
+from billing.adapters import MessageQueue
+from billing.domain.clock import parse_time, utc_now
 from billing.domain.errors import BillingError, InvalidInput
-from billing.domain.events import OLDEST_ACCEPTED, parse_platform_event
-from billing.domain.model import Effect, from_json
+from billing.domain.events import OLDEST_ACCEPTED
 from billing.observability import logger
-from billing.store import keys, outbox
-from billing.store.idempotency import RECORD_DAYS
+from billing.services.intake import ACCEPTED_AT, message_group
+from billing.services.operator_acts import PLATFORM_SOURCES as PLATFORM_SOURCES
+from billing.services.operator_acts import ForcedDestination, OldEventPath, audit, settle_old_event
+from billing.services.operator_acts import audit_items as audit_items  # the old-event path's audit, read
+from billing.services.outbox import Deliver, Refusal
+from billing.services.outbox import configured_delivery as _delivery
+from billing.store import outbox
 from billing.store.ledger import Ledger
 
-PLATFORM_SOURCES = ("platform.containers", "platform.accounts", "platform.ai")
-WINDOW_SLACK = timedelta(minutes=2)  # around a stream batch's arrival times
+PLATFORM_BUS = "default"  # the bus the platform puts its events on (the intake's rules)
 
 
 @dataclass
@@ -75,24 +85,15 @@ class ReplayReport:
     received: int = 0
     moved: Counter[str] = field(default_factory=Counter)  # by where it went: bus, queue, outbox, old-event path
     kept: list[tuple[str, str]] = field(default_factory=list)  # (message id, why it stays in the DLQ)
-    ids: list[str] = field(default_factory=list)  # the event ids (or message ids) moved
+    ids: list[str] = field(default_factory=list)  # the event ids (or message ids, effect ids) moved
+    duplicates: list[str] = field(default_factory=list)  # old events applied already: nothing changed
+    refused: list[str] = field(default_factory=list)  # effects refused for good: dead-lettered alone
     redelivered_changes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"received": self.received, "moved": dict(self.moved), "kept": self.kept, "ids": self.ids,
+                "duplicates": self.duplicates, "refused": self.refused,
                 "redelivered_changes": self.redelivered_changes}
-
-
-@dataclass(frozen=True)
-class OldEventPath:
-    """The operator's explicit permission to settle events older than the late-event window."""
-
-    operator: str
-    reason: str
-
-    def __post_init__(self) -> None:
-        if not self.operator.strip() or not self.reason.strip():
-            raise InvalidInput("the old-event path needs an operator and a reason")
 
 
 def _event_id(raw: Any) -> str:
@@ -110,101 +111,57 @@ def _is_old(raw: Any, now: datetime) -> bool:
     return occurred < now - OLDEST_ACCEPTED
 
 
-def settle_old_event(raw: dict[str, Any], ledger: Ledger, path: OldEventPath, now: datetime) -> bool:
-    """Settle an old platform event with the time check lifted for it, and audit it; returns
-    whether it was new (False: the ledger had it already, nothing changed)."""
-    from billing.services.settlement import settle_platform_event  # the settlement path, only when used
-
-    event = parse_platform_event(raw, PLATFORM_SOURCES)
-    account_id, event_id = event.detail.account_id, event.detail.event_id
-    known = ledger.stored(account_id, event_id) is not None  # the ledger's idempotency record
-    applied = settle_platform_event(event, ledger, now, replayed=True)
-    duplicate = known or applied.duplicate
-    values = {
-        "pk": keys.account_pk(account_id),
-        "sk": keys.audit_sk(datetime.now(UTC), event_id, uuid.uuid4().hex[:8]),  # to the µs: in order
-        "operator": path.operator, "reason": path.reason, "event_id": event_id,
-        "event": json.dumps(raw, sort_keys=True), "at": format_time(now),
-        "applied": "duplicate" if duplicate else "new",
-    }
-    _dynamodb(ledger).put_item(
-        TableName=ledger.models.table_name, Item={name: {"S": value} for name, value in values.items()},
-        ConditionExpression="attribute_not_exists(pk)",  # an audit item is never overwritten
-    )
-    logger.warning("old event replayed by an operator", account_id=account_id, event_id=event_id,
-                   operator=path.operator, reason=path.reason, duplicate=duplicate)
-    return not duplicate
-
-
-def _dynamodb(ledger: Ledger) -> Any:
-    """The table's botocore client (the audit items are plain attributes, not a model of the ledger)."""
-    return ledger.models.connection.client
-
-
-def audit_items(ledger: Ledger, account_id: str) -> list[dict[str, Any]]:
-    """The account's audit items of the old-event path (oldest first), as plain values."""
-    answer = _dynamodb(ledger).query(
-        TableName=ledger.models.table_name, ConsistentRead=True,
-        KeyConditionExpression="pk = :pk AND begins_with(sk, :audit)",
-        ExpressionAttributeValues={":pk": {"S": keys.account_pk(account_id)}, ":audit": {"S": keys.AUDIT}},
-    )
-    return [{name: value["S"] for name, value in item.items()} for item in answer.get("Items", [])]
-
-
-def committed_between(ledger: Ledger, first: datetime, last: datetime) -> list[outbox.OutboxRecord]:
-    """The changes with effects committed in [first, last] (their records' TTL less its days), in
-    commit order per account. A scan: replay is an operator's rare act."""
-    m = ledger.models
-    low = int((first - WINDOW_SLACK).timestamp()) + RECORD_DAYS * 86400
-    high = int((last + WINDOW_SLACK).timestamp()) + RECORD_DAYS * 86400
-    found: list[tuple[int, str, outbox.OutboxRecord]] = []
-    condition = m.EventRecord.effects.exists() & m.EventRecord.expires.between(low, high)
-    for item in m.EventRecord.scan(condition, consistent_read=True):
-        pk, sk = str(item.pk), str(item.sk)
-        if keys.is_account_pk(pk) and sk.startswith(keys.event_sk("")) and item.effects:
-            record = outbox.OutboxRecord(keys.account_of(pk), sk.removeprefix(keys.event_sk("")),
-                                         from_json(item.effects, list[Effect]))
-            found.append((int(item.expires), sk, record))
-    return [record for _, _, record in sorted(found, key=lambda f: (f[0], f[1]))]
-
-
-def _batch_window(info: dict[str, Any], sent_at: datetime) -> tuple[datetime, datetime]:
-    def when(name: str) -> datetime | None:
-        value = info.get(name)
-        try:  # Lambda writes milliseconds: 2026-11-22T12:00:05.568Z
-            return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC) if value else None
-        except ValueError:
-            return None
-
-    first = when("approximateArrivalOfFirstRecord")
-    last = when("approximateArrivalOfLastRecord")
-    if first is None or last is None:  # a batch retried up to its record age: at most a day back
-        return sent_at - timedelta(days=1), sent_at
-    return first, last
+def _account_id(raw: Any) -> str:
+    """The account a message is about: a platform event's, or a work message's."""
+    detail = raw.get("detail") if isinstance(raw, dict) else None
+    value = (detail if isinstance(detail, dict) else raw if isinstance(raw, dict) else {}).get("account_id")
+    return value if isinstance(value, str) else ""
 
 
 @dataclass
 class Replayer:
     """Moves one DLQ's messages on. Collaborators are arguments: the SQS and EventBridge clients,
-    the ledger (for the outbox and the old-event path), the effects' delivery, and the clock."""
+    the ledger (for the outbox, the old-event path and the audit), the effects' delivery, and the clock."""
 
     sqs: Any
     events: Any
     ledger: Ledger | None = None
-    deliver: Callable[[outbox.OutboxRecord], None] | None = None
+    deliver: Deliver | None = None
     clock: Callable[[], datetime] = utc_now
-    event_bus: str = "default"
+    event_bus: str = PLATFORM_BUS
     target_queue: str | None = None  # instead of the DLQ's redrive source (--to a queue URL)
     to_bus: bool = False  # platform events to ``event_bus`` whatever DLQ holds them (--to a bus)
+    forced: ForcedDestination | None = None  # --force-destination: anywhere, each message audited
+    _audited: bool = field(default=False, init=False)  # the destination is not the messages' origin
 
     def source_queue(self, dlq_url: str) -> str | None:
         sources = self.sqs.list_dead_letter_source_queues(QueueUrl=dlq_url).get("queueUrls") or []
         return str(sources[0]) if sources else None
 
+    def destination(self, dlq_url: str) -> str | None:
+        """The queue the DLQ's messages go to (None: the bus). A destination they did not come from
+        (not the DLQ's redrive source; for platform events, not the bus the platform puts them on)
+        is refused unless forced: a message sent where it does not belong is lost to another DLQ."""
+        source = self.source_queue(dlq_url)
+        if self.to_bus:
+            bus = self.event_bus
+            wrong = bus != PLATFORM_BUS and not bus.endswith(f":event-bus/{PLATFORM_BUS}")
+            where, origin = bus, f"the {PLATFORM_BUS} bus, where platform events come from"
+        else:
+            wrong = self.target_queue is not None and self.target_queue != source
+            where, origin = str(self.target_queue), source or "no queue: the DLQ is no queue's redrive target"
+        self._audited = wrong
+        if wrong and self.forced is None:
+            raise InvalidInput(f"--to {where} is not where the messages of {dlq_url} came from ({origin}); "
+                               "--force-destination with --operator and --reason sends them there, audited")
+        if wrong and self.ledger is None:
+            raise InvalidInput("a forced destination is audited: it needs the table (--table)")
+        return None if self.to_bus else (self.target_queue or source)
+
     def replay(self, dlq_url: str, max_messages: int = 1000, dry_run: bool = False,
                old_events: OldEventPath | None = None) -> ReplayReport:
         report = ReplayReport()
-        source = None if self.to_bus else (self.target_queue or self.source_queue(dlq_url))
+        source = self.destination(dlq_url)
         seen: set[str] = set()
         while report.received < max_messages:
             answer = self.sqs.receive_message(
@@ -238,7 +195,9 @@ class Replayer:
         except ValueError:
             raw = None
         if isinstance(raw, dict) and "DDBStreamBatchInfo" in raw:
-            return self._outbox(raw["DDBStreamBatchInfo"], message, dry_run, report)
+            return self._outbox(raw["DDBStreamBatchInfo"], message, dlq_url, dry_run, report)
+        if isinstance(raw, dict) and "RefusedEffect" in raw:
+            return self._refused_effect(raw, message_id, dry_run, report)
         platform_event = isinstance(raw, dict) and "detail-type" in raw and "detail" in raw
         if platform_event and _is_old(raw, self.clock()):
             if old_events is None:
@@ -246,38 +205,54 @@ class Replayer:
                 return False
             if self.ledger is None:
                 raise InvalidInput("the old-event path needs the table (--table)")
-            if not dry_run:
-                settle_old_event(raw, self.ledger, old_events, self.clock())
-            report.moved["old-event path"] += 1
-            report.ids.append(_event_id(raw))
+            if dry_run or settle_old_event(raw, self.ledger, old_events, self.clock()):
+                report.moved["old-event path"] += 1
+                report.ids.append(_event_id(raw))
+            else:  # applied already: nothing changed
+                report.duplicates.append(_event_id(raw))
             return True
+        if source is None and not platform_event:
+            report.kept.append((message_id, "not a platform event, a queue's message or a stream batch"))
+            return False
+        if self._audited and not dry_run and not self._audit(raw, body, message_id, source, report):
+            return False
         if source is not None:
             if not dry_run:
                 self._to_queue(source, message, raw)
             report.moved["queue"] += 1
             report.ids.append(_event_id(raw) or message_id)
             return True
-        if platform_event:
-            if not dry_run:
-                self._to_bus(raw, message_id)
-            report.moved["bus"] += 1
-            report.ids.append(_event_id(raw))
-            return True
-        report.kept.append((message_id, "not a platform event, a queue's message or a stream batch"))
-        return False
+        if not dry_run:
+            self._to_bus(raw, message_id)
+        report.moved["bus"] += 1
+        report.ids.append(_event_id(raw))
+        return True
+
+    def _audit(self, raw: Any, body: str, message_id: str, queue: str | None, report: ReplayReport) -> bool:
+        """Audit a forced move under the message's account (before the move: never one unaudited)."""
+        account_id = _account_id(raw)
+        if not account_id:
+            report.kept.append((message_id, "a forced move is audited under the message's account: it names none"))
+            return False
+        assert self.ledger is not None and self.forced is not None  # destination() checked both
+        audit(self.ledger, account_id, _event_id(raw) or message_id, body, self.forced, self.clock(),
+              applied="forced", destination=queue or self.event_bus)
+        logger.warning("dead letter sent to a forced destination", account_id=account_id, message_id=message_id,
+                       destination=queue or self.event_bus, operator=self.forced.operator, reason=self.forced.reason)
+        return True
 
     def _to_queue(self, queue_url: str, message: dict[str, Any], raw: Any) -> None:
         kwargs: dict[str, Any] = {"QueueUrl": queue_url, "MessageBody": message["Body"]}
+        # Not the refusal's reason, nor the intake's acceptance time: only the intake sets that one
+        # (a replayed event is checked with the settlement's clock).
         attributes = {name: {"DataType": value["DataType"], "StringValue": value["StringValue"]}
                       for name, value in (message.get("MessageAttributes") or {}).items()
-                      if name not in ("ErrorCode", "ErrorMessage") and "StringValue" in value}
+                      if name not in ("ErrorCode", "ErrorMessage", ACCEPTED_AT) and "StringValue" in value}
         if attributes:
             kwargs["MessageAttributes"] = attributes
         group = (message.get("Attributes") or {}).get("MessageGroupId")
         if queue_url.endswith(".fifo"):
             if not group:
-                from billing.services.intake import message_group  # the settlement queue's groups
-
                 detail = raw.get("detail") if isinstance(raw, dict) else None
                 group = message_group(str((detail or {}).get("account_id", "replay")))
             kwargs["MessageGroupId"] = group
@@ -296,18 +271,39 @@ class Replayer:
         if answer.get("FailedEntryCount"):
             raise RuntimeError(f"PutEvents refused the replay of {message_id}: {answer['Entries']}")
 
-    def _outbox(self, info: dict[str, Any], message: dict[str, Any], dry_run: bool, report: ReplayReport) -> bool:
+    def _outbox(self, info: dict[str, Any], message: dict[str, Any], dlq_url: str, dry_run: bool,
+                report: ReplayReport) -> bool:
         if self.ledger is None or self.deliver is None:
             raise InvalidInput("replaying the outbox needs the table (--table)")
         sent_ms = int((message.get("Attributes") or {}).get("SentTimestamp", 0)) or int(time.time() * 1000)
-        first, last = _batch_window(info, datetime.fromtimestamp(sent_ms / 1000, UTC))
-        records = committed_between(self.ledger, first, last)
+        first, last = outbox.batch_window(info, datetime.fromtimestamp(sent_ms / 1000, UTC))
+        records = outbox.committed_between(self.ledger.models, first, last)
         if not dry_run:
+            dead_letters = MessageQueue(dlq_url, client=self.sqs)  # an effect refused for good: its own dead letter
             for record in records:
-                self.deliver(record)
+                report.refused += [r.effect.effect_id for r in self.deliver(record, dead_letters)]
         report.moved["outbox"] += 1
         report.redelivered_changes += len(records)
         report.ids.append(message["MessageId"])
+        return True
+
+    def _refused_effect(self, raw: dict[str, Any], message_id: str, dry_run: bool, report: ReplayReport) -> bool:
+        """A dead letter of one effect refused for good: tried again (once its cause is fixed)."""
+        if self.ledger is None or self.deliver is None:
+            raise InvalidInput("replaying the outbox needs the table (--table)")
+        try:
+            refusal = Refusal.of_body(raw)
+        except (KeyError, TypeError, ValueError, msgspec.ValidationError):
+            report.kept.append((message_id, "an unreadable refused effect"))
+            return False
+        if not dry_run:
+            record = outbox.OutboxRecord(refusal.account_id, refusal.event_id, [refusal.effect])
+            again = self.deliver(record, retry_refused=True)
+            if again:
+                report.kept.append((message_id, f"refused again: {again[0].reason}"))
+                return False
+        report.moved["effect"] += 1
+        report.ids.append(refusal.effect.effect_id)
         return True
 
 
@@ -325,16 +321,21 @@ def main(argv: Sequence[str] | None = None, clients: Callable[[str, str | None],
     parser.add_argument("--dry-run", action="store_true", help="report what would move; move nothing")
     parser.add_argument("--table", help="the billing table (the outbox and the old-event path need it)")
     parser.add_argument("--allow-old", action="store_true", help="settle events older than 30 days (audited)")
-    parser.add_argument("--operator", default="", help="who replays (required with --allow-old)")
-    parser.add_argument("--reason", default="", help="why (required with --allow-old)")
+    parser.add_argument("--force-destination", action="store_true",
+                        help="--to where the messages did not come from (audited)")
+    parser.add_argument("--operator", default="", help="who replays (required with --allow-old, --force-destination)")
+    parser.add_argument("--reason", default="", help="why (required with --allow-old, --force-destination)")
     parser.add_argument("--endpoint-url", help="DynamoDB Local / a local stack's endpoint for every service")
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    if args.allow_old and not (args.operator.strip() and args.reason.strip()):
-        parser.error("--allow-old needs --operator and --reason")
-    if args.allow_old and not args.table:
-        parser.error("--allow-old needs --table")
+    for flag, given in (("--allow-old", args.allow_old), ("--force-destination", args.force_destination)):
+        if given and not (args.operator.strip() and args.reason.strip()):
+            parser.error(f"{flag} needs --operator and --reason")
+        if given and not args.table:
+            parser.error(f"{flag} needs --table")
+    if args.force_destination and not args.to:
+        parser.error("--force-destination needs --to")
 
     def client(service: str) -> Any:
         if clients is not None:
@@ -356,6 +357,8 @@ def main(argv: Sequence[str] | None = None, clients: Callable[[str, str | None],
         replayer.target_queue = args.to
     elif args.to:
         replayer.event_bus, replayer.to_bus = args.to, True
+    if args.force_destination:
+        replayer.forced = ForcedDestination(args.operator, args.reason)
     old = OldEventPath(args.operator, args.reason) if args.allow_old else None
     try:
         report = replayer.replay(_queue_url(sqs, args.dlq), args.max, args.dry_run, old)
@@ -369,23 +372,6 @@ def main(argv: Sequence[str] | None = None, clients: Callable[[str, str | None],
     return 0
 
 
-def _delivery(ledger: Ledger, client: Callable[[str], Any]) -> Callable[[outbox.OutboxRecord], None]:
-    """The dispatcher's delivery, with the deployment's settings (SES sender, work queue, bus)."""
-    from billing.adapters import EventPublisher, MailSender, MessageQueue
-    from billing.config import get_config
-    from billing.services import outbox as outbox_service
-
-    config = get_config()
-    publisher = EventPublisher(config.event_bus_name, client=client("events"))
-    mailer = MailSender(config.sender_address, client=client("sesv2"), configuration_set=config.ses_configuration_set)
-    work = MessageQueue(config.work_queue_url, client=client("sqs"))
-
-    def deliver(record: outbox.OutboxRecord) -> None:
-        outbox_service.deliver(record, ledger, publisher, mailer, work, config.buy_credits_url)
-
-    return deliver
-
-
 def _render(report: ReplayReport, dry_run: bool) -> str:
     verb = "would move" if dry_run else "moved"
     lines = [f"received {report.received}; {verb} {sum(report.moved.values())} "
@@ -393,6 +379,8 @@ def _render(report: ReplayReport, dry_run: bool) -> str:
     if report.redelivered_changes:
         lines.append(f"outbox: {report.redelivered_changes} committed changes' effects delivered again")
     lines += [f"  {i}" for i in report.ids[:50]]
+    lines += [f"duplicate {event_id}: applied already, nothing changed" for event_id in report.duplicates]
+    lines += [f"refused for good {effect_id}: dead-lettered alone" for effect_id in report.refused]
     lines += [f"kept {message_id}: {why}" for message_id, why in report.kept]
     return "\n".join(lines)
 

@@ -11,7 +11,7 @@ sort key                    item
 ``LEDGER#<at>#<entry>``     one ledger entry; AI entries are also in GSI1 under ``…#AI``
 ``USAGE#D#<YYYY-MM-DD>``    the day's usage aggregate: µcr per hour and attribution (cell)
 ``USAGE#C#<c>#<YYYY-MM-DD>`` the same for one container
-``SENT#<effect_id>``        a mail of the outbox that SES accepted (so a redelivery does not resend)
+``SENT#<effect_id>``        an effect of the outbox delivered, or refused for good (a redelivery repeats neither)
 ==========================  ===================================================================
 
 Other partitions: ``PURCHASE#<id>`` (a purchase; GSI1 ``ACCOUNT#<id>#PURCHASES`` lists an

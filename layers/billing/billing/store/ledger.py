@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
@@ -166,6 +167,17 @@ class Ledger:
         """The record of an event or request applied to the account, if any."""
         return lookup(self.models, keys.account_pk(account_id), keys.event_sk(event_id))
 
+    def has_entries(self, account_id: str, event_id: str, at: datetime) -> bool:
+        """Whether the ledger holds entries of the event dated ``at``: what shows an event applied
+        once its record has expired. An entry's key is ``LEDGER#<at>#<event id>:<n>``, and whatever
+        an event deducts or gives back for its own month is dated at the event's time, so one query
+        of that key prefix finds it (bounded: the event's entries of that second)."""
+        m = self.models
+        prefix = f"{keys.ledger_bound(at)}#{event_id}:"
+        items = m.Entry.query(keys.account_pk(account_id), m.Entry.sk.startswith(prefix), consistent_read=True)
+        # The prefix also matches an event whose id extends this one's with ":": compare the ids.
+        return any(entry.event_id == event_id for entry in entries_from_items(items))
+
     # ---------------------------------------------------------------- writes
 
     def apply(self, account_id: str, event_id: str, action: Action, containers: Sequence[str] = ()) -> Applied:
@@ -303,6 +315,7 @@ class Ledger:
         )
         condition = m.Account.version == version if version is not None else m.Account.pk.does_not_exist()
         record = record_item(m, pk, keys.event_sk(event_id), Stored(change.result, book.effects))
+        first_entry = 2 + len(changed) + len(book.purchases)  # the entries' places in the transaction
         # No ClientRequestToken of ours (botocore fills a fresh one per call): a retry after a timeout
         # re-reads the state, and if the first attempt did commit, the record turns the retry into a
         # recognised duplicate.
@@ -316,14 +329,17 @@ class Ledger:
                     item, purchase_condition = purchase_write(m, purchase, None)
                     tx.save(item, condition=purchase_condition)
                 for entry in book.entries:
-                    tx.save(self._entry_item(account_id, entry))
+                    # Written only if absent: an event applied again after its record expired
+                    # never overwrites (nor doubles) what the first application wrote.
+                    tx.save(self._entry_item(account_id, entry), condition=m.Entry.pk.does_not_exist())
                 for item, actions in usage.updates(m, account_id, book.entries):
                     tx.update(item, actions=actions)
                 for item, item_condition in change.writes:
                     tx.save(item, condition=item_condition)
         except TransactWriteError as exc:
             reasons = [getattr(r, "code", None) if r else None for r in exc.cancellation_reasons]
-            if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+            entries = reasons[first_entry : first_entry + len(book.entries)]
+            if (len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed") or "ConditionalCheckFailed" in entries:
                 raise _Duplicate from exc
             if "ConditionalCheckFailed" in reasons or "TransactionConflict" in reasons:
                 raise ConcurrentUpdate(account_id) from exc
