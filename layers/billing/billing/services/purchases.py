@@ -93,8 +93,9 @@ def get_purchase(ledger: Ledger, account_id: str, purchase_id: str) -> dict[str,
 
 
 def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> dict[str, Any]:
-    """Apply a verified payment notice once (by its id). A confirmation adds the credits; a failure
-    marks a pending purchase failed. Notices that change nothing are acknowledged."""
+    """Apply a verified payment notice once (by its id and type). A confirmation adds the credits (to
+    a pending or a failed purchase: a success after a failure is honoured); a failure marks a pending
+    purchase failed (after a success it changes nothing). Notices that change nothing are acknowledged."""
     found = load_purchase(ledger.models, notice.purchase_id)
     if found is None:
         raise NotFound(f"no purchase {notice.purchase_id}")
@@ -103,8 +104,10 @@ def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> dict
     if notice.type == "payment.succeeded" and (notice.currency, notice.cents) != price:
         raise RuleViolation("the amount differs from the purchase's price")
 
+    event_id = keys.payment_event_id(notice.id, notice.type)
+
     def action(account: Account | None) -> Change:
-        book = Book(settle.require(account, purchase.account_id), ledger.catalog, notice.id)
+        book = Book(settle.require(account, purchase.account_id), ledger.catalog, event_id)
         again = load_purchase(ledger.models, notice.purchase_id)
         assert again is not None  # purchases are never deleted
         p, version = again
@@ -123,7 +126,7 @@ def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> dict
         response = {"purchase_id": p.purchase_id, "status": "paid", "duplicate": False, "lot": lot_view(lot)}
         return Change(book, response, [purchase_write(ledger.models, p, version)])
 
-    applied = ledger.apply(purchase.account_id, notice.id, action)
+    applied = ledger.apply(purchase.account_id, event_id, action)
     result = dict(applied.result)
     if applied.duplicate:
         result["duplicate"] = True
