@@ -126,12 +126,15 @@ def auto_payment_settled(book: Book, purchase: Purchase, paid: bool) -> None:
 
 def _spend_cap(book: Book, at: datetime) -> None:
     """Once the month's charges reach the cap: running containers are settled and asked to stop,
-    ``Spend Cap Reached`` and one mail; a new month or a higher cap ends it."""
+    ``Spend Cap Reached`` and one mail; a new month, a higher cap, or corrections that bring the
+    month's deductions back under the cap end it (a later crossing reaches it again)."""
     state = book.state
     month = month_key(at)
     if state.cap_reached and (state.cap_reached != month or state.spend_cap is None):
         state.cap_reached = None  # a new month, or no cap any more
     cap = state.spend_cap
+    if cap is not None and state.cap_reached == month and spent_this_month(book, at) < cap:
+        state.cap_reached = None  # corrections brought the month's deductions back under the cap
     if cap is None or state.cap_reached == month:
         return
     if spent_this_month(book, at) + book.accrued(at) < cap:
