@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from billing.api.views import lot_view, purchase_detail_view, purchase_view
-from billing.domain import controls, credits, rollover, settle
+from billing.domain import accrual, controls, credits, overuse, rollover, settle
 from billing.domain.account import Account
 from billing.domain.amounts import MICRO, cents_of_micro, format_credits, money
 from billing.domain.errors import Conflict, NotFound, RuleViolation
@@ -135,6 +135,15 @@ def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> dict
     return result
 
 
+def settle_usage_so_far(book: Book, at: datetime) -> None:
+    """A refund counts the usage accrued so far as used: the running containers are settled up to
+    ``at`` first (as the spend cap does), so the purchase's unused credits are what is left after
+    them and no debt is left for usage that happened before the refund."""
+    debt_before = book.state.debt
+    accrual.settle_everything(book, at)
+    overuse.flush_event(book, at, "refund_settlement", debt_before)
+
+
 def refund_purchase(
     ledger: Ledger, account_id: str, purchase_id: str, req: RequestKey, now: datetime
 ) -> dict[str, Any]:
@@ -157,6 +166,7 @@ def refund_purchase(
         if now > p.paid_at + timedelta(days=window):
             raise RuleViolation(f"the refund window of {window} days has passed")
         rollover.advance_if_current(book, now)
+        settle_usage_so_far(book, max(now, state.as_of))
         if state.available(max(now, state.as_of)) < credits.promotional_credits(book, purchase_id):
             raise RuleViolation("the available balance is lower than the promotional credits of this purchase")
         unused = credits.refund(book, purchase_id, now)
