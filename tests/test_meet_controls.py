@@ -15,10 +15,10 @@ from billing.services.settlement import settle_account
 from billing.store import keys
 from tests.helpers import C, assert_conserved
 from tests.test_account_api import Api, snapshot
-from tests.test_account_api import api as api  # noqa: F401 (fixtures)
-from tests.test_account_api import clock as clock  # noqa: F401
+from tests.test_account_api import api as api
+from tests.test_account_api import clock as clock
 from tests.test_controls_api import AUTO, Account
-from tests.test_controls_api import account as account  # noqa: F401
+from tests.test_controls_api import account as account
 
 
 def auto_purchase_ids(account: Account) -> list[str]:
