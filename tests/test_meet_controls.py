@@ -119,6 +119,28 @@ def test_a_refund_settles_the_running_containers_first_and_leaves_no_debt(accoun
     assert_conserved(state)
 
 
+def test_a_refund_withholds_what_usage_it_cannot_settle_yet_would_take(account: Account) -> None:
+    """Past 20 containers the balance no longer lists them: a refund settles those it reaches (the
+    running one: the change loads none) and keeps the purchase's credits that the accrued usage
+    would take, so the stop that settles it later runs into no debt."""
+    for i in range(2, 22):  # c1 (the fixture's) and c2..c21: 21 containers of 5 GB, none billed
+        account.send("Container Created", "2026-01-10T08:00:00Z", container_id=f"c{i}", storage_gb=5)
+    assert account.ledger.load("acct-1").container_ids is None
+    account.at("2026-01-10T10:00:00Z")
+    purchase = account.api.buy(1000)
+    assert account.api.pay(purchase["purchase_id"], 2000, payment_id="pay-1000")[0] == 200
+    account.send("Container Started", "2026-01-10T10:00:00Z", container_id="c1", run_id="r1", tier="xlarge")
+    # As above: 1,033.60 accrued, 50 of it the free lot's, 983.60 the purchase's; 16.40 refunded (33 cents).
+    account.at("2026-01-11T05:00:00Z")
+    status, body = account.call("POST", f"/v1/purchases/{purchase['purchase_id']}/refund")
+    assert status == 200, body
+    assert body["refund"] == {"currency": "USD", "cents": 33} and body["credits"] == "16.400000"
+    account.send("Container Stopped", "2026-01-11T05:00:00Z", container_id="c1", run_id="r1", traffic_bytes=0)
+    state = account.ledger.load("acct-1")
+    assert (state.available(), state.debt, state.totals.charged) == (0, 0, 1_033_600_000)
+    assert_conserved(state)
+
+
 # ---------------------------------------------------------------------- 9: payment notices by id and type
 
 

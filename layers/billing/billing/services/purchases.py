@@ -183,7 +183,10 @@ def refund_purchase(
         settle_usage_so_far(book, max(now, state.as_of))
         if state.available(max(now, state.as_of)) < credits.promotional_credits(book, purchase_id):
             raise RuleViolation("the available balance is lower than the promotional credits of this purchase")
-        unused = credits.refund(book, purchase_id, now)
+        # Usage of containers the settlement above could not reach (more than the balance lists) is
+        # still owed: the credits of this purchase it would take stay with the account.
+        withheld = credits.owed_from_purchase(book, purchase_id, max(now, state.as_of))
+        unused = credits.refund(book, purchase_id, now, withheld)
         if unused <= 0:
             raise RuleViolation("no unused credits of this purchase are left to refund")
         cents = credits.refund_cents(p.price_cents, p.credits, unused)
