@@ -591,7 +591,29 @@ def test_event_records_of_requests_are_in_the_account_partition(api: Api, ledger
     assert event_id != request_event_id("acct-1:a", "bc") != request_event_id("acct-1", "a:bc")
     record = ledger.models.EventRecord.get(account_pk("acct-1"), f"EVENT#{event_id}")
     assert record.pk == account_pk("acct-1")
-    assert json.loads(record.result)["response"]["lot"]["kind"] == "event"
+    assert json.loads(record.result)["response"]["record"]["kind"] == "event"  # the lot, rendered by the API
+
+
+def test_a_repeat_replays_the_first_response_rendered_from_the_kept_record(api: Api, ledger: Ledger) -> None:
+    """The services keep the record a request answered with (a lot, a purchase, a coupon) and the API
+    renders it: a repeat gets the very first response, even when the lot has changed since; a record
+    an earlier version stored already rendered is replayed as it was."""
+    key = {"Idempotency-Key": "day-1"}
+    first = api.call("POST", "/v1/check-in", headers=key)
+    assert first[0] == 201 and first[1]["lot"]["remaining"] == "5.000000"
+    spend(ledger, "acct-1", 52 * C, "2026-01-10T10:30:00Z")  # 50 monthly, then 2 of the check-in's 5
+    assert api.call("POST", "/v1/check-in", headers=key) == first
+    bought = api.call("POST", "/v1/purchases", {"credits": 60}, headers={"Idempotency-Key": "buy-1"})
+    assert bought[0] == 201 and set(bought[1]) == {"purchase_id", "credits", "price", "status", "created_at"}
+    assert api.pay(bought[1]["purchase_id"], 120, payment_id="pay-60")[0] == 200
+    assert api.call("POST", "/v1/purchases", {"credits": 60}, headers={"Idempotency-Key": "buy-1"}) == bought
+    # A record of the earlier version: the rendered response itself.
+    sk = f"EVENT#{request_event_id('acct-1', 'day-1')}"
+    record = ledger.models.EventRecord.get(account_pk("acct-1"), sk)
+    stored = json.loads(record.result)
+    record.result = json.dumps({"fingerprint": stored["fingerprint"], "response": first[1]})
+    record.save()
+    assert api.call("POST", "/v1/check-in", headers=key) == first
 
 
 def test_odd_purchase_ids_are_404(api: Api, ledger: Ledger) -> None:

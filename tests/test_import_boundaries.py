@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -101,3 +103,61 @@ def test_the_domain_is_pure(module):
 
 def test_the_purity_probe_sees_the_sdk_when_it_is_there():
     assert {"pynamodb", "botocore"} <= imported_with("billing.store.ledger")
+
+
+# ---------------------------------------------------------------------- the layer's import graph
+
+LAYER = ROOT / "layers/billing/billing"
+
+
+def _module_name(path: Any) -> str:
+    parts = path.relative_to(LAYER.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_imports() -> dict[str, set[str]]:
+    """Every module of the layer and the layer's modules it names in an import, wherever the import
+    is (at the top, in a function, under TYPE_CHECKING): the static graph, not what one run loads."""
+    modules = {_module_name(path): path for path in LAYER.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        named: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                named.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
+                named.add(base)
+                named.update(f"{base}.{alias.name}" for alias in node.names)
+        graph[name] = {m for m in named if m in modules and m != name}
+    return graph
+
+
+def test_the_layer_has_no_import_cycle() -> None:
+    graph = layer_imports()
+    assert "billing.api.views" in graph and "billing.services.purchases" in graph  # the walk found the layer
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(module):], module]))
+        if module in done:
+            return
+        for imported in sorted(graph[module]):
+            visit(imported, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_services_store_and_domain_never_import_the_api() -> None:
+    """Arrows point down: the services return domain records and the API renders them."""
+    graph = layer_imports()
+    below = sorted(m for m in graph if m.startswith(("billing.services", "billing.store", "billing.domain")))
+    assert below
+    assert {m: sorted(i for i in graph[m] if i.startswith("billing.api")) for m in below if any(
+        i.startswith("billing.api") for i in graph[m])} == {}

@@ -24,7 +24,7 @@ import pytest
 
 from billing.adapters import FunctionInvoker
 from billing.domain.errors import InvalidInput
-from billing.domain.model import AccountState, from_json, to_json
+from billing.domain.model import AccountState, Purchase, from_json, to_json
 from billing.domain.usage import Cell
 from billing.services import grants, purchases
 from billing.services.reconcile import (
@@ -73,7 +73,8 @@ def build_scenario(ledger: Ledger) -> None:
         ledger, "acct-c", 50, request_key("acct-c", "buy-1", "POST", "/v1/purchases", {"credits": 50}),
         at("2026-03-03T09:00:00Z"),
     )
-    pid = bought["purchase_id"]
+    assert isinstance(bought, Purchase)  # the service's record (the API renders it)
+    pid = bought.purchase_id
     notice = purchases.PaymentNotice(id="pay_c1", type="payment.succeeded", purchase_id=pid, currency="USD",
                                      cents=100, created_at=at("2026-03-03T09:00:00Z"))
     purchases.handle_payment(ledger, notice, at("2026-03-03T09:00:00Z"))

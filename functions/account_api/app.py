@@ -2,7 +2,8 @@
 and coupons.
 
 Each route is an entry of :mod:`billing.api.routes` (identity, query and body structs, status): the
-handler gets the caller and the validated body, calls one service and returns its response:
+handler gets the caller and the validated body, calls one service and renders what it returns
+(:mod:`billing.api.views`):
 purchases and refunds in :mod:`billing.services.purchases`, check-in, coupons and grants in
 :mod:`billing.services.grants`, settings in :mod:`billing.services.account_settings`, alert rules in
 :mod:`billing.services.alerts`. Errors are
@@ -28,6 +29,14 @@ from billing.api.requests import (
     parse_credits,
     parse_when,
 )
+from billing.api.views import (
+    coupon_view,
+    lot_grant_view,
+    purchase_created_view,
+    purchase_detail_view,
+    purchase_view,
+    rendered,
+)
 from billing.observability import logger, metrics, tracer
 from billing.services import account_settings, alerts, grants, purchases
 from billing.store.idempotency import RequestKey, request_key
@@ -48,17 +57,18 @@ def _now() -> datetime:
 
 @app.serves("POST /v1/purchases")
 def create_purchase(account_id: str, body: PurchaseRequest) -> dict[str, Any]:
-    return purchases.create_purchase(deps.get(wiring.ledger), account_id, body.credits, _request(account_id), _now())
+    created = purchases.create_purchase(deps.get(wiring.ledger), account_id, body.credits, _request(account_id), _now())
+    return rendered(created, purchase_created_view)
 
 
 @app.serves("GET /v1/purchases")
 def list_purchases(account_id: str) -> dict[str, Any]:
-    return {"purchases": purchases.list_purchases(deps.get(wiring.ledger), account_id)}
+    return {"purchases": [purchase_view(p) for p in purchases.list_purchases(deps.get(wiring.ledger), account_id)]}
 
 
 @app.serves("GET /v1/purchases/{purchase_id}")
 def get_purchase(purchase_id: str, account_id: str) -> dict[str, Any]:
-    return purchases.get_purchase(deps.get(wiring.ledger), account_id, purchase_id)
+    return purchase_detail_view(purchases.get_purchase(deps.get(wiring.ledger), account_id, purchase_id))
 
 
 @app.serves("POST /v1/purchases/{purchase_id}/refund")
@@ -70,12 +80,13 @@ def refund(purchase_id: str, account_id: str) -> dict[str, Any]:
 
 @app.serves("POST /v1/check-in")
 def check_in(account_id: str) -> dict[str, Any]:
-    return grants.check_in(deps.get(wiring.ledger), account_id, _request(account_id), _now())
+    return rendered(grants.check_in(deps.get(wiring.ledger), account_id, _request(account_id), _now()), lot_grant_view)
 
 
 @app.serves("POST /v1/coupons/redeem")
 def redeem_coupon(account_id: str, body: RedeemRequest) -> dict[str, Any]:
-    return grants.redeem_coupon(deps.get(wiring.ledger), account_id, body.code, _request(account_id), _now())
+    lot = grants.redeem_coupon(deps.get(wiring.ledger), account_id, body.code, _request(account_id), _now())
+    return rendered(lot, lot_grant_view)
 
 
 @app.serves("GET /v1/settings")
@@ -106,18 +117,20 @@ def delete_alert(alert_id: str, account_id: str) -> dict[str, Any]:
 
 @app.serves("POST /v1/admin/grants")
 def admin_grant(operator: str, body: GrantRequest) -> dict[str, Any]:
-    return grants.operator_grant(
+    lot = grants.operator_grant(
         deps.get(wiring.ledger), body.account_id, parse_credits(body.credits), body.kind,
         parse_when(body.expires_at, "expires_at"), body.reason, body.purchase_id, operator, _request("admin"), _now(),
     )
+    return rendered(lot, lot_grant_view)
 
 
 @app.serves("POST /v1/admin/coupons")
 def admin_coupon(operator: str, body: CouponRequest) -> dict[str, Any]:
-    return grants.create_coupon(
+    coupon = grants.create_coupon(
         deps.get(wiring.ledger), body.code, parse_credits(body.credits), body.valid_days,
         parse_when(body.expires_at, "expires_at"), body.max_redemptions, operator, _request("admin"), _now(),
     )
+    return rendered(coupon, coupon_view)
 
 
 @logger.inject_lambda_context

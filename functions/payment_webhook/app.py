@@ -12,6 +12,7 @@ from billing import wiring
 from billing.api.http import header, make_resolver, raw_body
 from billing.api.requests import PaymentNoticeBody, parse_when
 from billing.api.signatures import verify_signature
+from billing.api.views import payment_outcome_view
 from billing.observability import logger, metrics, tracer
 from billing.services.purchases import PaymentNotice, handle_payment
 
@@ -32,9 +33,9 @@ def payment_notice(body: PaymentNoticeBody) -> dict[str, Any]:
         id=body.id, type=body.type, purchase_id=body.purchase_id, currency=body.amount.currency,
         cents=body.amount.cents, created_at=parse_when(body.created_at, "created_at"),
     )
-    result = handle_payment(deps.get(wiring.ledger), notice, deps.get(wiring.clock)())
+    outcome = handle_payment(deps.get(wiring.ledger), notice, deps.get(wiring.clock)())
     metrics.add_metric(name="PaymentNotices", unit="Count", value=1)
-    return result
+    return payment_outcome_view(outcome)
 
 
 @logger.inject_lambda_context

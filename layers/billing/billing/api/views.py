@@ -1,24 +1,34 @@
 """How the API shows domain objects: credit strings with 6 decimals, ``Z`` times, money objects.
 
-Plain functions to dicts (no pydantic): the services store these as the responses that a repeated
-request replays, and the event-driven functions import nothing of the HTTP stack.
+Plain functions to dicts (no pydantic), so the event-driven functions import nothing of the HTTP
+stack. The services return records (and keep them to answer a repeated request); these render them,
+for the first answer and every repeat alike.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from billing.domain.amounts import MICRO, format_credits, money
 from billing.domain.clock import format_time
-from billing.domain.model import ChargeLine, CreditLot, LedgerEntry
+from billing.domain.model import ChargeLine, CreditLot, LedgerEntry, Purchase
 
 if TYPE_CHECKING:  # the records are the services'; only their fields are read here
     from billing.services.grants import Coupon
-    from billing.services.purchases import Purchase
+    from billing.services.purchases import PaymentOutcome
+
+T = TypeVar("T")
+
+
+def rendered(result: T | dict[str, Any], view: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
+    """A service's record as the API shows it; a response an earlier version stored rendered (a
+    repeat of a request made before the services returned records) as it was."""
+    return result if isinstance(result, dict) else view(result)
 
 
 def time_or_none(moment: datetime | None) -> str | None:
@@ -35,6 +45,26 @@ def lot_view(lot: CreditLot) -> dict[str, Any]:
         "granted_at": format_time(lot.granted_at),
         "expires_at": time_or_none(lot.expires_at),
     }
+
+
+def lot_grant_view(lot: CreditLot) -> dict[str, Any]:
+    """A check-in, a redeemed coupon or an operator grant: the lot it added."""
+    return {"lot": lot_view(lot)}
+
+
+def purchase_created_view(p: Purchase) -> dict[str, Any]:
+    """A new purchase as ``POST /v1/purchases`` answers it."""
+    view = purchase_view(p)
+    return {k: view[k] for k in ("purchase_id", "credits", "price", "status", "created_at")}
+
+
+def payment_outcome_view(outcome: PaymentOutcome) -> dict[str, Any]:
+    """How a payment notice was applied (with the lot a confirmation added)."""
+    view: dict[str, Any] = {"purchase_id": outcome.purchase_id, "status": outcome.status,
+                            "duplicate": outcome.duplicate}
+    if outcome.lot is not None:
+        view["lot"] = lot_view(outcome.lot)
+    return view
 
 
 def purchase_view(p: Purchase) -> dict[str, Any]:

@@ -63,6 +63,15 @@ def evaluate(book: Book, at: datetime) -> None:
     _auto_top_up(book, at, remaining)
 
 
+def auto_purchase_id(account_id: str, number: int) -> str:
+    """The id of the account's ``number``-th auto purchase. The number is the balance's own counter,
+    which is written under the balance's version condition and never resets, so no two changes ever
+    ask for the same id (an id that repeated would fail the purchase's write, and with it every
+    settlement of the account). Its text differs from the old ``account|month|count`` ids."""
+    digest = hashlib.sha256(f"{len(account_id)}:{account_id}|auto#{number}".encode()).hexdigest()
+    return f"pur_auto_{digest[:28]}"
+
+
 def _auto_top_up(book: Book, at: datetime, remaining: int) -> None:
     state = book.state
     auto = state.auto_top_up
@@ -72,9 +81,8 @@ def _auto_top_up(book: Book, at: datetime, remaining: int) -> None:
     count = auto.requested.get(month, 0)
     if count >= auto.max_per_month:
         return
-    digest = hashlib.sha256(f"{len(state.account_id)}:{state.account_id}|{month}|{count + 1}".encode()).hexdigest()
     purchase = Purchase(
-        purchase_id=f"pur_auto_{digest[:28]}",
+        purchase_id=auto_purchase_id(state.account_id, state.auto_purchases + 1),
         account_id=state.account_id,
         credits=auto.credits,
         price_cents=cents_of_micro(auto.credits * MICRO, Decimal(state.credit_price_usd)),
@@ -84,36 +92,49 @@ def _auto_top_up(book: Book, at: datetime, remaining: int) -> None:
     book.create_purchase(purchase)
     auto.pending = purchase.purchase_id
     auto.requested[month] = count + 1
+    state.auto_purchases += 1
     book.emit("Auto Top-up Requested", purchase_id=purchase.purchase_id,
               credits=format_credits(purchase.credits * MICRO), price=money(purchase.price_cents, purchase.currency))
 
 
 def auto_payment_settled(book: Book, purchase: Purchase, paid: bool) -> None:
     """The payment of an auto purchase: paid ends the pending purchase and the run of failures;
-    failed ends it too, and three failures in a row turn auto top-up off (and tell the user)."""
+    failed ends it too, and three failures in a row turn auto top-up off (and tell the user).
+
+    A purchase whose payment failed and then went through was no failure: the row keeps only the
+    failures of the purchases after it, and auto top-up that the row turned off is on again when
+    the row is no longer long enough (the user did not turn it off)."""
     auto = book.state.auto_top_up
     if auto is None or not purchase.auto:
         return
     if auto.pending == purchase.purchase_id:
         auto.pending = None
     if paid:
-        auto.failures = 0
+        row = auto.failed
+        auto.failed = row[row.index(purchase.purchase_id) + 1 :] if purchase.purchase_id in row else []
+        auto.failures = len(auto.failed)
+        if auto.disabled_by_failures and auto.failures < AUTO_FAILURES_TO_DISABLE:
+            auto.enabled, auto.disabled_by_failures = True, False
         return
+    auto.failed.append(purchase.purchase_id)
     auto.failures += 1
     if auto.failures >= AUTO_FAILURES_TO_DISABLE and auto.enabled:
-        auto.enabled = False
+        auto.enabled, auto.disabled_by_failures = False, True
         book.emit("Auto Top-up Disabled", reason="payment_failed")
         book.mail("auto_top_up_disabled", failures=auto.failures, credits=format_credits(auto.credits * MICRO))
 
 
 def _spend_cap(book: Book, at: datetime) -> None:
     """Once the month's charges reach the cap: running containers are settled and asked to stop,
-    ``Spend Cap Reached`` and one mail; a new month or a higher cap ends it."""
+    ``Spend Cap Reached`` and one mail; a new month, a higher cap, or corrections that bring the
+    month's deductions back under the cap end it (a later crossing reaches it again)."""
     state = book.state
     month = month_key(at)
     if state.cap_reached and (state.cap_reached != month or state.spend_cap is None):
         state.cap_reached = None  # a new month, or no cap any more
     cap = state.spend_cap
+    if cap is not None and state.cap_reached == month and spent_this_month(book, at) < cap:
+        state.cap_reached = None  # corrections brought the month's deductions back under the cap
     if cap is None or state.cap_reached == month:
         return
     if spent_this_month(book, at) + book.accrued(at) < cap:

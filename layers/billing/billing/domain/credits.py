@@ -11,7 +11,7 @@ from decimal import Decimal, localcontext
 from billing.domain import lots, rollover
 from billing.domain.amounts import MICRO, ceil_cents
 from billing.domain.clock import add_one_month
-from billing.domain.model import CreditLot, LotKind
+from billing.domain.model import AccountState, CreditLot, LotKind, clone
 from billing.domain.posting import Book
 
 
@@ -50,15 +50,32 @@ def promotional_credits(book: Book, purchase_id: str) -> int:
     )
 
 
-def refund(book: Book, purchase_id: str, at: datetime) -> int:
-    """Take back a purchase's unused credits and expire its promotional lots; returns the µcr taken
-    back (the refunded lot and the promotional lots are closed)."""
+def owed_from_purchase(book: Book, purchase_id: str, at: datetime) -> int:
+    """µcr of the purchase's credits that usage accrued and not settled yet (containers an
+    account-wide change cannot reach, beyond those the balance lists) would take, in burn order."""
+    unsettled = book.accrued(at)
+    if unsettled <= 0:
+        return 0
+
+    def left(state: AccountState) -> int:
+        return sum(lot.remaining for lot in state.lots
+                   if lot.purchase_id == purchase_id and lot.kind == "purchased" and not lot.closed)
+
+    probe = clone(book.state)
+    lots.pay(probe, unsettled, at, at)
+    return left(book.state) - left(probe)
+
+
+def refund(book: Book, purchase_id: str, at: datetime, withheld: int = 0) -> int:
+    """Take back a purchase's unused credits (but ``withheld`` µcr, kept for usage not settled yet)
+    and expire its promotional lots; returns the µcr taken back (the refunded lot, unless credits
+    are withheld, and the promotional lots are closed)."""
     unused = 0
     for lot in book.state.lots:
         if lot.purchase_id != purchase_id or lot.closed:
             continue
         if lot.kind == "purchased":
-            taken = lots.refund_lot(book.state, lot)
+            taken = lots.refund_lot(book.state, lot, withheld)
             unused += taken
             if taken:
                 book.record("refund", taken, at, "purchase_refunded", lot_id=lot.lot_id)

@@ -155,13 +155,15 @@ def expire_lots(state: AccountState, until: datetime) -> list[CreditLot]:
     return expired
 
 
-def refund_lot(state: AccountState, lot: CreditLot) -> int:
-    """Take back what remains of a purchased lot and close it; returns the µcr taken back."""
-    taken = lot.remaining
+def refund_lot(state: AccountState, lot: CreditLot, withheld: int = 0) -> int:
+    """Take back what remains of a purchased lot but ``withheld`` µcr (kept to pay usage that
+    happened and is not settled yet) and close it when nothing is withheld; returns the µcr taken."""
+    kept = min(max(withheld, 0), lot.remaining)
+    taken = lot.remaining - kept
     lot.refunded += taken
     state.totals.refunded += taken
-    lot.remaining = 0
-    lot.closed = True
+    lot.remaining = kept
+    lot.closed = kept == 0
     return taken
 
 

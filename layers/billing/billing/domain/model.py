@@ -217,6 +217,8 @@ class AutoTopUp(Record, kw_only=True):
     pending: str | None = None  # the auto purchase awaiting its payment
     requested: dict[str, int] = field(default_factory=dict)  # month -> auto purchases requested
     failures: int = 0  # failed auto payments in a row
+    failed: list[str] = field(default_factory=list)  # the auto purchases of that row, oldest first
+    disabled_by_failures: bool = False  # turned off by the row (not by the user)
 
 
 class LabelDays(Record, kw_only=True):
@@ -276,6 +278,8 @@ class AccountState(Record, kw_only=True):
     month_charged: dict[str, int] = field(default_factory=dict)  # month -> µcr charged (less corrections)
     alerts: list[AlertRule] = field(default_factory=list)
     auto_top_up: AutoTopUp | None = None
+    # Auto purchases ever asked for: numbers their ids; never reset (off and on, a new setting, a new month).
+    auto_purchases: int = 0
     spend_cap: int | None = None  # µcr a calendar month
     cap_reached: str | None = None  # the month the spend cap was reached in
     # A month boundary whose containers the work queue is still settling (more than are listed):

@@ -120,7 +120,8 @@ class Book:
     def _flush_corrections(self, at: datetime, reason: str) -> None:
         total = sum(line.amount for line in self._corrections)
         if total:
-            self._count_charged(at, -total)
+            for line in self._corrections:  # a month's charges less what was corrected of that month
+                self.state.month_charged[line.month] = self.state.month_charged.get(line.month, 0) - line.amount
             back, _forgiven, written_off = lots.give_back(self.state, total, at)
             self.record("correction", total, at, reason, lines=self._corrections, paid_by=back)
             if written_off:

@@ -114,7 +114,8 @@ def ledger_figures(entries: Iterable[LedgerEntry]) -> LedgerFigures:
             f.charged_by_amounts -= e.amount
             f.spent -= paid
             f.debt -= e.amount - paid  # the part not given back to lots forgave debt
-            f.month_charged[month_key(e.at)] -= e.amount
+            for line in e.lines:  # in the month the corrected usage was charged in
+                f.month_charged[line.month] -= line.amount
         elif e.type == "refund":
             f.refunded += e.amount
             f.lots[e.lot_id or ""].refunded += e.amount

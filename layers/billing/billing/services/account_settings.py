@@ -81,7 +81,8 @@ def _auto_top_up(value: dict[str, Any], current: AutoTopUp | None, purchase_min:
     auto = AutoTopUp(enabled=enabled, below=below, credits=credits, max_per_month=per_month)
     if current is not None:  # what is under way stays: the pending purchase, this month's count
         auto.pending, auto.requested = current.pending, dict(current.requested)
-        auto.failures = 0 if enabled and not current.enabled else current.failures
+        if not (enabled and not current.enabled):  # turning it on again clears the row of failures
+            auto.failures, auto.failed = current.failures, list(current.failed)
     return auto
 
 

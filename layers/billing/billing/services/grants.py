@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Any
 
-from billing.api.views import coupon_view, lot_view
 from billing.domain import credits, settle
 from billing.domain.account import Account
 from billing.domain.errors import Conflict, InvalidInput, NotFound, RuleViolation
-from billing.domain.model import LotKind, Record
+from billing.domain.model import CreditLot, LotKind, Record
 from billing.domain.posting import Book
 from billing.observability import logger
 from billing.services.purchases import load_purchase
 from billing.store import keys
-from billing.store.idempotency import RequestKey
+from billing.store.idempotency import Rendered, RequestKey, keep, kept
 from billing.store.ledger import Change, Ledger, Write
 from billing.store.records import load_record, record_write
 from billing.store.tables import TableModels
@@ -47,21 +45,21 @@ def _coupon_write(models: TableModels, c: Coupon, read_version: int | None) -> W
     return record_write(models, keys.coupon_pk(c.code), keys.COUPON, c, read_version)
 
 
-def check_in(ledger: Ledger, account_id: str, req: RequestKey, now: datetime) -> dict[str, Any]:
+def check_in(ledger: Ledger, account_id: str, req: RequestKey, now: datetime) -> CreditLot | Rendered:
     def action(account: Account | None) -> Change:
         book = Book(settle.require(account, account_id), ledger.catalog, req.event_id)
         if credits.checked_in_on(book, now):
             raise Conflict("already checked in today (UTC)")
-        return Change(book, {"lot": lot_view(credits.check_in(book, now))})
+        return Change(book, keep(credits.check_in(book, now)))
 
     response, _ = ledger.request(account_id, req, action)
-    return response
+    return kept(response, CreditLot)
 
 
 def create_coupon(
     ledger: Ledger, code: str, amount: int, valid_days: int, expires_at: datetime, max_redemptions: int,
     operator: str, req: RequestKey, now: datetime,
-) -> dict[str, Any]:
+) -> Coupon | Rendered:
     """A coupon, once per ``Idempotency-Key``; an existing code is a 409."""
     code = normalize_code(code)
     if not CODE_PATTERN.match(code):
@@ -77,12 +75,14 @@ def create_coupon(
         max_redemptions=max_redemptions, created_at=now, created_by=operator,
     )
     writes = [_coupon_write(ledger.models, coupon, None)]
-    response = ledger.operator_request(req, writes, coupon_view(coupon), conflict=f"a coupon {code} exists already")
+    response = ledger.operator_request(req, writes, keep(coupon), conflict=f"a coupon {code} exists already")
     logger.info("coupon created", code=code, operator=operator)
-    return response
+    return kept(response, Coupon)
 
 
-def redeem_coupon(ledger: Ledger, account_id: str, raw_code: str, req: RequestKey, now: datetime) -> dict[str, Any]:
+def redeem_coupon(
+    ledger: Ledger, account_id: str, raw_code: str, req: RequestKey, now: datetime
+) -> CreditLot | Rendered:
     code = normalize_code(raw_code)
     if not CODE_PATTERN.match(code):
         raise NotFound("no such coupon")
@@ -104,17 +104,17 @@ def redeem_coupon(ledger: Ledger, account_id: str, raw_code: str, req: RequestKe
         lot = credits.grant(book, now, "coupon", coupon.credits, expires, f"coupon_{code}")
         state.coupons.append(code)
         coupon.redemptions += 1
-        return Change(book, {"lot": lot_view(lot)}, [_coupon_write(ledger.models, coupon, version)])
+        return Change(book, keep(lot), [_coupon_write(ledger.models, coupon, version)])
 
     response, applied = ledger.request(account_id, req, action)
     logger.info("coupon redeemed", account_id=account_id, code=code, replayed=applied.duplicate)
-    return response
+    return kept(response, CreditLot)
 
 
 def operator_grant(
     ledger: Ledger, account_id: str, amount: int, kind: str, expires_at: datetime, reason: str,
     purchase_id: str | None, operator: str, req: RequestKey, now: datetime,
-) -> dict[str, Any]:
+) -> CreditLot | Rendered:
     if kind not in ("monthly", "purchased", *GRANTABLE_KINDS):
         raise InvalidInput("kind must be one of event, coupon, promotional")
     if kind not in GRANTABLE_KINDS:
@@ -133,8 +133,8 @@ def operator_grant(
             if found[0].status != "paid":
                 raise RuleViolation("promotional credits go with a paid purchase")
         lot = credits.grant(book, now, GRANTABLE_KINDS[kind], amount, expires_at, reason, purchase_id=purchase_id)
-        return Change(book, {"lot": lot_view(lot)})
+        return Change(book, keep(lot))
 
     response, applied = ledger.request(account_id, req, action)
     logger.info("operator grant", account_id=account_id, operator=operator, kind=kind, replayed=applied.duplicate)
-    return response
+    return kept(response, CreditLot)

@@ -14,16 +14,15 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from billing.api.views import lot_view, purchase_detail_view, purchase_view
-from billing.domain import controls, credits, rollover, settle
+from billing.domain import accrual, controls, credits, overuse, rollover, settle
 from billing.domain.account import Account
 from billing.domain.amounts import MICRO, cents_of_micro, format_credits, money
 from billing.domain.errors import Conflict, NotFound, RuleViolation
-from billing.domain.model import Purchase, Record, from_json
+from billing.domain.model import CreditLot, Purchase, PurchaseStatus, Record, from_json
 from billing.domain.posting import Book
 from billing.observability import logger
 from billing.store import keys, queries
-from billing.store.idempotency import RequestKey
+from billing.store.idempotency import Rendered, RequestKey, keep, kept
 from billing.store.ledger import Change, Ledger
 from billing.store.records import load_record, purchase_write
 from billing.store.tables import TableModels
@@ -41,6 +40,16 @@ class PaymentNotice(Record, kw_only=True):
     created_at: datetime
 
 
+class PaymentOutcome(Record, kw_only=True):
+    """How a payment notice was applied: the purchase's status, whether the notice changed nothing,
+    and the lot a confirmation added."""
+
+    purchase_id: str
+    status: PurchaseStatus
+    duplicate: bool
+    lot: CreditLot | None = None
+
+
 def load_purchase(models: TableModels, purchase_id: str) -> tuple[Purchase, int] | None:
     if not PURCHASE_ID_PATTERN.match(purchase_id):
         return None
@@ -49,7 +58,8 @@ def load_purchase(models: TableModels, purchase_id: str) -> tuple[Purchase, int]
 
 def create_purchase(
     ledger: Ledger, account_id: str, credits_wanted: int, req: RequestKey, now: datetime
-) -> dict[str, Any]:
+) -> Purchase | Rendered:
+    """A pending purchase (a keyed repeat gets the purchase as it was first answered)."""
     version = ledger.catalog.at(now)
     if not version.purchase_min_credits <= credits_wanted <= version.purchase_max_credits:
         raise RuleViolation(
@@ -69,32 +79,32 @@ def create_purchase(
         p = Purchase(
             purchase_id=purchase_id, account_id=account_id, credits=credits_wanted, price_cents=price, created_at=now
         )
-        view = purchase_view(p)
-        response = {k: view[k] for k in ("purchase_id", "credits", "price", "status", "created_at")}
-        return Change(book, response, [purchase_write(ledger.models, p, None)])
+        return Change(book, keep(p), [purchase_write(ledger.models, p, None)])
 
     response, applied = ledger.request(account_id, req, action)
-    logger.info("purchase created", account_id=account_id, purchase_id=response.get("purchase_id"),
-                replayed=applied.duplicate)
-    return response
+    created = kept(response, Purchase)
+    logger.info("purchase created", account_id=account_id, replayed=applied.duplicate,
+                purchase_id=created.purchase_id if isinstance(created, Purchase) else created.get("purchase_id"))
+    return created
 
 
-def list_purchases(ledger: Ledger, account_id: str) -> list[dict[str, Any]]:
+def list_purchases(ledger: Ledger, account_id: str) -> list[Purchase]:
     purchases = (from_json(body, Purchase) for body in queries.purchase_bodies(ledger.models, account_id))
-    return [purchase_view(p) for p in purchases if p.account_id == account_id]
+    return [p for p in purchases if p.account_id == account_id]
 
 
-def get_purchase(ledger: Ledger, account_id: str, purchase_id: str) -> dict[str, Any]:
+def get_purchase(ledger: Ledger, account_id: str, purchase_id: str) -> Purchase:
     """One of the account's purchases with its receipt; another account's is not found."""
     found = load_purchase(ledger.models, purchase_id)
     if found is None or found[0].account_id != account_id:
         raise NotFound(f"no purchase {purchase_id[:100]}")
-    return purchase_detail_view(found[0])
+    return found[0]
 
 
-def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> dict[str, Any]:
-    """Apply a verified payment notice once (by its id). A confirmation adds the credits; a failure
-    marks a pending purchase failed. Notices that change nothing are acknowledged."""
+def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> PaymentOutcome:
+    """Apply a verified payment notice once (by its id and type). A confirmation adds the credits (to
+    a pending or a failed purchase: a success after a failure is honoured); a failure marks a pending
+    purchase failed (after a success it changes nothing). Notices that change nothing are acknowledged."""
     found = load_purchase(ledger.models, notice.purchase_id)
     if found is None:
         raise NotFound(f"no purchase {notice.purchase_id}")
@@ -103,33 +113,49 @@ def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> dict
     if notice.type == "payment.succeeded" and (notice.currency, notice.cents) != price:
         raise RuleViolation("the amount differs from the purchase's price")
 
+    event_id = keys.payment_event_id(notice.id, notice.type)
+
     def action(account: Account | None) -> Change:
-        book = Book(settle.require(account, purchase.account_id), ledger.catalog, notice.id)
+        book = Book(settle.require(account, purchase.account_id), ledger.catalog, event_id)
         again = load_purchase(ledger.models, notice.purchase_id)
         assert again is not None  # purchases are never deleted
         p, version = again
+        unchanged = Change(None, _outcome(PaymentOutcome(purchase_id=p.purchase_id, status=p.status, duplicate=True)))
         if notice.type == "payment.failed":
             if p.status != "pending":
-                return Change(None, {"purchase_id": p.purchase_id, "status": p.status, "duplicate": True})
+                return unchanged
             p.status, p.failed_at = "failed", now
             controls.auto_payment_settled(book, p, paid=False)
-            return Change(book, {"purchase_id": p.purchase_id, "status": "failed", "duplicate": False},
-                          [purchase_write(ledger.models, p, version)])
+            failed = PaymentOutcome(purchase_id=p.purchase_id, status="failed", duplicate=False)
+            return Change(book, _outcome(failed), [purchase_write(ledger.models, p, version)])
         if p.status in ("paid", "refunded"):
-            return Change(None, {"purchase_id": p.purchase_id, "status": p.status, "duplicate": True})
+            return unchanged
         lot = credits.purchased(book, now, p.purchase_id, p.credits)
         controls.auto_payment_settled(book, p, paid=True)
         p.status, p.paid_at, p.payment_id, p.payment_created_at = "paid", now, notice.id, notice.created_at
-        response = {"purchase_id": p.purchase_id, "status": "paid", "duplicate": False, "lot": lot_view(lot)}
-        return Change(book, response, [purchase_write(ledger.models, p, version)])
+        paid = PaymentOutcome(purchase_id=p.purchase_id, status="paid", duplicate=False, lot=lot)
+        return Change(book, _outcome(paid), [purchase_write(ledger.models, p, version)])
 
-    applied = ledger.apply(purchase.account_id, notice.id, action)
-    result = dict(applied.result)
-    if applied.duplicate:
-        result["duplicate"] = True
+    applied = ledger.apply(purchase.account_id, event_id, action)
+    outcome = kept(applied.result, PaymentOutcome)
+    assert isinstance(outcome, PaymentOutcome)  # (records keyed by id and type are all new: none is rendered)
+    outcome.duplicate = outcome.duplicate or applied.duplicate
     logger.info("payment notice applied", purchase_id=notice.purchase_id, payment_id=notice.id,
-                type=notice.type, status=result.get("status"), duplicate=result.get("duplicate"))
-    return result
+                type=notice.type, status=outcome.status, duplicate=outcome.duplicate)
+    return outcome
+
+
+def _outcome(outcome: PaymentOutcome) -> dict[str, Any]:
+    return keep(outcome)
+
+
+def settle_usage_so_far(book: Book, at: datetime) -> None:
+    """A refund counts the usage accrued so far as used: the running containers are settled up to
+    ``at`` first (as the spend cap does), so the purchase's unused credits are what is left after
+    them and no debt is left for usage that happened before the refund."""
+    debt_before = book.state.debt
+    accrual.settle_everything(book, at)
+    overuse.flush_event(book, at, "refund_settlement", debt_before)
 
 
 def refund_purchase(
@@ -154,9 +180,13 @@ def refund_purchase(
         if now > p.paid_at + timedelta(days=window):
             raise RuleViolation(f"the refund window of {window} days has passed")
         rollover.advance_if_current(book, now)
+        settle_usage_so_far(book, max(now, state.as_of))
         if state.available(max(now, state.as_of)) < credits.promotional_credits(book, purchase_id):
             raise RuleViolation("the available balance is lower than the promotional credits of this purchase")
-        unused = credits.refund(book, purchase_id, now)
+        # Usage of containers the settlement above could not reach (more than the balance lists) is
+        # still owed: the credits of this purchase it would take stay with the account.
+        withheld = credits.owed_from_purchase(book, purchase_id, max(now, state.as_of))
+        unused = credits.refund(book, purchase_id, now, withheld)
         if unused <= 0:
             raise RuleViolation("no unused credits of this purchase are left to refund")
         cents = credits.refund_cents(p.price_cents, p.credits, unused)

@@ -16,13 +16,14 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from pynamodb.exceptions import DoesNotExist
 from pynamodb.models import Model
 
 from billing.domain.errors import InvalidInput, RuleViolation
-from billing.domain.model import Effect, from_json, to_json
+from billing.domain.model import Effect, Record, from_json, to_json
 from billing.store import keys
 from billing.store.tables import TableModels
 
@@ -56,6 +57,24 @@ def lookup(models: TableModels, pk: str, sk: str) -> Stored | None:
     result = json.loads(item.result)
     effects = from_json(item.effects, list[Effect]) if item.effects else []
     return Stored(result if isinstance(result, dict) else {}, effects)
+
+
+R = TypeVar("R", bound=Record)
+
+# A first response stored before the services kept records to answer with (records live RECORD_DAYS):
+# replayed to a repeat as it was rendered then.
+Rendered = dict[str, Any]
+
+
+def keep(record: Record) -> dict[str, Any]:
+    """A change's result that keeps ``record`` (the API renders it, for the first answer and repeats)."""
+    return {"record": msgspec.to_builtins(record)}
+
+
+def kept(result: dict[str, Any], kind: type[R]) -> R | Rendered:
+    """The record a change's result kept; a result an earlier version stored rendered is returned
+    as it is."""
+    return msgspec.convert(result["record"], kind) if "record" in result else result
 
 
 @dataclass(frozen=True)

@@ -169,3 +169,10 @@ def container_work_event_id(kind: str, at: datetime, first_container: str) -> st
 
 def settings_event_id(nonce: str) -> str:
     return f"settings:{nonce}"
+
+
+def payment_event_id(notice_id: str, notice_type: str) -> str:
+    """A payment notice is identified by its id and its type (a ``payment.failed`` and a later
+    ``payment.succeeded`` of one payment are two notices); the type is one of a fixed few without
+    ``:``, so no two (type, id) pairs share one."""
+    return f"{notice_type}:{notice_id}"
