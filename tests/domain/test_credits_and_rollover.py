@@ -91,8 +91,8 @@ def test_a_late_event_rolls_nothing() -> None:
     rollover.advance_if_current(b, t("2026-03-09T00:00:00Z"))
     assert b.state.as_of == t("2026-03-10T00:00:00Z")
     rollover.advance_if_current(b, t("2026-03-10T00:00:00Z"))  # at the clock: rolls to itself, expiring due lots
-    lots.add_lot(b.state, CreditLot(lot_id="x", kind="event", granted=C, remaining=C, granted_at=t("2026-03-09T00:00:00Z"),
-                                    expires_at=t("2026-03-10T00:00:00Z")))
+    lots.add_lot(b.state, CreditLot(lot_id="x", kind="event", granted=C, remaining=C,
+                                    granted_at=t("2026-03-09T00:00:00Z"), expires_at=t("2026-03-10T00:00:00Z")))
     rollover.advance_if_current(b, t("2026-03-10T00:00:00Z"))
     assert b.state.lots[-1].closed and [e.type for e in b.entries] == ["expiry"]
     rollover.advance_if_current(b, t("2026-04-02T00:00:00Z"))
@@ -155,7 +155,8 @@ def test_a_refund_takes_back_the_unused_credits_and_expires_the_purchases_promot
     b.grant("promotional", 7 * C, t("2026-03-02T00:00:00Z"), None, "other", purchase_id="pur_2")
     a.commit(b)
     b = a.book("use")
-    lots.pay(b.state, 80 * C, t("2026-03-03T00:00:00Z"), t("2026-03-03T00:00:00Z"))  # 50 monthly, 10 + 7 promo, 13 bought
+    # 80: monthly 50, the promotional 10 and 7 (no expiry: after the monthly), 13 of the purchase
+    lots.pay(b.state, 80 * C, t("2026-03-03T00:00:00Z"), t("2026-03-03T00:00:00Z"))
     a.commit(b)
     assert credits.promotional_credits(a.book(), "pur_1") == 10 * C
     assert credits.promotional_credits(a.book(), "nope") == 0
