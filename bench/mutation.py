@@ -58,7 +58,8 @@ def run(modules: list[str], jobs: int) -> float:
     kept = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() not in own]
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tools"), *kept])
     env.setdefault("HYPOTHESIS_PROFILE", "mutation")
-    names = [f"billing.domain.{m}.*" for m in modules]
+    # Named mutants are run again even when an earlier run has their result (new tests may kill them).
+    names = [f"billing.domain.{m}.*" for m in modules] or ["billing.domain.*"]
     log = STAGE / "mutmut.log"
     print(f"mutmut run over billing/domain {' '.join(modules) or '(all)'}, {jobs} process(es); its output: {log}")
     started = time.monotonic()
@@ -72,9 +73,9 @@ def run(modules: list[str], jobs: int) -> float:
     return took
 
 
-def results() -> dict[str, Counter[str]]:
+def results(where: Path = RESULTS) -> dict[str, Counter[str]]:
     by_module: dict[str, Counter[str]] = {}
-    for meta in sorted(RESULTS.glob("*.py.meta")):
+    for meta in sorted(where.glob("*.py.meta")):
         module = meta.name.removesuffix(".py.meta")
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         by_module[module] = Counter(STATUS.get(code, "suspicious") for code in codes.values())
@@ -92,10 +93,11 @@ def report(by_module: dict[str, Counter[str]]) -> None:
         total = sum(c.values())
         reached = total - c["not reached"]
         score = f"{100 * c['killed'] / reached:5.1f}%" if reached else "    -"
+        of_all = f"{100 * c['killed'] / total:5.1f}%" if total else "    -"
         return (f"{name:<16}{c['killed']:>7} /{reached:>5} {score}   survived {c['survived']:>4}"
-                f"   timeout {c['timeout']:>3}   not reached {c['not reached']:>4}   total {total:>5}")
+                f"   timeout {c['timeout']:>3}   not reached {c['not reached']:>4}   total {total:>5} {of_all}")
 
-    print(f"{'module':<16}{'killed / reached':>20}")
+    print(f"{'module':<16}{'killed / reached':>20}{'killed / total':>76}")
     groups = (("money", MONEY), ("reached", REACHED),
               ("other", tuple(m for m in by_module if m not in MONEY + REACHED)))
     everything: Counter[str] = Counter()
