@@ -129,9 +129,9 @@ def test_money_as_the_api_shows_it() -> None:
     (5_000, 1_000_000, 0.01),  # 0.005 h: half up (half-even would give 0.0)
     (4_999, 1_000_000, 0.0),
     (15_000, 1_000_000, 0.02),  # 0.015: up
-    (0, 1_000_000, 0.0),
+    (0, 1_000_000, 0.0), (0, 100, 0.0),
     (-5 * MICRO, 1_000_000, 0.0),  # nothing remains: 0, never negative
-    (1_000_000, 1, 1_000_000.0),
+    (1_000_000, 1, 1_000_000.0), (3, 2, 1.5),  # a burn of 1 or 2 µcr an hour is a burn
 ])
 def test_hours_left_to_the_hundredth(remaining: int, burn: int, hours: float) -> None:
     assert hours_left(remaining, burn) == hours

@@ -177,11 +177,33 @@ def test_a_refund_expires_the_unspent_promotional_credits() -> None:
     credits.purchased(b, t("2026-03-02T00:00:00Z"), "pur_1", 100)
     b.grant("promotional", 10 * C, t("2026-03-02T00:00:00Z"), None, "bonus", purchase_id="pur_1")
     a.commit(b)
-    b = a.book("refund")
-    assert credits.refund(b, "pur_1", t("2026-03-04T00:00:00Z")) == 100 * C
+    b = a.book("other")
+    credits.purchased(b, t("2026-03-03T00:00:00Z"), "pur_2", 60)  # another purchase: not refunded with it
     a.commit(b)
-    assert [(e.type, e.amount, e.reason) for e in b.entries] == [
-        ("refund", 100 * C, "purchase_refunded"), ("expiry", 10 * C, "promotional_credits_expired_on_refund")]
+    b = a.book("refund")
+    refunded_at = t("2026-03-04T00:00:00Z")
+    assert credits.refund(b, "pur_1", refunded_at) == 100 * C
+    a.commit(b)
+    assert [(e.type, e.amount, e.at, e.reason, e.lot_id) for e in b.entries] == [
+        ("refund", 100 * C, refunded_at, "purchase_refunded", "purchased-buy"),
+        ("expiry", 10 * C, refunded_at, "promotional_credits_expired_on_refund", "promotional-buy")]
+    promo = next(x for x in a.state.lots if x.kind == "promotional")
+    assert (promo.closed, promo.expires_at) == (True, refunded_at)  # it expires at the refund
+    assert a.state.available() == 50 * C + 60 * C
+    assert_conserved(a.state)
+
+
+def test_a_refund_takes_back_every_purchased_lot_of_the_purchase() -> None:
+    a = Account("2026-03-01T00:00:00Z")
+    b = a.book("buy")
+    b.grant("purchased", 30 * C, t("2026-03-02T00:00:00Z"), None, "credits_purchased", lot_id="p-a",
+            purchase_id="pur_1")
+    b.grant("purchased", 20 * C, t("2026-03-02T00:00:00Z"), None, "credits_purchased", lot_id="p-b",
+            purchase_id="pur_1")
+    a.commit(b)
+    b = a.book("refund")
+    assert credits.refund(b, "pur_1", t("2026-03-04T00:00:00Z")) == 50 * C
+    a.commit(b)
     assert a.state.available() == 50 * C
     assert_conserved(a.state)
 

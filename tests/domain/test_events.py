@@ -160,15 +160,19 @@ def test_five_minutes_ahead_is_accepted_and_one_second_more_refused() -> None:
     tolerance, oldest = events.FUTURE_TOLERANCE, events.OLDEST_ACCEPTED
     assert (tolerance, oldest) == (timedelta(minutes=5), timedelta(days=30))
     events.check_event_time(NOW + timedelta(minutes=5), NOW)
-    with pytest.raises(EventTimeRefused, match="more than 5 minutes after"):
+    with pytest.raises(EventTimeRefused) as refused:
         events.check_event_time(NOW + timedelta(minutes=5, seconds=1), NOW)
+    assert str(refused.value) == (
+        "occurred_at 2026-03-10T12:05:01+00:00 is more than 5 minutes after the time it is processed")
     with pytest.raises(EventTimeRefused):  # an operator's replay is not a licence for the future
         events.check_event_time(NOW + timedelta(minutes=5, seconds=1), NOW, replayed=True)
 
 
 def test_thirty_days_old_is_accepted_one_second_more_only_when_an_operator_replays_it() -> None:
     events.check_event_time(NOW - timedelta(days=30), NOW)
-    with pytest.raises(EventTimeRefused, match="more than 30 days before"):
+    with pytest.raises(EventTimeRefused) as refused:
         events.check_event_time(NOW - timedelta(days=30, seconds=1), NOW)
+    assert str(refused.value) == ("occurred_at 2026-02-08T11:59:59+00:00 is more than 30 days before the time it"
+                                  " is processed; an operator replays such events on purpose")
     events.check_event_time(NOW - timedelta(days=300), NOW, replayed=True)
     assert events.REPLAY_MARK == "replay"

@@ -124,6 +124,35 @@ def test_storage_follows_every_fact_of_the_timeline() -> None:
         t("2026-03-08T00:00:00Z"), None)
 
 
+def test_storage_starts_at_the_creation_the_container_carries() -> None:
+    """A size known from 03-01 (a resize delivered before the creation), created 03-02 12:00: 15 GB
+    billable on Free from the creation only, 12 h to 03-03: 180 GB-h x 0.018 = 3.24."""
+    state = account()
+    c = container(created_at=t("2026-03-02T12:00:00Z"), sizes=[(t("2026-03-01T00:00:00Z"), 20)])
+    exact = pricing.storage_exact(CATALOG, state, c, t("2026-03-01T00:00:00Z"), t("2026-03-03T00:00:00Z"))
+    assert exact[("2026-03", ())][0] == Decimal("3.24")
+    never = pricing.storage_exact(CATALOG, state, container(sizes=[(t("2026-03-01T00:00:00Z"), 20)]),
+                                  t("2026-03-01T00:00:00Z"), t("2026-03-03T00:00:00Z"))
+    assert [value for value, _ in never.values()] == [0]  # never created: nothing
+
+
+def test_a_storage_line_carries_its_labels() -> None:
+    state = account()
+    c = container(created_at=t("2026-03-02T00:00:00Z"), sizes=[(t("2026-03-02T00:00:00Z"), 20)])
+    line = pricing.storage_line(CATALOG, state, c, ("2026-03", (("team", "a"),)), 5,
+                                (t("2026-03-02T00:00:00Z"), t("2026-03-02T01:00:00Z")))
+    assert (line.labels, line.seconds, line.amount) == ({"team": "a"}, 3600, 5)
+
+
+def test_a_run_relabelled_is_attributed_to_each_label_interval() -> None:
+    """(How the amount is split among the intervals is the attribution's rule, not pinned here.)"""
+    c = container(labels=[(t("2026-03-02T10:00:00Z"), {"team": "a"}), (t("2026-03-02T10:30:00Z"), {"team": "b"})])
+    lines = pricing.run_lines(CATALOG, c, Run(run_id="r", tier="small"), t("2026-03-02T10:00:00Z"),
+                              t("2026-03-02T11:00:00Z"))
+    assert [(ln.labels, ln.seconds) for ln in lines] == [({"team": "a"}, 1800), ({"team": "b"}, 1800)]
+    assert sum(ln.amount for ln in lines) == 6_800_000
+
+
 def test_storage_over_a_month_boundary_and_a_price_change_is_kept_apart_by_month() -> None:
     """10 GB on Free (5 billable) from 03-31 22:00 to 04-10 01:00: March 2 h x 5 x 0.018 = 0.18;
     April 9 days at 0.018 (216 h x 5 = 1,080 GB-h -> 19.44) and 1 h at 0.036 (5 GB-h -> 0.18): 19.62."""
@@ -139,10 +168,13 @@ def test_storage_over_a_month_boundary_and_a_price_change_is_kept_apart_by_month
 def test_traffic_beyond_the_allowance_at_the_months_rate() -> None:
     run = Run(run_id="r", tier="small", pending_traffic={"2026-04": 3 * GIB, "2026-03": GIB},
               pending_billable={"2026-04": GIB + GIB // 2})
-    line = pricing.traffic_line(TWO, container(), run, "2026-04", t("2026-04-20T00:00:00Z"))
-    # April's rate is March's (the version of the month's first second): 8 x 1.5 GB = 12 credits
+    labelled = container(labels=[(t("2026-04-01T00:00:00Z"), {"team": "a"}), (t("2026-04-21T00:00:00Z"), {})])
+    line = pricing.traffic_line(TWO, labelled, run, "2026-04", t("2026-04-20T00:00:00Z"))
+    # April's rate is March's (the version of the month's first second): 8 x 1.5 GB = 12 credits, with
+    # the labels the container has when it is settled
     assert (line.resource, line.item, line.month, line.container_id, line.run_id, line.traffic_bytes,
-            line.amount, line.labels) == ("traffic", "traffic", "2026-04", "c", "r", 3 * GIB, 12_000_000, None)
+            line.amount, line.labels) == ("traffic", "traffic", "2026-04", "c", "r", 3 * GIB, 12_000_000,
+                                          {"team": "a"})
     may = pricing.traffic_line(TWO, container(), replace(run, pending_traffic={"2026-05": GIB},
                                                          pending_billable={"2026-05": 2**20}), "2026-05",
                                t("2026-05-02T00:00:00Z"))
