@@ -184,3 +184,12 @@ def test_every_split_of_a_range_adds_up_to_its_total(
     if group_by:
         assert sum(g.total for g in s.groups) == s.total
         assert [g.key for g in s.groups] == sorted(g.key or "" for g in s.groups)
+
+
+def test_usage_without_the_grouped_attribution_comes_first() -> None:
+    labelled = ChargeLine(resource="ai", item="chat", model="m", amount=5, month="2026-03", labels={"team": "A"})
+    bare = ChargeLine(resource="ai", item="chat", model="m", amount=7, month="2026-03")
+    account_days = [d for d in usage.days_of([entry("deduction", "2026-03-02T10:00:00Z", labelled, bare)]).values()
+                    if d.container_id is None]
+    s = usage.summarize(account_days, date(2026, 3, 2), date(2026, 3, 2), "day", group_by="label:team")
+    assert [(g.key, g.total) for g in s.groups] == [("", 7), ("A", 5)]
