@@ -20,7 +20,7 @@ def test_a_new_account_gets_its_plans_full_monthly_credits_until_the_month_ends(
         "monthly_credits_membership")
     assert (a.state.account_id, a.state.email, a.state.created_at, a.state.as_of, a.state.credit_price_usd) == (
         "acct", "a@example.com", t("2026-03-20T15:00:00Z"), t("2026-03-20T15:00:00Z"), "0.02")
-    assert [(e.type, e.amount) for e in a.entries] == [("grant", 1000 * C)]
+    assert [(e.type, e.amount, e.event_id, e.entry_id) for e in a.entries] == [("grant", 1000 * C, "open", "open:001")]
     custom = rollover.open_account("b", "b@example.com", "free", t("2026-03-20T15:00:00Z"), a.catalog, "o", "0.015")
     assert custom.state.credit_price_usd == "0.015" and custom.state.available() == 50 * C
 
@@ -31,9 +31,9 @@ def test_a_month_boundary_is_crossed_at_its_first_second_not_before() -> None:
     rollover.advance_to(b, t("2026-03-31T23:59:59Z"))
     assert b.entries == [] and b.state.as_of == t("2026-03-31T23:59:59Z")
     rollover.advance_to(b, t("2026-04-01T00:00:00Z"))
-    assert [(e.type, e.amount, e.at, e.reason) for e in b.entries] == [
-        ("expiry", 50 * C, t("2026-04-01T00:00:00Z"), "monthly_credits_expired"),
-        ("grant", 50 * C, t("2026-04-01T00:00:00Z"), "monthly_credits_free")]
+    assert [(e.type, e.amount, e.at, e.reason, e.lot_id) for e in b.entries] == [
+        ("expiry", 50 * C, t("2026-04-01T00:00:00Z"), "monthly_credits_expired", "monthly-2026-03"),
+        ("grant", 50 * C, t("2026-04-01T00:00:00Z"), "monthly_credits_free", "monthly-2026-04")]
     assert b.state.as_of == t("2026-04-01T00:00:00Z") and b.state.available() == 50 * C
     assert_conserved(b.state)
 
@@ -70,6 +70,7 @@ def test_pruning_keeps_this_and_last_months_figures_and_lots_still_open_or_recen
     state = Account("2026-03-01T00:00:00Z").state
     state.traffic_used = {"2026-02": 1, "2026-03": 2, "2026-01": 3}
     state.month_charged = {"2026-02": 1, "2026-03": 2, "2026-01": 3}
+    state.auto_top_up = AutoTopUp(below=C, credits=50, max_per_month=2, requested={"2026-03": 1, "2026-01": 2})
     now = t("2026-03-01T00:00:00Z")
     old_closed = CreditLot(lot_id="old", kind="event", granted=0, remaining=0, granted_at=now - timedelta(days=60),
                            expires_at=now - timedelta(days=40, seconds=1), closed=True)
@@ -82,6 +83,7 @@ def test_pruning_keeps_this_and_last_months_figures_and_lots_still_open_or_recen
     rollover.prune(state, now)
     assert [x.lot_id for x in state.lots] == ["monthly-2026-03", "edge", "open"]
     assert state.traffic_used == {"2026-02": 1, "2026-03": 2} and state.month_charged == {"2026-02": 1, "2026-03": 2}
+    assert state.auto_top_up.requested == {"2026-03": 1}  # this month's auto purchases still count
 
 
 def test_a_late_event_rolls_nothing() -> None:

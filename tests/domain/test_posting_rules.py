@@ -59,6 +59,12 @@ def test_lines_of_nothing_write_nothing_unless_they_are_container_time() -> None
     b.charge([line(0, resource="storage", item="storage"), line(0, resource="traffic", item="traffic")])
     b.flush(t("2026-03-05T00:00:00Z"), "container_stopped")
     assert b.entries == []
+    # a month with nothing to deduct does not stop the months after it from being deducted
+    b.charge([line(0, "2026-02", "storage", "storage"), line(2 * C, "2026-03")])
+    b.flush(t("2026-03-05T00:00:00Z"), "container_stopped")
+    [later] = b.entries
+    assert (later.amount, later.at, later.event_id) == (2 * C, t("2026-03-05T00:00:00Z"), "ev")
+    b.entries.clear()
     b.charge([line(0)])  # a run of 0 s still shows in the container log
     b.flush(t("2026-03-05T00:00:00Z"), "container_stopped")
     [entry] = b.entries
@@ -94,7 +100,8 @@ def test_a_correction_to_a_lot_expired_since_records_what_is_written_off() -> No
     b.flush(t("2026-03-05T00:00:00Z"), "late_stop")
     correction, expiry = b.entries
     assert (correction.type, correction.amount) == ("correction", 4 * C)
-    assert (expiry.type, expiry.amount, expiry.reason) == ("expiry", 4 * C, "corrected_credits_of_expired_lots")
+    assert (expiry.type, expiry.amount, expiry.reason, expiry.at) == (
+        "expiry", 4 * C, "corrected_credits_of_expired_lots", t("2026-03-05T00:00:00Z"))
     assert_conserved(b.state)
 
 
@@ -108,7 +115,8 @@ def test_a_grant_repays_debt_and_says_so() -> None:
         "event-ev", "event", 25 * C, 15 * C, "support", None)
     grant, repaid = b.entries
     assert (grant.type, grant.amount, grant.lot_id, grant.reason) == ("grant", 25 * C, "event-ev", "support")
-    assert (repaid.type, repaid.amount, repaid.reason) == ("debt", 10 * C, "debt_repaid")
+    assert (repaid.type, repaid.amount, repaid.reason, repaid.at) == (
+        "debt", 10 * C, "debt_repaid", t("2026-03-06T00:00:00Z"))
     assert [(p.lot_id, p.amount) for p in repaid.paid_by] == [("event-ev", 10 * C)]
     other = b.grant("purchased", 5 * C, t("2026-03-06T00:00:00Z"), None, "bought", lot_id="mine", purchase_id="p1")
     assert (other.lot_id, other.purchase_id, len(b.entries)) == ("mine", "p1", 3)  # no debt: no debt entry
