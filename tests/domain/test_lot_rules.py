@@ -308,3 +308,39 @@ def test_any_charge_spends_usable_lots_in_burn_order_and_keeps_the_books(
     assert sum(p.amount for p in back) + forgiven == min(correction, charge)
     assert state.totals.charged == charge - min(correction, charge)
     assert_conserved(state)
+
+
+def test_a_late_usage_beyond_its_months_lots_is_paid_by_todays_lots_in_burn_order() -> None:
+    """March usage settled on April 2 after March's lot (1 µcr written off) : 1 from March's, then
+    April's check-in (expires first), then April's monthly, the rest of which stays."""
+    state = state_with(lot("march", "monthly", 50 * C, "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z"))
+    lots.pay(state, 50 * C - 1, t("2026-03-20T00:00:00Z"), t("2026-03-20T00:00:00Z"))
+    lots.expire_lots(state, t("2026-04-01T00:00:00Z"))  # 1 µcr written off
+    lots.add_lot(state, lot("april", "monthly", 50 * C, "2026-04-01T00:00:00Z", "2026-05-01T00:00:00Z"))
+    lots.add_lot(state, lot("check-in", "event", 5 * C, "2026-04-01T10:00:00Z", "2026-04-20T00:00:00Z"))
+    paid, debt = lots.pay(state, 6 * C, t("2026-03-31T23:00:00Z"), t("2026-04-02T00:00:00Z"))
+    assert amounts(paid) == [("march", 1), ("check-in", 5 * C), ("april", C - 1)] and debt == 0
+    assert_conserved(state)
+
+
+def test_a_correction_returns_to_what_each_lot_spent_skipping_lots_that_spent_nothing() -> None:
+    state = state_with(lot("m", "monthly", 50 * C, "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z"),
+                       lot("b", "purchased", 10 * C, "2026-03-02T00:00:00Z"),
+                       lot("new", "purchased", 10 * C, "2026-03-03T00:00:00Z"),
+                       lot("future", "purchased", 10 * C, "2026-03-15T00:00:00Z"))
+    lots.pay(state, 54 * C, MARCH_10, MARCH_10)  # m 50, b 4 (6 remain); `new` nothing
+    back, _, _ = lots.give_back(state, 8 * C, MARCH_10)  # `future` was not usable then
+    assert amounts(back) == [("b", 4 * C), ("m", 4 * C)]
+    back, _, _ = lots.give_back(state, 1, MARCH_10)
+    assert amounts(back) == [("m", 1)]
+    assert_conserved(state)
+
+
+def test_a_correction_to_two_lots_expired_since_writes_off_both_parts() -> None:
+    state = state_with(lot("m", "monthly", 50 * C, "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z"),
+                       lot("e", "event", 5 * C, "2026-03-01T00:00:00Z", "2026-03-31T00:00:00Z"))
+    lots.pay(state, 10 * C, MARCH_10, MARCH_10)  # e 5, m 5
+    lots.expire_lots(state, t("2026-04-01T00:00:00Z"))
+    back, forgiven, written_off = lots.give_back(state, 8 * C, MARCH_10)
+    assert amounts(back) == [("m", 5 * C), ("e", 3 * C)] and (forgiven, written_off) == (0, 8 * C)
+    assert_conserved(state)
