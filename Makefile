@@ -10,7 +10,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY = 0
 
 .DEFAULT_GOAL := test
-.PHONY: test test-domain run api build lint validate install clean web chromium
+.PHONY: test test-domain mutation run api build lint validate install clean web chromium
 
 # The install is redone only when pyproject.toml changes (the stamp is older than it).
 $(BIN)/python:
@@ -50,6 +50,14 @@ test: $(STAMP) web chromium
 # The pure billing rules alone, without DynamoDB or AWS stand-ins: seconds.
 test-domain: $(STAMP)
 	$(BIN)/python -m pytest tests/domain
+
+# Mutation testing of the pure rules (billing/domain) against the domain tier alone (bench/mutation.py;
+# mutmut's copies in build/mutation). Prints killed / reached per module. CPU heavy: JOBS processes
+# (default 1); MODULES to run a few modules only (e.g. MODULES="amounts lots").
+JOBS ?= 1
+MODULES ?=
+mutation: $(STAMP)
+	$(BIN)/python bench/mutation.py --jobs $(JOBS) $(MODULES)
 
 validate: $(STAMP)
 	$(BIN)/sam validate --lint --template template.yaml
