@@ -453,12 +453,22 @@ class BillingMachine(RuleBasedStateMachine):
             self.w.now = target
             self.just_rolled = None
 
+    def schedule(self, sweep: str) -> None:
+        """The schedule's job (EventBridge Scheduler retries it while SQS fails)."""
+        for _ in range(5):
+            try:
+                assert invoke(self.w.monthly, {"sweep": sweep, "scheduled_time": iso(self.now)})["shards"] > 0
+                break
+            except RuntimeError:
+                continue
+        self.w.drain()
+
     @rule()
     def month_boundary(self) -> None:
         """The schedule's month-boundary job at 00:00 on the 1st (the work queue does the rest)."""
         boundary = next_month_start(self.now)
         self.w.now = boundary
-        assert invoke(self.w.monthly, {"sweep": "month_boundary", "scheduled_time": iso(boundary)})["shards"] > 0
+        self.schedule("month_boundary")
         self.w.drain()
         m = self.m
         m.advance(boundary)
@@ -472,7 +482,7 @@ class BillingMachine(RuleBasedStateMachine):
     def periodic_check(self) -> None:
         state = self.w.ledger.load(self.w.account)
         due = state.next_check_at is not None and state.next_check_at <= self.now
-        invoke(self.w.monthly, {"sweep": "periodic_check", "scheduled_time": iso(self.now)})
+        self.schedule("periodic_check")
         self.w.drain()
         if not due:
             m = self.m
@@ -960,10 +970,10 @@ class BillingMachine(RuleBasedStateMachine):
         assert len(w.mailer.sent) == len(mails), "a mail was sent twice or not at all"
 
 
-# CI's fixed budget (derandomized: the same examples every run, about 1.5 minutes on 2 cores);
+# CI's fixed budget (derandomized: the same examples every run, about 1.5 minutes on 2 shared cores);
 # tests/soak.py runs the machine with random seeds for as long as asked (``make soak``).
 settings.register_profile(
-    "model-ci", max_examples=int(os.environ.get("MODEL_EXAMPLES", "5")),
+    "model-ci", max_examples=int(X
     stateful_step_count=int(os.environ.get("MODEL_STEPS", "30")), deadline=None, derandomize=True,
     suppress_health_check=list(HealthCheck), database=None,
 )
