@@ -973,7 +973,7 @@ class BillingMachine(RuleBasedStateMachine):
 # CI's fixed budget (derandomized: the same examples every run, about 1.5 minutes on 2 shared cores);
 # tests/soak.py runs the machine with random seeds for as long as asked (``make soak``).
 settings.register_profile(
-    "model-ci", max_examples=int(X
+    "model-ci", max_examples=int(os.environ.get("MODEL_EXAMPLES", "4")),
     stateful_step_count=int(os.environ.get("MODEL_STEPS", "30")), deadline=None, derandomize=True,
     suppress_health_check=list(HealthCheck), database=None,
 )
