@@ -955,7 +955,8 @@ class BillingMachine(RuleBasedStateMachine):
         assert balance["debt"] == f"{debt // C}.{debt % C:06d}"
         if STEPS["steps"] % 4 == 0:  # the report is the slowest read: every fourth step
             status, usage = self.w.http(self.w.usage, "GET", "/v1/usage", sub=self.w.account)
-            assert status == 200, usage
+            # 7: the projection overflows (a 500) when the month's usage is tiny against the balance
+            assert status == 200 or (7 in KNOWN_DEFECTS and status == 500), usage
 
     def effects_delivered_once(self) -> None:
         w = self.w
