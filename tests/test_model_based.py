@@ -702,6 +702,27 @@ class BillingMachine(RuleBasedStateMachine):
         self.m.ai_use(self.now, input_tokens, 0)
         self.commit_model()
 
+    @precondition(lambda self: 11 not in KNOWN_DEFECTS)
+    @rule(delay=st.integers(1, 20).map(lambda k: 3 * k), input_tokens=st.integers(1, 10_000).map(lambda k: 10 * k))
+    def queue_delay(self, delay: int, input_tokens: int) -> None:
+        """An AI use the intake accepts 3 minutes inside the 30-day bound, settled ``delay`` minutes
+        later (the queue was slow): the settlement applies the bounds as of the intake's acceptance.
+        (11: main re-checks them with the settlement's own clock and refuses it.)"""
+        at = self.now - timedelta(days=30) + GRID
+        if at < T0 + GRID:
+            return
+        event = self.event("AI Usage Recorded", at=at, feature="chat", model="gpt-5-nano",
+                           input_tokens=input_tokens, output_tokens=0)
+        messages = self.w.accept(event)
+        self.w.now = self.now + timedelta(minutes=delay)
+        if month_key(self.now) != month_key(self.now - timedelta(minutes=delay)):
+            self.w.now = self.now - timedelta(minutes=delay)  # the boundary is the month job's: stay in the month
+        assert self.w.settle(messages)
+        assert not self.w.refused(), "an event the intake accepted was refused by the settlement"
+        self.sent.append(event)
+        self.m.ai_use(at, input_tokens, 0)
+        self.commit_model()
+
     @precondition(lambda self: bool(self.w.dlq))
     @rule()
     def replay_settlement_dlq(self) -> None:
