@@ -10,7 +10,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY = 0
 
 .DEFAULT_GOAL := test
-.PHONY: test test-domain mutation run api build lint validate install clean web chromium
+.PHONY: test test-domain mutation soak run api build lint validate install clean web chromium
 
 # The install is redone only when pyproject.toml changes (the stamp is older than it).
 $(BIN)/python:
@@ -58,6 +58,12 @@ JOBS ?= 1
 MODULES ?=
 mutation: $(STAMP)
 	$(BIN)/python bench/mutation.py --jobs $(JOBS) $(MODULES)
+
+# The model-based test (tests/test_model_based.py) with random seeds for SOAK_MINUTES (default 10):
+# prints the examples and steps run and the failures found, each with its seed and shrunk steps.
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak --minutes $(SOAK_MINUTES)
 
 validate: $(STAMP)
 	$(BIN)/sam validate --lint --template template.yaml

@@ -1,0 +1,1012 @@
+"""The test that finds the next one (issue 18): a stateful, model-based test of the whole product.
+
+Every operation there is, in any order, through the handlers as template.yaml wires them (the
+intake -> the FIFO settlement queue -> the settlement function; the account API, the signed payment
+webhook and the usage API as API Gateway calls them; the schedules' job -> the work queue -> the
+work function; the table's stream -> the outbox dispatcher -> EventBridge / SES), with faults
+injected between them (DynamoDB throttling, transaction conflicts, a lost commit answer; PutEvents,
+SQS and SES failing once or for a while). The clock is injected and moves forward on a 3-minute
+grid; traffic comes in 1/8 GiB and AI use is priced with gpt-5-nano (4 / 32 µcr a token), so every
+charge is exact and the reference model (tests/reference_model.py) needs no rounding.
+
+After every step: the reconciliation (run in-process) finds no difference; conservation holds; the
+reference model gives the same available balance, debt, lots and totals (and so does
+``GET /v1/balance``); every committed effect is delivered, each mail once per ``effect_id`` and
+nothing for what did not commit; no handler answered a 5xx to valid input.
+
+Defects known on main and fixed on other branches are switched off by ``KNOWN_DEFECTS`` (the number
+is the issue's): the rule or the combination that exposes one is not played while it is listed.
+The coordinator removes a number when its fix merges.
+
+``make soak`` (tests/soak.py) runs the same machine with random seeds for as long as asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from billing.adapters import EventPublisher, MailSender, MessageQueue
+from billing.api.signatures import sign
+from billing.domain.clock import add_one_month, month_key, next_month_start, parse_time
+from billing.domain.model import Effect, Mail, OutboundEvent, from_json
+from billing.services.reconcile import reconcile
+from billing.store import keys
+from billing.store.cursors import CursorCodec
+from billing.store.ledger import Ledger
+from localsam.template import create_table
+from tests.helpers import C, RecordingQueue, assert_conserved, invoke, load_handler
+from tests.reference_model import NANO_IN, NANO_OUT, RefModel, RLot
+from tests.test_account_api import http_event
+from tests.test_settlement_faults import conflict, throttled, timeout
+from tests.test_settlement_stateful import CS_PER_9S, PER_9S, SIZES, UNIT, MRun
+
+# Defects of issue 18 still on main (fixed on other branches): each disables what exposes it.
+KNOWN_DEFECTS: set[int] = {
+    1,  # auto top-up off (null) and on again in one month reuses an auto purchase id
+    3,  # a refund ignores usage accrued but not yet deducted
+    4,  # a mail SES refuses for good blocks the change's other effects
+    7,  # GET /v1/usage raises OverflowError on an AI use of 0.000004 credits
+    9,  # payment.failed then payment.succeeded with one notice id: the success is a duplicate
+    11,  # the settlement re-checks the time bounds with its own clock (a queue's delay refuses)
+    12,  # a spend cap stays reached after a correction brings the month back under it
+}
+
+SECRET = "model-webhook-secret"
+OPERATOR = "arn:aws:iam::123456789012:user/operator"
+T0 = datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
+GRID = timedelta(minutes=3)
+STEPS = {"steps": 0, "examples": 0}  # counted for tools/soak (steps run, examples run)
+
+
+def iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def effect_id(effect: Effect) -> str:
+    return str(effect.effect_id)
+
+
+# ------------------------------------------------------------------------------------- the world
+
+
+class Transport:
+    """Fails the next ``failures`` calls (then works again): PutEvents, SES or SQS failing once or
+    for a while."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.error: Callable[[], Exception] = lambda: RuntimeError("the service is unavailable")
+
+    def maybe_fail(self) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise self.error()
+
+
+class FaultyPublisher(EventPublisher):
+    def __init__(self) -> None:
+        super().__init__("default", client=object())
+        self.sent: list[OutboundEvent] = []
+        self.transport = Transport()
+
+    def publish(self, events: Any) -> None:  # type: ignore[override]
+        self.transport.maybe_fail()
+        self.sent.extend(events)
+
+
+class FaultyMailer(MailSender):
+    def __init__(self) -> None:
+        super().__init__("billing@example.com", client=object())
+        self.sent: list[tuple[str, str]] = []
+        self.transport = Transport()
+
+    def send(self, to: str, subject: str, body: str, html: str | None = None) -> str:  # type: ignore[override]
+        self.transport.maybe_fail()
+        self.sent.append((to, subject))
+        return f"mail-{len(self.sent)}"
+
+
+class FaultyQueue(MessageQueue):
+    def __init__(self) -> None:
+        super().__init__("local-queue", client=object())
+        self.sent: list[tuple[str, dict[str, str], str | None]] = []
+        self.transport = Transport()
+
+    def send(self, body: str, attributes: dict[str, str] | None = None, group: str | None = None,
+             dedup: str | None = None) -> None:  # type: ignore[override]
+        self.transport.maybe_fail()
+        self.sent.append((body, attributes or {}, group))
+
+    def send_batch(self, bodies: Any) -> None:  # type: ignore[override]
+        self.transport.maybe_fail()
+        self.sent.extend((b, {}, None) for b in bodies)
+
+    def take(self) -> list[tuple[str, dict[str, str], str | None]]:
+        taken = list(self.sent)
+        self.sent.clear()
+        return taken
+
+
+def sqs_event(messages: list[tuple[str, dict[str, str], str | None]], fifo: bool) -> dict[str, Any]:
+    return {"Records": [
+        {"messageId": f"m-{uuid.uuid4().hex[:8]}", "receiptHandle": "r", "body": body,
+         "attributes": {"MessageGroupId": group or "g", "ApproximateReceiveCount": "1"} if fifo else {},
+         "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+         "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{'settlement.fifo' if fifo else 'work'}",
+         "awsRegion": "us-east-1"}
+        for body, _, group in messages
+    ]}
+
+
+def stream_record(pk: str, sk: str, effects: str, sequence: int) -> dict[str, Any]:
+    return {
+        "eventID": uuid.uuid4().hex, "eventName": "INSERT", "eventVersion": "1.1", "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": {"Keys": {"pk": {"S": pk}, "sk": {"S": sk}},
+                     "NewImage": {"pk": {"S": pk}, "sk": {"S": sk}, "effects": {"S": effects}},
+                     "SequenceNumber": str(sequence), "SizeBytes": 100, "StreamViewType": "NEW_IMAGE"},
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/billing/stream/local",
+    }
+
+
+class DynamoFaults:
+    """Faults of the ledger's DynamoDB calls (DynamoDB Local never throttles nor conflicts): raised
+    before a call (it never reached DynamoDB) or after it (it happened; the answer was lost)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.clients = [ledger.models.Account._get_connection().connection.client, ledger.models.connection.client]
+        self.armed: list[tuple[str, str, Callable[[], Exception], list[int]]] = []
+
+    def arm(self, operation: str, fault: Callable[[], Exception], when: str, times: int) -> None:
+        left = [times]
+
+        def hook(**_: Any) -> None:
+            if left[0] > 0:
+                left[0] -= 1
+                raise fault()
+
+        event = f"{when}-call.dynamodb.{operation}"
+        uid = f"model-fault-{len(self.armed)}-{uuid.uuid4().hex[:6]}"
+        for client in self.clients:
+            client.meta.events.register(event, hook, unique_id=uid)
+        self.armed.append((event, uid, fault, left))
+
+    def clear(self) -> None:
+        for event, uid, _, _ in self.armed:
+            for client in self.clients:
+                client.meta.events.unregister(event, unique_id=uid)
+        self.armed.clear()
+
+
+_TABLE: dict[str, Any] = {}
+EXAMPLES_PER_TABLE = 40  # the month's sweeps page through every account of the table: keep it small
+
+
+def shared_table() -> str:
+    """One table for many examples (creating one costs seconds); each example has its own account."""
+    if not _TABLE or _TABLE["uses"] >= EXAMPLES_PER_TABLE:
+        if _TABLE:
+            boto3.client("dynamodb").delete_table(TableName=_TABLE["name"])
+        _TABLE.update(name=f"model-{uuid.uuid4().hex[:10]}", uses=0)
+        create_table(boto3.client("dynamodb"), _TABLE["name"])
+    _TABLE["uses"] += 1
+    return str(_TABLE["name"])
+
+
+class World:
+    """The product as template.yaml wires it, with one injected clock, for one account."""
+
+    def __init__(self) -> None:
+        self.account = f"acct-{uuid.uuid4().hex[:10]}"
+        self.table = shared_table()
+        self.ledger = Ledger(table_name=self.table, sleep=lambda _: None)
+        self.now = T0
+        clock = self.clock
+        self.settlement_queue, self.dead_letters, self.work_queue = FaultyQueue(), RecordingQueue(), FaultyQueue()
+        self.publisher, self.mailer = FaultyPublisher(), FaultyMailer()
+        c = {"ledger": self.ledger, "clock": clock}
+        self.intake = load_handler("platform_events", catalog=self.ledger.catalog,
+                                   settlement_queue=self.settlement_queue, clock=clock)
+        self.settlement = load_handler("settlement", dead_letters=self.dead_letters, **c)
+        self.accounts = load_handler("account_api", **c)
+        self.webhook = load_handler("payment_webhook", webhook_secrets=[SECRET], **c)
+        self.usage = load_handler("usage_api", cursor_codec=CursorCodec("model-cursor-secret"), **c)
+        self.dispatcher = load_handler("outbox_dispatcher", ledger=self.ledger, publisher=self.publisher,
+                                       mail_sender=self.mailer, work_queue=self.work_queue)
+        self.monthly = load_handler("monthly_billing", work_queue=self.work_queue)
+        self.work = load_handler("work", ledger=self.ledger, work_queue=self.work_queue)
+        self.faults = DynamoFaults(self.ledger)
+        self.stream_seen: set[tuple[str, str]] = set()
+        self.stream_pending: list[tuple[str, str, str]] = []  # records the dispatcher has not done yet
+        self.committed: dict[str, Effect] = {}  # effect id -> effect, of every committed change
+        self.sequence = 0
+        self.dlq: list[str] = []  # settlement messages that failed for good (the SettlementDLQ)
+
+    def clock(self) -> datetime:
+        return self.now
+
+    def teardown(self) -> None:
+        self.faults.clear()
+
+    # platform events ---------------------------------------------------------------------------
+    def accept(self, event: dict[str, Any]) -> list[tuple[str, dict[str, str], str | None]]:
+        """The intake (a refusal raises, as the function does: the event goes to its DLQ)."""
+        invoke(self.intake, event)
+        return self.settlement_queue.take()
+
+    def settle(self, messages: list[tuple[str, dict[str, str], str | None]], retries: int = 3) -> bool:
+        """The settlement function on the queued messages; a failed batch is redelivered (FIFO: in
+        order) up to ``retries`` times, then the messages go to the DLQ. True when settled."""
+        for _ in range(retries + 1):
+            try:
+                result = invoke(self.settlement, sqs_event(messages, fifo=True))
+            except BatchProcessingError:
+                continue  # every record failed: the invocation fails, SQS redelivers the batch
+            if not result["batchItemFailures"]:
+                return True
+        self.dlq.extend(body for body, _, _ in messages)
+        return False
+
+    def refused(self) -> list[tuple[str, dict[str, str], str | None]]:
+        taken = list(self.dead_letters.sent)
+        self.dead_letters.sent.clear()
+        return taken
+
+    # HTTP -------------------------------------------------------------------------------------------
+    def http(self, module: ModuleType, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        response = module.lambda_handler(http_event(method, path, body, **kw), _Context())
+        text = response.get("body")
+        try:
+            parsed = json.loads(text) if text else None
+        except ValueError:
+            parsed = text
+        return response["statusCode"], parsed
+
+    def pay(self, purchase_id: str, cents: int, notice_id: str, kind: str, secret: str = SECRET) -> tuple[int, Any]:
+        raw = json.dumps({"id": notice_id, "type": kind, "purchase_id": purchase_id,
+                          "amount": {"currency": "USD", "cents": cents}, "created_at": iso(self.now)})
+        headers = {"billing-signature": sign(raw, secret, int(self.now.timestamp()))}
+        return self.http(self.webhook, "POST", "/v1/webhooks/payments", raw=raw, sub=None, headers=headers)
+
+    # the stream and the outbox -------------------------------------------------------------------
+    def collect(self) -> None:
+        """New idempotency records with effects (the stream's INSERTs), in the order seen."""
+        m = self.ledger.models
+        for item in m.EventRecord.query(keys.account_pk(self.account), m.EventRecord.sk.startswith(keys.event_sk("")),
+                                        filter_condition=m.EventRecord.effects.exists(), consistent_read=True):
+            key = (str(item.pk), str(item.sk))
+            if key in self.stream_seen:
+                continue
+            self.stream_seen.add(key)
+            effects = str(item.effects)
+            for effect in from_json(effects, list[Effect]):
+                self.committed[effect_id(effect)] = effect
+            self.stream_pending.append((key[0], key[1], effects))
+
+    def dispatch(self) -> None:
+        """The outbox dispatcher on the pending records; a failed record stays (with those after it)."""
+        while self.stream_pending:
+            self.sequence += 1
+            records = [stream_record(pk, sk, eff, self.sequence * 1000 + i)
+                       for i, (pk, sk, eff) in enumerate(self.stream_pending)]
+            result = invoke(self.dispatcher, {"Records": records})
+            failures = result["batchItemFailures"]
+            if not failures:
+                self.stream_pending.clear()
+                return
+            first = int(failures[0]["itemIdentifier"]) - self.sequence * 1000
+            del self.stream_pending[:first]
+            return
+
+    def run_work(self) -> None:
+        """The work queue until it is empty; a failed batch is redelivered by the next drain."""
+        for _ in range(50):
+            messages = [m for m in self.work_queue.take() if self.mine(m[0])]
+            if not messages:
+                return
+            for start in range(0, len(messages), 10):
+                batch = messages[start:start + 10]
+                try:
+                    failed = invoke(self.work, sqs_event(batch, fifo=False))["batchItemFailures"]
+                except BatchProcessingError:
+                    failed = batch
+                if failed:  # every message is idempotent: redeliver the batch and what follows it
+                    self.work_queue.sent.extend(messages[start:])
+                    return
+
+    def mine(self, body: str) -> bool:
+        """Work of this example's account (the table's other accounts belong to other examples)."""
+        message = json.loads(body)
+        return message.get("work") != "account" or message.get("account_id") == self.account
+
+    def drain(self) -> None:
+        """What happens after a step: the stream hands new records to the dispatcher, the work queue
+        runs, until nothing is left (or a transport that still fails holds them)."""
+        for _ in range(20):
+            self.collect()
+            self.dispatch()
+            self.run_work()
+            self.collect()
+            if not self.stream_pending and not self.work_queue.sent:
+                return
+            if any(t.transport.failures for t in (self.publisher, self.mailer, self.work_queue)):
+                continue
+
+
+class _Context:
+    function_name = "model"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:model"
+    aws_request_id = "req-model"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+# ------------------------------------------------------------------------------------- the machine
+
+
+class BillingMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        STEPS["examples"] += 1
+        self.w = World()
+        self.n = 0
+        self.run_seq = 0
+        self.sent: list[dict[str, Any]] = []
+        self.purchases: dict[str, dict[str, Any]] = {}  # purchase id -> what the test knows of it
+        self.coupons: dict[str, tuple[int, int, datetime]] = {}  # code -> (credits, valid days, expires)
+        self.redeemed: set[str] = set()
+        self.check_ins: set[str] = set()
+        self.alerts: list[str] = []
+        self.auto_on = False
+        self.auto_nulled_in: set[str] = set()
+        self.just_rolled: datetime | None = None
+        self.fault_armed = False
+        self.m = RefModel(plan="free", as_of=T0, plans=[(T0, "free")])
+        self.send("Account Created", email="m@example.com", plan="free")
+        self.m.grant(RLot(f"monthly-{month_key(T0)}", "monthly", 50 * C, T0, next_month_start(T0)))
+        for cid, gb in SIZES.items():
+            self.send("Container Created", container_id=cid, storage_gb=gb)
+            self.m.storage_billed[cid] = T0
+            self.m.runs[cid] = {}
+        self.w.drain()
+
+    def teardown(self) -> None:
+        self.w.teardown()
+
+    # helpers ---------------------------------------------------------------------------------------
+    @property
+    def now(self) -> datetime:
+        return self.w.now
+
+    def next_id(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}-{self.w.account[5:]}-{self.n}"
+
+    def event(self, detail_type: str, at: datetime | None = None, account: str | None = None, **fields: Any) -> dict:
+        detail = {"event_id": self.next_id("ev"), "account_id": account or self.w.account,
+                  "occurred_at": iso(at or self.now), **fields}
+        sources = {"Account Created": "platform.accounts", "Plan Changed": "platform.accounts",
+                   "AI Usage Recorded": "platform.ai"}
+        return {"version": "0", "id": uuid.uuid4().hex, "source": sources.get(detail_type, "platform.containers"),
+                "detail-type": detail_type, "detail": detail}
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """Intake, then settlement; a transient fault is retried as SQS would; a refusal fails."""
+        messages = self.w.accept(event)
+        assert len(messages) == 1
+        assert self.w.settle(messages, retries=5), "a valid event did not settle"
+        assert not self.w.refused(), "a valid event was refused"
+
+    def send(self, detail_type: str, at: datetime | None = None, **fields: Any) -> None:
+        event = self.event(detail_type, at, **fields)
+        self.deliver(event)
+        self.sent.append(event)
+
+    def api(self, method: str, path: str, body: Any = None, key: str | None = None, iam: bool = False,
+            ) -> tuple[int, Any]:
+        """An account API call, retried with its Idempotency-Key while the table is busy (503)."""
+        headers = {"idempotency-key": key} if key else {}
+        kw: dict[str, Any] = {"headers": headers}
+        if iam:
+            kw.update(sub=None, iam=True)
+        else:
+            kw["sub"] = self.w.account
+        for _ in range(4):
+            status, answer = self.w.http(self.w.accounts, method, path, body, **kw)
+            if status != 503 or not key:
+                break
+            self.w.faults.clear()  # the retry comes later, when the table answers again
+        assert status < 500, (method, path, body, status, answer)
+        return status, answer
+
+    def commit_model(self) -> None:
+        """The end of every change of the account: the spend cap, as of the account's clock."""
+        self.m.spend_cap(self.m.as_of)
+
+    # time ------------------------------------------------------------------------------------------
+    @rule(minutes=st.integers(1, 200).map(lambda k: 3 * k))
+    def tick(self, minutes: int) -> None:
+        target = self.now + timedelta(minutes=minutes)
+        if month_key(target) == month_key(self.now):
+            self.w.now = target
+            self.just_rolled = None
+
+    @rule(days=st.integers(1, 9))
+    def days_pass(self, days: int) -> None:
+        target = self.now + timedelta(days=days)
+        if month_key(target) == month_key(self.now):
+            self.w.now = target
+            self.just_rolled = None
+
+    def schedule(self, sweep: str) -> None:
+        """The schedule's job (EventBridge Scheduler retries it while SQS fails)."""
+        for _ in range(5):
+            try:
+                assert invoke(self.w.monthly, {"sweep": sweep, "scheduled_time": iso(self.now)})["shards"] > 0
+                break
+            except RuntimeError:
+                continue
+        self.w.drain()
+
+    @rule()
+    def month_boundary(self) -> None:
+        """The schedule's month-boundary job at 00:00 on the 1st (the work queue does the rest)."""
+        boundary = next_month_start(self.now)
+        self.w.now = boundary
+        self.schedule("month_boundary")
+        self.w.drain()
+        m = self.m
+        m.advance(boundary)
+        available = m.available(boundary)
+        if m.running() and available == 0 and not m.exhausted:
+            m.exhausted = True
+        self.commit_model()
+        self.just_rolled = boundary
+
+    @rule()
+    def periodic_check(self) -> None:
+        state = self.w.ledger.load(self.w.account)
+        due = state.next_check_at is not None and state.next_check_at <= self.now
+        self.schedule("periodic_check")
+        self.w.drain()
+        if not due:
+            m = self.m
+            overused = not m.exhausted and m.running() and m.accrued(self.now) >= m.available(self.now)
+            assert not overused, "running usage reached the balance but the forecast did not schedule a check"
+            return
+        self.m.advance(self.now)
+        self.m.overuse_check(self.now)
+        self.commit_model()
+
+    # containers -------------------------------------------------------------------------------------
+    def _running(self, cid: str) -> list[tuple[str, MRun]]:
+        return [(rid, r) for rid, r in self.m.runs[cid].items() if r.start and not r.stop]
+
+    @rule(cid=st.sampled_from(sorted(SIZES)), tier=st.sampled_from(sorted(PER_9S)), cs=st.booleans())
+    def start(self, cid: str, tier: str, cs: bool) -> None:
+        if self._running(cid):
+            return
+        self.run_seq += 1
+        rid = f"r{self.run_seq}"
+        self.send("Container Started", container_id=cid, run_id=rid, tier=tier, code_supporter=cs)
+        m = self.m
+        m.advance(self.now)
+        m.runs[cid][rid] = MRun(start=self.now, tier=tier, cs=cs, billed=self.now)
+        m.deduct(m.storage(cid, self.now), self.now)
+        self.commit_model()
+
+    @rule(cid=st.sampled_from(sorted(SIZES)), units=st.integers(0, 60))
+    def stop(self, cid: str, units: int) -> None:
+        running = self._running(cid)
+        if not running:
+            return
+        rid, run = running[0]
+        self.send("Container Stopped", container_id=cid, run_id=rid, traffic_bytes=units * UNIT)
+        m = self.m
+        m.advance(self.now)
+        due = m.record_traffic(self.now, units)
+        run.stop = self.now
+        due += m.run_time(run, self.now)
+        del m.runs[cid][rid]
+        due += m.storage(cid, self.now)
+        m.deduct(due, self.now)
+        self.commit_model()
+        self.just_rolled = None
+
+    @rule(cid=st.sampled_from(sorted(SIZES)), minutes=st.integers(1, 100).map(lambda k: 3 * k),
+          tier=st.sampled_from(sorted(PER_9S)), units=st.integers(0, 40))
+    def reordered_run(self, cid: str, minutes: int, tier: str, units: int) -> None:
+        """A whole run whose stop is delivered before its start."""
+        stop_at = self.now + timedelta(minutes=minutes)
+        if month_key(stop_at) != month_key(self.now) or self.m.runs[cid]:
+            return
+        self.run_seq += 1
+        rid, start_at = f"r{self.run_seq}", self.now
+        m = self.m
+        self.w.now = stop_at
+        self.send("Container Stopped", at=stop_at, container_id=cid, run_id=rid, traffic_bytes=units * UNIT)
+        m.advance(stop_at)
+        run = MRun(stop=stop_at)
+        due = m.record_traffic(stop_at, units) + m.storage(cid, stop_at)
+        m.deduct(due, stop_at)
+        self.commit_model()
+        self.send("Container Started", at=start_at, container_id=cid, run_id=rid, tier=tier, code_supporter=False)
+        run.start, run.tier, run.billed = start_at, tier, start_at
+        m.deduct(m.run_time(run, stop_at), start_at)
+        self.commit_model()
+        self.just_rolled = None
+
+    @rule(cid=st.sampled_from(sorted(SIZES)), back=st.integers(1, 40).map(lambda k: 3 * k))
+    def late_stop_after_boundary(self, cid: str, back: int) -> None:
+        """A stop older than the boundary that the monthly job already settled the run past."""
+        if self.just_rolled is None:
+            return
+        running = self._running(cid)
+        if not running:
+            return
+        rid, run = running[0]
+        stop_at = self.just_rolled - timedelta(minutes=back)
+        if run.start is None or stop_at <= run.start:
+            return
+        self.send("Container Stopped", at=stop_at, container_id=cid, run_id=rid, traffic_bytes=0)
+        m = self.m
+        billed = run.billed
+        assert billed is not None and billed > stop_at
+        nines = int((billed - stop_at).total_seconds()) // 9
+        m.give_back(nines * (PER_9S[run.tier] + (CS_PER_9S if run.cs else 0)), stop_at)
+        del m.runs[cid][rid]
+        self.commit_model()
+
+    @rule(cid=st.sampled_from(sorted(SIZES)), gb=st.integers(0, 30))
+    def resize(self, cid: str, gb: int) -> None:
+        self.send("Container Resized", container_id=cid, storage_gb=gb)
+        m = self.m
+        m.advance(self.now)
+        due = m.storage(cid, self.now)
+        m.sizes[cid] = gb
+        m.deduct(due, self.now)
+        self.commit_model()
+
+    @rule(cid=st.sampled_from(sorted(SIZES)), active=st.booleans())
+    def inactivate_or_reactivate(self, cid: str, active: bool) -> None:
+        self.send("Container Reactivated" if active else "Container Inactivated", container_id=cid)
+        m = self.m
+        m.advance(self.now)
+        due = m.storage(cid, self.now)
+        m.active[cid] = active
+        m.deduct(due, self.now)
+        self.commit_model()
+
+    @rule(cid=st.sampled_from(sorted(SIZES)), value=st.sampled_from(["ml", "web", "=1+1", "x" * 64]))
+    def label(self, cid: str, value: str) -> None:
+        """Labels attribute usage; they never change what is charged (the model ignores them)."""
+        if 13 in KNOWN_DEFECTS and any(self._running(c) for c in SIZES):
+            return  # 13: a run cut at each label change is priced and rounded per piece
+        self.send("Container Labeled", container_id=cid, labels={"team": value})
+        # What accrued before is settled under the old labels (settle.container_labeled).
+        m = self.m
+        m.advance(self.now)
+        due = sum(m.run_time(run, self.now) for run in m.runs[cid].values()) + m.storage(cid, self.now)
+        m.deduct(due, self.now)
+        self.commit_model()
+
+    @rule(plan=st.sampled_from(["free", "membership"]))
+    def change_plan(self, plan: str) -> None:
+        if plan == self.m.plans[-1][1]:
+            return
+        self.send("Plan Changed", plan=plan)
+        m = self.m
+        m.advance(self.now)
+        due = m.settle_all(self.now)
+        m.plans.append((self.now, plan))
+        m.deduct(due, self.now)
+        self.commit_model()
+
+    @rule(input_tokens=st.integers(0, 200_000), output_tokens=st.integers(0, 50_000), back=st.integers(0, 60))
+    def ai_use(self, input_tokens: int, output_tokens: int, back: int) -> None:
+        """An AI use, reported now or up to 3 hours late (priced and paid as of its own time)."""
+        at = max(self.now - back * GRID, T0)
+        if month_key(at) != month_key(self.now):
+            at = max(at, datetime(self.now.year, self.now.month, 1, tzinfo=UTC))
+        if 7 in KNOWN_DEFECTS and 0 < input_tokens * NANO_IN + output_tokens * NANO_OUT < 10:
+            input_tokens += 10  # 7: a use of a few µcr makes GET /v1/usage raise OverflowError
+        self.send("AI Usage Recorded", at=at, feature="chat", model="gpt-5-nano", input_tokens=input_tokens,
+                  output_tokens=output_tokens)
+        self.m.ai_use(at, input_tokens, output_tokens)
+        self.commit_model()
+
+    @precondition(lambda self: len(self.sent) > 4)
+    @rule(data=st.data())
+    def duplicate(self, data: st.DataObject) -> None:
+        """A platform event delivered again (a recent one: an old one is refused, nothing changes)."""
+        event = data.draw(st.sampled_from(self.sent))
+        if parse_time(event["detail"]["occurred_at"]) < self.now - timedelta(days=30):
+            with pytest.raises(Exception, match=r"30 days|older"):
+                self.w.accept(event)
+            return
+        self.deliver(event)
+
+    @rule(kind=st.sampled_from(["Container Started", "AI Usage Recorded", "Container Stopped"]))
+    def unknown_account(self, kind: str) -> None:
+        """An event for an account that does not exist: the intake queues it, the settlement
+        dead-letters it with its reason, and nothing is written for that account."""
+        ghost = self.next_id("ghost")
+        fields: dict[str, Any] = (
+            {"feature": "chat", "model": "gpt-5-nano", "input_tokens": 10, "output_tokens": 1}
+            if kind == "AI Usage Recorded" else
+            {"container_id": "c9", "run_id": "g1", "tier": "micro", "code_supporter": False}
+            if kind == "Container Started" else {"container_id": "c9", "run_id": "g1", "traffic_bytes": 0})
+        messages = self.w.accept(self.event(kind, account=ghost, **fields))
+        assert self.w.settle(messages)
+        [(body, attributes, _)] = self.w.refused()
+        assert attributes["ErrorCode"] and json.loads(body)["detail"]["account_id"] == ghost
+        assert self.w.ledger.load(ghost) is None
+
+    @rule(ahead=st.sampled_from([timedelta(minutes=6), timedelta(days=2)]),
+          back=st.sampled_from([timedelta(days=31), timedelta(days=400)]), future=st.booleans())
+    def misdated(self, ahead: timedelta, back: timedelta, future: bool) -> None:
+        """An event dated beyond the bounds (more than 5 minutes ahead, more than 30 days old) is
+        refused by the intake (its DLQ) and nothing is queued."""
+        at = self.now + ahead if future else self.now - back
+        event = self.event("AI Usage Recorded", at=at, feature="chat", model="gpt-5-nano", input_tokens=1000,
+                           output_tokens=0)
+        with pytest.raises(Exception):  # noqa: B017 - the function fails: Lambda puts the event in its DLQ
+            self.w.accept(event)
+        assert not self.w.settlement_queue.sent
+
+    # faults and dead letters -----------------------------------------------------------------------
+    @rule(kind=st.sampled_from(["throttle", "conflict", "lost_answer", "busy"]),
+          input_tokens=st.integers(1, 50_000).map(lambda k: 10 * k))
+    def event_under_fault(self, kind: str, input_tokens: int) -> None:
+        """An AI use settled while DynamoDB throttles, conflicts, loses a commit's answer, or is busy
+        for longer than the settlement's attempts (the message fails, SQS redelivers, and after
+        the retries it lands in the SettlementDLQ, replayed later by the operator)."""
+        faults = self.w.faults
+        if kind == "throttle":
+            faults.arm("TransactWriteItems", throttled, "before", 1)
+        elif kind == "conflict":
+            faults.arm("TransactWriteItems", conflict, "before", 1)
+        elif kind == "lost_answer":
+            faults.arm("TransactWriteItems", timeout, "after", 1)
+        else:
+            faults.arm("TransactWriteItems", throttled, "before", 10_000)
+        event = self.event("AI Usage Recorded", feature="chat", model="gpt-5-nano", input_tokens=input_tokens,
+                           output_tokens=0)
+        try:
+            messages = self.w.accept(event)
+            settled = self.w.settle(messages, retries=2)
+        finally:
+            faults.clear()
+        assert not self.w.refused()
+        if kind != "busy":
+            assert settled
+        else:
+            assert not settled
+            return  # in the DLQ: nothing of it applied (the model is unchanged)
+        self.sent.append(event)
+        self.m.ai_use(self.now, input_tokens, 0)
+        self.commit_model()
+
+    @precondition(lambda self: 11 not in KNOWN_DEFECTS)
+    @rule(delay=st.integers(1, 20).map(lambda k: 3 * k), input_tokens=st.integers(1, 10_000).map(lambda k: 10 * k))
+    def queue_delay(self, delay: int, input_tokens: int) -> None:
+        """An AI use the intake accepts 3 minutes inside the 30-day bound, settled ``delay`` minutes
+        later (the queue was slow): the settlement applies the bounds as of the intake's acceptance.
+        (11: main re-checks them with the settlement's own clock and refuses it.)"""
+        at = self.now - timedelta(days=30) + GRID
+        if at < T0 + GRID:
+            return
+        event = self.event("AI Usage Recorded", at=at, feature="chat", model="gpt-5-nano",
+                           input_tokens=input_tokens, output_tokens=0)
+        messages = self.w.accept(event)
+        self.w.now = self.now + timedelta(minutes=delay)
+        if month_key(self.now) != month_key(self.now - timedelta(minutes=delay)):
+            self.w.now = self.now - timedelta(minutes=delay)  # the boundary is the month job's: stay in the month
+        assert self.w.settle(messages)
+        assert not self.w.refused(), "an event the intake accepted was refused by the settlement"
+        self.sent.append(event)
+        self.m.ai_use(at, input_tokens, 0)
+        self.commit_model()
+
+    @precondition(lambda self: bool(self.w.dlq))
+    @rule()
+    def replay_settlement_dlq(self) -> None:
+        """The operator re-drives the SettlementDLQ through the intake (tools: replay)."""
+        bodies, self.w.dlq = list(self.w.dlq), []
+        for body in bodies:
+            event = json.loads(body)
+            at = parse_time(event["detail"]["occurred_at"])
+            if at < self.now - timedelta(days=30):
+                continue  # too old for the ordinary path (the --allow-old path is not played here)
+            self.deliver(event)
+            self.sent.append(event)
+            self.m.ai_use(at, event["detail"]["input_tokens"], event["detail"]["output_tokens"])
+            self.commit_model()
+
+    @rule(target_=st.sampled_from(["events", "mail", "work"]), times=st.sampled_from([1, 3]))
+    def outbound_fails(self, target_: str, times: int) -> None:
+        """PutEvents, SES or SQS fail the next ``times`` calls (the effects wait and go later)."""
+        transport = {"events": self.w.publisher, "mail": self.w.mailer, "work": self.w.work_queue}[target_].transport
+        transport.failures = times
+
+    # purchases and payments ------------------------------------------------------------------------
+    @rule(credits=st.sampled_from([50, 100, 333]), keyed=st.booleans())
+    def buy(self, credits: int, keyed: bool) -> None:
+        key = self.next_id("buy") if keyed else None
+        status, answer = self.api("POST", "/v1/purchases", {"credits": credits}, key=key)
+        assert status == 201, answer
+        self.purchases[answer["purchase_id"]] = {"credits": credits, "cents": answer["price"]["cents"],
+                                                "status": "pending", "auto": False, "notices": []}
+        if key:  # the same request again answers the same purchase
+            again = self.api("POST", "/v1/purchases", {"credits": credits}, key=key)
+            assert again == (201, answer)
+
+    def _pending_auto(self) -> None:
+        """Auto purchases the account asked for (``Auto Top-up Requested``) become known purchases."""
+        for event in self.w.publisher.sent:
+            if event.detail_type == "Auto Top-up Requested":
+                pid = str(event.detail["purchase_id"])
+                if pid not in self.purchases:
+                    cents = int(event.detail["price"]["cents"])  # type: ignore[index]
+                    credits = int(str(event.detail["credits"]).split(".")[0])
+                    self.purchases[pid] = {"credits": credits, "cents": cents, "status": "pending", "auto": True,
+                                           "notices": []}
+
+    @precondition(lambda self: bool(self.purchases) or bool(self.w.publisher.sent))
+    @rule(data=st.data(), how=st.sampled_from(["succeed", "fail", "fail_then_succeed", "duplicate", "forged",
+                                                "wrong_amount"]))
+    def payment_notice(self, data: st.DataObject, how: str) -> None:
+        self._pending_auto()
+        if not self.purchases:
+            return
+        pid = data.draw(st.sampled_from(sorted(self.purchases)))
+        p = self.purchases[pid]
+        if how == "forged":
+            status, _ = self.w.pay(pid, p["cents"], self.next_id("pay"), "payment.succeeded", secret="forged")
+            assert status == 401
+            return
+        if how == "wrong_amount":
+            status, _ = self.w.pay(pid, p["cents"] + 1, self.next_id("pay"), "payment.succeeded")
+            assert status in (409, 422), status
+            return
+        if how == "duplicate":
+            if not p["notices"]:
+                return
+            notice_id, kind = p["notices"][-1]
+            status, answer = self.w.pay(pid, p["cents"], notice_id, kind)
+            assert status == 200 and answer["duplicate"] is True, answer
+            return
+        if how in ("fail", "fail_then_succeed"):
+            notice_id = self.next_id("pay")
+            status, answer = self.w.pay(pid, p["cents"], notice_id, "payment.failed")
+            assert status == 200, answer
+            p["notices"].append((notice_id, "payment.failed"))
+            if p["status"] == "pending":
+                p["status"] = "failed"
+            if how == "fail":
+                return
+            # 9: with one notice id for the failure and the success, main answers the success as a duplicate
+            if 9 not in KNOWN_DEFECTS:
+                self._succeed(pid, p, notice_id)
+                return
+        self._succeed(pid, p, self.next_id("pay"))
+
+    def _succeed(self, pid: str, p: dict[str, Any], notice_id: str) -> None:
+        status, answer = self.w.pay(pid, p["cents"], notice_id, "payment.succeeded")
+        assert status == 200, answer
+        p["notices"].append((notice_id, "payment.succeeded"))
+        if p["status"] in ("paid", "refunded"):
+            assert answer["duplicate"] is True, answer
+            return
+        assert answer["duplicate"] is False and answer["status"] == "paid", answer
+        p["status"], p["paid_at"], p["lot_id"] = "paid", self.now, answer["lot"]["lot_id"]
+        self.m.grant_lot(p["lot_id"], "purchased", p["credits"] * C, self.now, None)
+        self.commit_model()
+
+    @precondition(lambda self: bool(self.purchases))
+    @rule(data=st.data())
+    def refund(self, data: st.DataObject) -> None:
+        pid = data.draw(st.sampled_from(sorted(self.purchases)))
+        p = self.purchases[pid]
+        m = self.m
+        accrued = m.accrued(self.now)
+        if 3 in KNOWN_DEFECTS and accrued:
+            return  # 3: main refunds without settling the running usage first
+        status, answer = self.api("POST", f"/v1/purchases/{pid}/refund", key=self.next_id("refund"))
+        if p["status"] == "refunded":
+            assert status == 409, answer
+            return
+        if p["status"] != "paid" or self.now > p["paid_at"] + timedelta(days=7):
+            assert status == 422, answer
+            return
+        m.advance(self.now)
+        m.settle_running(self.now)
+        [lot] = [x for x in m.lots if x.lot_id == p["lot_id"]]
+        if lot.remaining == 0:
+            assert status == 422, answer
+            self.commit_model()
+            return
+        assert status == 200, answer
+        taken = m.refund(p["lot_id"])
+        assert answer["credits"] == f"{taken // C}.{taken % C:06d}"
+        p["status"] = "refunded"
+        self.commit_model()
+
+    # grants ------------------------------------------------------------------------------------------
+    @rule()
+    def check_in(self) -> None:
+        day = self.now.date().isoformat()
+        status, answer = self.api("POST", "/v1/check-in", key=self.next_id("checkin"))
+        if day in self.check_ins:
+            assert status == 409, answer
+            return
+        assert status == 201, answer
+        self.check_ins.add(day)
+        self.m.grant_lot(answer["lot"]["lot_id"], "event", 5 * C, self.now, add_one_month(self.now))
+        self.commit_model()
+
+    @rule(credits=st.integers(1, 300), days=st.integers(1, 40), kind=st.sampled_from(["event", "coupon"]))
+    def operator_grant(self, credits: int, days: int, kind: str) -> None:
+        expires = self.now + timedelta(days=days)
+        body = {"account_id": self.w.account, "credits": str(credits), "kind": kind, "expires_at": iso(expires),
+                "reason": "model grant"}
+        status, answer = self.api("POST", "/v1/admin/grants", body, key=self.next_id("grant"), iam=True)
+        assert status == 201, answer
+        self.m.grant_lot(answer["lot"]["lot_id"], kind, credits * C, self.now, expires)
+        self.commit_model()
+
+    @rule(credits=st.integers(1, 100), valid_days=st.integers(1, 30), lasts=st.integers(1, 20))
+    def create_coupon(self, credits: int, valid_days: int, lasts: int) -> None:
+        code = self.next_id("M").replace("-", "")
+        expires = self.now + timedelta(days=lasts)
+        body = {"code": code, "credits": str(credits), "valid_days": valid_days, "expires_at": iso(expires),
+                "max_redemptions": 5}
+        status, answer = self.api("POST", "/v1/admin/coupons", body, key=self.next_id("coupon"), iam=True)
+        assert status == 201, answer
+        self.coupons[code] = (credits, valid_days, expires)
+
+    @precondition(lambda self: bool(self.coupons))
+    @rule(data=st.data())
+    def redeem(self, data: st.DataObject) -> None:
+        code = data.draw(st.sampled_from(sorted(self.coupons)))
+        credits, valid_days, coupon_expires = self.coupons[code]
+        status, answer = self.api("POST", "/v1/coupons/redeem", {"code": code.lower()}, key=self.next_id("redeem"))
+        if code in self.redeemed:
+            assert status == 409, answer
+            return
+        if self.now >= coupon_expires:
+            assert status == 422, answer
+            return
+        assert status == 201, answer
+        self.redeemed.add(code)
+        expires = min(self.now + timedelta(days=valid_days), coupon_expires)
+        self.m.grant_lot(answer["lot"]["lot_id"], "coupon", credits * C, self.now, expires)
+        self.commit_model()
+
+    # settings and alerts ---------------------------------------------------------------------------
+    @rule(on=st.booleans())
+    def credit_mail(self, on: bool) -> None:
+        status, answer = self.api("PUT", "/v1/settings", {"credit_mail": on})
+        assert status == 200 and answer["credit_mail"] is on, answer
+
+    @rule(cap=st.one_of(st.none(), st.integers(1, 400)))
+    def spend_cap(self, cap: int | None) -> None:
+        if 12 in KNOWN_DEFECTS and cap is not None and self.m.cap_reached:
+            return  # 12: kept simple while a reached cap is not re-read after corrections
+        status, answer = self.api("PUT", "/v1/settings", {"spend_cap": None if cap is None else str(cap)})
+        assert status == 200, answer
+        self.m.cap = None if cap is None else cap * C
+        self.commit_model()
+
+    @rule(setting=st.one_of(st.none(), st.fixed_dictionaries({
+        "enabled": st.booleans(), "below": st.sampled_from(["5", "20", "60"]), "credits": st.sampled_from([50, 100]),
+        "max_per_month": st.integers(1, 3)})))
+    def auto_top_up(self, setting: dict[str, Any] | None) -> None:
+        month = month_key(self.now)
+        if setting is None and 1 in KNOWN_DEFECTS:
+            return  # 1: off (null) and on again in one month reuses an auto purchase id
+        status, answer = self.api("PUT", "/v1/settings", {"auto_top_up": setting})
+        assert status == 200, answer
+        if setting is None:
+            self.auto_nulled_in.add(month)
+        self.commit_model()
+
+    @rule(kind=st.sampled_from(["remaining_below", "hours_left_below", "spent_this_month_above"]),
+          threshold=st.sampled_from(["1", "10", "45"]))
+    def add_alert(self, kind: str, threshold: str) -> None:
+        status, answer = self.api("POST", "/v1/alerts", {"kind": kind, "threshold": threshold},
+                                  key=self.next_id("alert"))
+        if len(self.alerts) >= 10:
+            assert status in (409, 422), answer
+            return
+        assert status == 201, answer
+        self.alerts.append(answer["alert_id"])
+        self.commit_model()
+
+    @precondition(lambda self: bool(self.alerts))
+    @rule(data=st.data())
+    def delete_alert(self, data: st.DataObject) -> None:
+        alert_id = data.draw(st.sampled_from(self.alerts))
+        status, answer = self.api("DELETE", f"/v1/alerts/{alert_id}")
+        assert status in (200, 204), answer
+        self.alerts.remove(alert_id)
+
+    # the checks ------------------------------------------------------------------------------------
+    @invariant()
+    def holds(self) -> None:
+        STEPS["steps"] += 1
+        self.w.drain()
+        self.books_hold()
+        self.answers_agree()
+        self.effects_delivered_once()
+
+    def books_hold(self) -> None:
+        state = self.w.ledger.load(self.w.account)
+        m = self.m
+        assert_conserved(state)
+        report = reconcile(self.w.ledger.models, self.w.ledger.catalog, accounts=[self.w.account], sleep=lambda _: None)
+        assert report.differences == 0, report.details
+        assert (state.debt, state.exhausted) == (m.debt, m.exhausted)
+        t = state.totals
+        assert (t.granted, t.spent, t.expired, t.charged, t.refunded) == (
+            m.granted, m.spent, m.expired, m.charged, m.refunded)
+        assert {lot.lot_id: (lot.remaining, lot.expired, lot.closed) for lot in state.lots} == {
+            lot.lot_id: (lot.remaining, lot.expired, lot.closed) for lot in m.lots}
+        assert state.available(max(state.as_of, self.now)) == m.available(max(m.as_of, self.now))
+
+    def answers_agree(self) -> None:
+        status, balance = self.w.http(self.w.usage, "GET", "/v1/balance", sub=self.w.account)
+        assert status == 200, balance
+        debt = self.m.debt
+        assert balance["debt"] == f"{debt // C}.{debt % C:06d}"
+        if STEPS["steps"] % 4 == 0:  # the report is the slowest read: every fourth step
+            status, usage = self.w.http(self.w.usage, "GET", "/v1/usage", sub=self.w.account)
+            # 7: the projection overflows (a 500) when the month's usage is tiny against the balance
+            assert status == 200 or (7 in KNOWN_DEFECTS and status == 500), usage
+
+    def effects_delivered_once(self) -> None:
+        w = self.w
+        if w.publisher.transport.failures or w.mailer.transport.failures or w.work_queue.transport.failures:
+            return  # effects still wait for a transport: they go when it works again
+        assert not w.stream_pending
+        published = {str(e.detail["effect_id"]) for e in w.publisher.sent}
+        assert published <= set(w.committed), "an effect left for a change that did not commit"
+        events = {i for i, e in w.committed.items() if isinstance(e, OutboundEvent)}
+        assert events <= published, "a committed effect was not delivered"
+        mails = [e for e in w.committed.values() if isinstance(e, Mail)]
+        assert len(w.mailer.sent) == len(mails), "a mail was sent twice or not at all"
+
+
+# CI's fixed budget (derandomized: the same examples every run, about 1.5 minutes on 2 shared cores);
+# tests/soak.py runs the machine with random seeds for as long as asked (``make soak``).
+settings.register_profile(
+    "model-ci", max_examples=int(os.environ.get("MODEL_EXAMPLES", "4")),
+    stateful_step_count=int(os.environ.get("MODEL_STEPS", "30")), deadline=None, derandomize=True,
+    suppress_health_check=list(HealthCheck), database=None,
+)
+settings.register_profile(
+    "model-soak", max_examples=int(os.environ.get("MODEL_EXAMPLES", "25")),
+    stateful_step_count=int(os.environ.get("MODEL_STEPS", "40")), deadline=None, derandomize=False,
+    suppress_health_check=list(HealthCheck), database=None, print_blob=True,
+)
+
+
+@pytest.mark.usefixtures("dynamodb_endpoint")
+def test_every_operation_keeps_the_books() -> None:
+    BillingMachine.TestCase.settings = settings.get_profile(os.environ.get("MODEL_PROFILE", "model-ci"))
+    BillingMachine.TestCase().runTest()
