@@ -15,11 +15,15 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import time_machine
 
 TEST_NOW = "BILLING_TEST_NOW"
+# A moment far from any month, day or year boundary, for tests whose story is told relative to now.
+MID_MONTH = datetime(2026, 11, 18, 12, 0, 0, tzinfo=UTC)
 
 
 def parse(value: str) -> datetime:
@@ -36,6 +40,15 @@ def travel_from_env() -> time_machine.travel | None:
     traveller = time_machine.travel(parse(value), tick=True)
     traveller.start()
     return traveller
+
+
+@contextmanager
+def mid_month(at: datetime = MID_MONTH) -> Iterator[None]:
+    """The process's clock at ``at``, ticking on, inside the block (nested in any session travel):
+    for a module whose stack and requests happen "now" and whose figures must not depend on the
+    day. DynamoDB Local keeps the real clock; the table has no TTL, so nothing there reads it."""
+    with time_machine.travel(at, tick=True):
+        yield
 
 
 def main() -> None:
