@@ -98,6 +98,19 @@ def ledger(table_name: str, catalog: PriceCatalog) -> Ledger:
 
 
 @pytest.fixture(scope="module")
+def module_ledger(dynamodb_endpoint: str, _template: dict) -> Iterator[Ledger]:
+    """A table for a whole module (and ``TABLE_NAME`` naming it), for tests that only read one
+    scenario: built once instead of once per test."""
+    name = f"billing-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("dynamodb", endpoint_url=dynamodb_endpoint)
+    create_table(client, name, _template)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TABLE_NAME", name)
+        yield Ledger(table_name=name, catalog=load_catalog(), sleep=lambda _: None)
+    client.delete_table(TableName=name)
+
+
+@pytest.fixture(scope="module")
 def local_stack(dynamodb_endpoint: str) -> Iterator[StackRunner]:
     """The whole template running locally (see tools/localsam/runner.py) on the session's DynamoDB
     Local, with a table of its own; one per test module."""
