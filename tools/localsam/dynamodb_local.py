@@ -66,7 +66,7 @@ class DynamoDBLocal:
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> DynamoDBLocal:
+    def start(self, timeout: float = 180.0) -> DynamoDBLocal:  # a JVM on a busy 2-core machine
         java = ensure_java()
         jar = ensure_jar()
         self._process = subprocess.Popen(
