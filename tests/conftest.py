@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
+import time_machine
 
 from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.store.ledger import Ledger
@@ -30,7 +31,7 @@ os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "CreditBillingTests")
 
 
-_TRAVEL = pytest.StashKey[object]()
+_TRAVEL = pytest.StashKey[time_machine.travel]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     traveller = config.stash.get(_TRAVEL, None)
     if traveller is not None:
-        traveller.stop()  # type: ignore[attr-defined]
+        traveller.stop()
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
