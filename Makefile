@@ -42,10 +42,19 @@ chromium:
 	else echo "warning: /usr/bin/chromium is missing (apt-get install chromium, as root)"; fi
 
 # pytest's own exit codes pass through: 5 (no tests collected) fails the target like any error.
+# Two workers (pytest-xdist), each with its own DynamoDB Local; a test file stays on one worker (its
+# module-scoped stack is built once). Then the tests whose stories are told relative to the clock
+# run again as if it were 2028-02-29T23:59:30Z: a leap day, and a month ending while they run
+# (tests/travel.py; any date works: BILLING_TEST_NOW=2031-06-15 make test).
+PYTEST_WORKERS ?= 2
+CLOCK_TESTS := tests/test_ai_usage.py tests/test_demo.py tests/test_localsam.py tests/test_openapi.py \
+	tests/test_api_robustness.py
 test: $(STAMP) web chromium
 	$(BIN)/ruff check .
 	$(BIN)/sam validate --lint --template template.yaml
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+	BILLING_TEST_NOW=$${BILLING_TEST_NOW:-2028-02-29T23:59:30Z} $(BIN)/python -m pytest -n $(PYTEST_WORKERS) \
+		--dist loadfile $(CLOCK_TESTS)
 
 # The pure billing rules alone, without DynamoDB or AWS stand-ins: seconds.
 test-domain: $(STAMP)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from billing.domain.catalog import PriceCatalog
+from billing.domain.clock import parse_time
 from billing.domain.errors import InvalidInput, UnknownPriceItem
 from billing.store.keys import account_pk
 from billing.store.ledger import Ledger
@@ -93,8 +94,11 @@ def test_one_line_rounded_once_half_up(ledger: Ledger, catalog: PriceCatalog) ->
 def test_invalid_samples_write_nothing_and_raise(account: Platform, name: str, error: type) -> None:
     before = items(account.ledger, "acct-sample")
     version = account.state().version
+    # The sample is processed when it happens (a dated sample must be checked on any day).
+    happened = parse_time(sample(name)["detail"]["occurred_at"])
+    handler = load_handler("platform_events", clock=lambda: happened)
     with pytest.raises(error):
-        load_handler("platform_events").lambda_handler(sample(name), FakeContext(function_name="platform-events"))
+        handler.lambda_handler(sample(name), FakeContext(function_name="platform-events"))
     # The handler built its own Ledger from TABLE_NAME: the same table as the fixture's.
     assert items(account.ledger, "acct-sample") == before
     assert account.state().version == version

@@ -29,6 +29,7 @@ from localsam.http_api import routes as template_routes
 from localsam.runner import StackRunner
 from localsam.template import load_template
 from tests.helpers import load_handler
+from tests.travel import mid_month
 
 FUNCTIONS = {"UsageApiFunction": "usage_api", "AccountApiFunction": "account_api",
              "PaymentWebhookFunction": "payment_webhook"}
@@ -36,6 +37,14 @@ AUTH = {"jwt": "JWT", "iam": "AWS_IAM", "signature": "NONE", "none": "NONE"}
 USER, OTHER, NOBODY = "oa-user", "oa-other", "oa-nobody"
 OPERATOR = "arn:aws:iam::123456789012:role/operator"
 SECRET = LOCAL_PARAMETERS["PaymentWebhookSecret"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mid_month() -> Iterator[None]:
+    """This module's stories happen "now": at a fixed moment mid-month, so that no month, day or year
+    boundary changes their figures whatever the date the suite runs at."""
+    with mid_month():
+        yield
 
 
 def iso(moment: datetime) -> str:

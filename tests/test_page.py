@@ -25,6 +25,7 @@ import pytest
 from localsam.http_api import make_jwt
 from localsam.runner import StackRunner
 from tests.helpers import ROOT
+from tests.travel import mid_month
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -42,6 +43,14 @@ if not CHROMIUM.exists():
     if os.environ.get("CI"):
         raise RuntimeError("/usr/bin/chromium is missing: `make test` installs it (apt-get install chromium)")
     pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mid_month() -> Iterator[None]:
+    """This module's stories happen "now": at a fixed moment mid-month, so that no month, day or year
+    boundary changes their figures whatever the date the suite runs at."""
+    with mid_month():
+        yield
 
 
 def iso(t: datetime) -> str:
@@ -125,6 +134,8 @@ def browser() -> Iterator[Any]:
             profile, executable_path=str(CHROMIUM), headless=True, args=ARGS, accept_downloads=True,
             viewport={"width": 1280, "height": 900})
         context.set_default_timeout(10_000)
+        # The page reads the month and a token's expiry from its own clock: the tests' (mid_month).
+        context.clock.install(time=datetime.now(UTC))
         yield context
         context.close()
 

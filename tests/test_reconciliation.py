@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,10 +43,19 @@ from localsam.runner import StackRunner
 from localsam.runtime import InvocationError
 from tests.api_helpers import FakeContext
 from tests.helpers import C, Platform, RecordingPublisher, assert_conserved, invoke, load_handler
+from tests.travel import mid_month
 
 ACCOUNTS = ["acct-a", "acct-b", "acct-c", "acct-d"]
 HAIKU_CHAT: dict[str, Any] = {"feature": "chat", "model": "claude-haiku-4.5", "input_tokens": 1000,
                               "output_tokens": 500}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mid_month() -> Iterator[None]:
+    """This module's stories happen "now": at a fixed moment mid-month, so that no month, day or year
+    boundary changes their figures whatever the date the suite runs at."""
+    with mid_month():
+        yield
 
 
 def at(text: str) -> datetime:

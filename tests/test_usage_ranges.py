@@ -30,9 +30,10 @@ from tests.helpers import Platform
 NOW = datetime(2026, 3, 5, tzinfo=UTC)
 
 
-@pytest.fixture()
-def account(ledger: Ledger) -> Platform:
-    p = Platform(ledger, "acct-r")
+@pytest.fixture(scope="module")
+def account(module_ledger: Ledger) -> Platform:
+    """Built once for the module: every test here only reads it."""
+    p = Platform(module_ledger, "acct-r")
     p.send("Account Created", "2026-03-01T00:00:00Z", email="r@example.com", plan="membership")
     p.send("Container Created", "2026-03-02T00:00:00Z", container_id="c1", storage_gb=20, labels={"team": "core"})
     p.send("Container Created", "2026-03-02T00:00:00Z", container_id="c2", storage_gb=5, labels={"team": "ml"})

@@ -1,9 +1,12 @@
 """``make run``: the billing stack locally on its embedded defaults, and a simulated month.
 
-Three sample accounts live through the last 29 days (so a month boundary is crossed, unless today is
+Five sample accounts live through the last 29 days (so a month boundary is crossed, unless today is
 the 30th or 31st; events older than 30 days are refused), driven by the platform's events routed
 the way AWS routes them (EventBridge rules, the schedules, the SQS queues, the table's stream to the
-outbox dispatcher, the HTTP API of ``template.yaml``):
+outbox dispatcher, the HTTP API of ``template.yaml``). What ``carol``, ``dave`` and ``erin`` do takes
+their last 9 days and never crosses a month boundary, whatever the day the demo runs: it ends now,
+or, in the first 10 days of a month, an hour before the month began (the statements then show that
+month's usage, and the new month's credits pay what was still owed):
 
 * ``alice`` (Free plan): a small container most days, 8 GB of storage, AI Side Chat, a coupon, a
   check-in today, and credit mail switched off.
@@ -11,7 +14,7 @@ outbox dispatcher, the HTTP API of ``template.yaml``):
   Supporter; buys 500 credits (signed payment webhook) and refunds a second purchase.
 * ``carol`` (Free plan): large runs that drain her credits: the low-credit mail goes out, the
   periodic check ends her credits (debt, stop and inactivation requests, to which the simulated
-  platform responds), and a purchase today clears the debt.
+  platform responds), and a purchase today pays her back (and clears the debt if it is still owed).
 * ``dave`` (Free plan): turns auto top-up on (below 50 credits, 100 credits, at most 2 a month); his
   large runs would drain him, but each time his credits fall below 50 a purchase is created, the
   simulated payment integration pays it through the signed webhook, and he never runs out.
@@ -21,7 +24,9 @@ outbox dispatcher, the HTTP API of ``template.yaml``):
 ``bob`` labels his containers (``project``, ``team``) and his AI calls (``api_key``), relabels one
 mid-month, and keeps an alert rule (more than 300 credits spent this month).
 
-Usage happens in the past (event times), what users do through the API happens now (wall clock).
+The stack's functions live the story: while it is replayed their clock reads the simulated moment
+(what the platform reports, the controls users set in the middle of it, the auto top-ups paid as
+they are asked), then the real one: what users do today through the API happens now.
 Each account's statement is read through the HTTP API and printed; ``out/`` gets the usage chart
 (PNG, daily and cumulative), each account's audit log and usage by label as CSV, and every mail the
 stack sent (``out/mails/``: the HTML and the plain-text part). Run from a terminal, the demo then keeps
@@ -42,6 +47,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from billing.domain.clock import month_key, month_start
 from localsam.aws import LOCAL_PARAMETERS
 from localsam.http_api import make_jwt
 from localsam.runner import StackRunner
@@ -58,11 +64,34 @@ def iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class SimulatedClock:
+    """The stack's clock: the latest simulated moment while the story is replayed, else the real one."""
+
+    def __init__(self) -> None:
+        self.moment: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.moment or datetime.now(UTC).replace(microsecond=0)
+
+    def advance(self, moment: datetime) -> None:
+        self.moment = max(self.moment or moment, moment)
+
+    def real(self) -> None:
+        self.moment = None
+
+
 class Demo:
-    def __init__(self, stack: StackRunner, now: datetime) -> None:
+    def __init__(self, stack: StackRunner, now: datetime, clock: SimulatedClock | None = None) -> None:
         self.stack = stack
         self.now = now
+        self.clock = clock or SimulatedClock()
         self.start = (now - timedelta(days=29)).replace(hour=8, minute=0, second=0)
+        # The month boundary the story crosses, if any, and the end of the accounts' 9 days.
+        boundary = month_start(now)
+        self.boundary = boundary if boundary > self.start else None
+        recent = self.boundary is not None and now - self.boundary < timedelta(days=10)
+        self.end = self.boundary - timedelta(hours=1) if recent and self.boundary else now
+        self.month = month_key(self.end)  # the month the statements report
         self.rng = random.Random(7)
         self.seq = 0
         self.timeline: list[tuple[datetime, str, str, dict[str, Any]]] = []
@@ -98,7 +127,8 @@ class Demo:
         t0, rng = self.start, self.rng
         self.event(t0, "alice", "Account Created", email="alice@example.com", plan="free")
         self.event(t0, "bob", "Account Created", email="bob@example.com", plan="membership")
-        self.event(t0 + timedelta(days=20), "carol", "Account Created", email="carol@example.com", plan="free")
+        self.event((self.end - timedelta(days=9)).replace(hour=8, minute=0, second=0), "carol", "Account Created",
+                   email="carol@example.com", plan="free")
         self.event(t0 + timedelta(minutes=5), "alice", "Container Created", container_id="alice-web", storage_gb=6)
         self.event(t0 + timedelta(minutes=5), "bob", "Container Created", container_id="bob-api", storage_gb=25,
                    labels={"project": "api", "team": "backend"})
@@ -131,7 +161,7 @@ class Demo:
         self.event(t0 + timedelta(days=18), "bob", "Container Resized", container_id="bob-api", storage_gb=50)
         self.event(t0 + timedelta(days=25), "bob", "Container Inactivated", container_id="bob-ml")
         # carol: two large runs; the second drains her credits and the periodic check ends them.
-        c0 = self.now - timedelta(days=2)
+        c0 = self.end - timedelta(days=2)
         c0 = c0.replace(hour=9, minute=0, second=0)
         self.event(c0 - timedelta(hours=1), "carol", "Container Created", container_id="carol-train", storage_gb=9)
         self.run("carol", "carol-train", c0, 60, "large")
@@ -145,7 +175,7 @@ class Demo:
 
     def dave_and_erin(self) -> None:
         """Two accounts saved from running dry by their controls: auto top-up and a spend cap."""
-        d0 = (self.now - timedelta(days=4)).replace(hour=7, minute=0, second=0)
+        d0 = (self.end - timedelta(days=4)).replace(hour=7, minute=0, second=0)
         self.event(d0, "dave", "Account Created", email="dave@example.com", plan="free")
         self.event(d0 + timedelta(minutes=5), "dave", "Container Created", container_id="dave-render", storage_gb=4)
         self.actions.append((d0 + timedelta(minutes=10), lambda: self.api("PUT", "/v1/settings", sub="dave", body={
@@ -153,7 +183,7 @@ class Demo:
         # Four 90-minute large runs, 40.8 credits each, 163.2 in all against his 50 free credits.
         for day in range(4):
             self.run("dave", "dave-render", d0 + timedelta(days=day, hours=2), 90, "large")
-        e0 = (self.now - timedelta(days=3)).replace(hour=10, minute=0, second=0)
+        e0 = (self.end - timedelta(days=3)).replace(hour=10, minute=0, second=0)
         self.event(e0, "erin", "Account Created", email="erin@example.com", plan="free")
         self.event(e0 + timedelta(minutes=5), "erin", "Container Created", container_id="erin-batch", storage_gb=3)
         self.actions.append((e0 + timedelta(minutes=10), lambda: self.api(
@@ -168,6 +198,7 @@ class Demo:
     def deliver_until(self, until: datetime) -> None:
         while self.timeline and self.timeline[0][0] <= until:
             at, source, detail_type, detail = self.timeline.pop(0)
+            self.clock.advance(at)
             result = self.stack.put_event(source, detail_type, detail, time=at)
             if not result.ok:
                 raise RuntimeError(f"{detail_type} failed: {[d.error for d in result.failures]}")
@@ -176,8 +207,8 @@ class Demo:
 
     def boundary_and_checks(self) -> None:
         """Deliver the timeline, firing the monthly job at the boundary and the periodic check daily."""
-        first = datetime(self.now.year, self.now.month, 1, tzinfo=UTC)
-        checks = {first, self.carol_check, self.erin_check} | {
+        first = self.boundary
+        checks = {self.carol_check, self.erin_check} | ({first} if first else set()) | {
             (self.start + timedelta(days=d)).replace(hour=23, minute=55) for d in range(34)
         }
         actions = dict(self.actions)
@@ -185,6 +216,7 @@ class Demo:
             if moment >= self.now:
                 break
             self.deliver_until(moment)
+            self.clock.advance(moment)
             if moment in actions:
                 actions[moment]()
                 self.stack.drain()
@@ -195,6 +227,7 @@ class Demo:
             self.platform_reacts(moment)
         self.deliver_until(self.now - timedelta(minutes=5))
         self.stack.drain()
+        self.clock.real()
 
     def platform_reacts(self, moment: datetime) -> None:
         """The container platform stops what billing asked it to stop, a few minutes later."""
@@ -228,8 +261,8 @@ class Demo:
     def pay(self, purchase: dict[str, Any]) -> None:
         body = json.dumps({"id": f"evt-{purchase['purchase_id']}", "type": "payment.succeeded",
                            "purchase_id": purchase["purchase_id"], "amount": purchase["price"],
-                           "created_at": iso(datetime.now(UTC))})
-        t = str(int(time.time()))
+                           "created_at": iso(self.clock())})
+        t = str(int(self.clock().timestamp()))
         signature = hmac.new(WEBHOOK_SECRET.encode(), f"{t}.{body}".encode(), hashlib.sha256).hexdigest()
         response = self.stack.api_request("POST", "/v1/webhooks/payments", body=body,
                                           headers={"Billing-Signature": f"t={t},v1={signature}",
@@ -258,7 +291,7 @@ class Demo:
 
     # ------------------------------------------------------------------ the statements
     def statement(self, account: str) -> dict[str, Any]:
-        month = self.now.strftime("%Y-%m")
+        month = self.month
         balance = self.api("GET", "/v1/balance", sub=account)
         usage = self.api("GET", "/v1/usage", sub=account, query={"month": month})
         usd = self.api("GET", "/v1/usage", sub=account, query={"month": month, "unit": "usd"})
@@ -402,8 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     now = datetime.now(UTC).replace(microsecond=0)
     print("starting the local stack (DynamoDB Local, moto for SES/EventBridge/SQS) from template.yaml ...")
     logs = OUT / "function-logs.jsonl"
-    with StackRunner() as stack, logs.open("w") as log:
-        demo = Demo(stack, now)
+    clock = SimulatedClock()
+    with StackRunner(clock=clock) as stack, logs.open("w") as log:
+        demo = Demo(stack, now, clock)
         demo.script()
         print(f"simulating {demo.start:%Y-%m-%d} .. {now:%Y-%m-%d %H:%M} UTC: "
               f"{len(demo.timeline)} platform events, the monthly job and the periodic checks ...")

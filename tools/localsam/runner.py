@@ -18,7 +18,7 @@ import json
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -45,8 +45,10 @@ class StackRunner:
         template: dict[str, Any] | None = None,
         parameters: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.template = template or load_template()
+        self.clock = clock  # the functions' clock, when not the real one (see Runtime)
         self.parameters = dict(parameters or {})
         self.extra_env = dict(env or {})
         self.aws = AwsStandIns(
@@ -100,7 +102,7 @@ class StackRunner:
         refs, attrs = self.aws.local_names()
         resolver = Resolver(self.template, self.parameters, refs, attrs)
         self.resolver = resolver
-        self.runtime = Runtime(self.template, resolver, env_overrides=self.extra_env)
+        self.runtime = Runtime(self.template, resolver, env_overrides=self.extra_env, clock=self.clock)
         self.api = HttpApi(self.template, self.invoke, resolver)
         self._events = EventBridgeRules(self.runtime, resolver, self.aws)
         self._sqs = SqsMappings(self.runtime, resolver, self.aws)

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -260,8 +261,12 @@ class Runtime:
         resolver: Resolver | None = None,
         env_overrides: Mapping[str, str] | None = None,
         root: Path = ROOT,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.template = template or load_template()
+        # The functions' clock (billing.wiring.clock) when not the real one: a simulation (the demo)
+        # runs the stack at the moments it simulates.
+        self.clock = clock
         self.resolver = resolver or Resolver(self.template)
         self.functions = functions(self.template, root)
         self.env_overrides = dict(env_overrides or {})
@@ -293,6 +298,11 @@ class Runtime:
         if logical_id not in self._handlers:
             with patched_environ(self.environment(logical_id)):
                 self._handlers[logical_id] = load_handler(self.spec(logical_id))
+            deps = getattr(sys.modules.get(f"localsam_fn_{logical_id}"), "deps", None)
+            if self.clock is not None and deps is not None:
+                from billing import wiring
+
+                deps.dependency_overrides[wiring.clock] = lambda: self.clock
         return self._handlers[logical_id]
 
     def invoke(self, logical_id: str, event: Any, env: Mapping[str, str] | None = None) -> Any:
