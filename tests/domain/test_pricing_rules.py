@@ -5,7 +5,6 @@ following every fact of the container's timeline, traffic beyond the month's 10 
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -114,8 +113,8 @@ def test_storage_follows_every_fact_of_the_timeline() -> None:
                   sizes=[(t("2026-03-02T00:00:00Z"), 20), (t("2026-03-03T12:00:00Z"), 30)],
                   activity=[(t("2026-03-04T00:00:00Z"), False), (t("2026-03-05T00:00:00Z"), True)],
                   deleted_at=t("2026-03-07T00:00:00Z"))
-    exact = pricing.storage_exact(CATALOG, state, c, t("2026-03-01T00:00:00Z"), t("2026-03-08T00:00:00Z"))
-    assert exact == {("2026-03", ()): (Decimal("32.4"), (t("2026-03-01T00:00:00Z"), t("2026-03-08T00:00:00Z")))}
+    exact = pricing.storage_amounts(CATALOG, state, c, t("2026-03-01T00:00:00Z"), t("2026-03-08T00:00:00Z"))
+    assert exact == {("2026-03", ()): (32_400_000, (t("2026-03-01T00:00:00Z"), t("2026-03-08T00:00:00Z")))}
     line = pricing.storage_line(CATALOG, state, c, ("2026-03", ()), 32_400_000,
                                 (t("2026-03-02T00:00:00Z"), t("2026-03-08T00:00:00Z")))
     assert (line.resource, line.item, line.amount, line.month, line.container_id, line.seconds, line.storage_gb,
@@ -129,9 +128,9 @@ def test_storage_starts_at_the_creation_the_container_carries() -> None:
     billable on Free from the creation only, 12 h to 03-03: 180 GB-h x 0.018 = 3.24."""
     state = account()
     c = container(created_at=t("2026-03-02T12:00:00Z"), sizes=[(t("2026-03-01T00:00:00Z"), 20)])
-    exact = pricing.storage_exact(CATALOG, state, c, t("2026-03-01T00:00:00Z"), t("2026-03-03T00:00:00Z"))
-    assert exact[("2026-03", ())][0] == Decimal("3.24")
-    never = pricing.storage_exact(CATALOG, state, container(sizes=[(t("2026-03-01T00:00:00Z"), 20)]),
+    exact = pricing.storage_amounts(CATALOG, state, c, t("2026-03-01T00:00:00Z"), t("2026-03-03T00:00:00Z"))
+    assert exact[("2026-03", ())][0] == 3_240_000
+    never = pricing.storage_amounts(CATALOG, state, container(sizes=[(t("2026-03-01T00:00:00Z"), 20)]),
                                   t("2026-03-01T00:00:00Z"), t("2026-03-03T00:00:00Z"))
     assert [value for value, _ in never.values()] == [0]  # never created: nothing
 
@@ -158,10 +157,10 @@ def test_storage_over_a_month_boundary_and_a_price_change_is_kept_apart_by_month
     April 9 days at 0.018 (216 h x 5 = 1,080 GB-h -> 19.44) and 1 h at 0.036 (5 GB-h -> 0.18): 19.62."""
     state = account()
     c = container(created_at=t("2026-03-31T22:00:00Z"), sizes=[(t("2026-03-31T22:00:00Z"), 10)])
-    exact = pricing.storage_exact(TWO, state, c, t("2026-03-31T22:00:00Z"), t("2026-04-10T01:00:00Z"))
+    exact = pricing.storage_amounts(TWO, state, c, t("2026-03-31T22:00:00Z"), t("2026-04-10T01:00:00Z"))
     assert exact == {
-        ("2026-03", ()): (Decimal("0.18"), (t("2026-03-31T22:00:00Z"), t("2026-04-01T00:00:00Z"))),
-        ("2026-04", ()): (Decimal("19.62"), (t("2026-04-01T00:00:00Z"), t("2026-04-10T01:00:00Z"))),
+        ("2026-03", ()): (180_000, (t("2026-03-31T22:00:00Z"), t("2026-04-01T00:00:00Z"))),
+        ("2026-04", ()): (19_620_000, (t("2026-04-01T00:00:00Z"), t("2026-04-10T01:00:00Z"))),
     }
 
 
