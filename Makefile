@@ -10,18 +10,44 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY = 0
 
 .DEFAULT_GOAL := test
-.PHONY: test test-domain run api build lint validate install clean web chromium
+.PHONY: test test-domain run api build lint validate install clean web chromium lock scan
 
-# The install is redone only when pyproject.toml changes (the stamp is older than it).
+# The install is redone only when the lock changes (the stamp is older than it): exactly the locked
+# versions, each file checked against its hash, then the project itself without dependencies.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): requirements-dev.lock | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 install: $(STAMP)
+
+# The locks, regenerated from pyproject.toml by uv (pinned in the dev extra): requirements-dev.lock for
+# every Python from 3.11 and every platform (markers), the layer's requirements for python3.13 on arm64
+# at the same versions (constrained by the dev lock), and the scanner's own environment (its pins clash
+# with the dev tools'). uv prefers the versions already locked; `make lock UPGRADE=--upgrade` moves on.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --custom-compile-command 'make lock' $(UPGRADE)
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$$(grep -o '"uv==[^"]*' pyproject.toml | tr -d '"')"
+	$(UV_COMPILE) --universal --python-version 3.11 --extra dev -o requirements-dev.lock pyproject.toml
+	$(UV_COMPILE) --python-version 3.13 --python-platform aarch64-manylinux2014 -c requirements-dev.lock \
+		-o layers/billing/requirements.txt pyproject.toml
+	$(UV_COMPILE) --universal --python-version 3.11 --extra scan -o requirements-scan.lock pyproject.toml
+
+# checkov in its own environment (requirements-scan.lock), see [project.optional-dependencies] scan.
+SCAN_VENV ?= .venv-scan
+$(SCAN_VENV)/.installed: requirements-scan.lock
+	$(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-scan.lock
+	touch $@
+
+# The template's security scan: every check passes or is skipped next to its resource with a reason
+# (`# checkov:skip=CKV_...:why`); checkov's exit status fails the target on anything else.
+scan: $(SCAN_VENV)/.installed
+	$(SCAN_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f template.yaml
 
 # The credit-usage page (web/dist, served by WebPageFunction): rebuilt when missing or older than its
 # sources; npm ci again when package-lock.json changes.
@@ -42,9 +68,10 @@ chromium:
 	else echo "warning: /usr/bin/chromium is missing (apt-get install chromium, as root)"; fi
 
 # pytest's own exit codes pass through: 5 (no tests collected) fails the target like any error.
-test: $(STAMP) web chromium
+test: $(STAMP) web chromium $(SCAN_VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/sam validate --lint --template template.yaml
+	$(SCAN_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f template.yaml
 	$(BIN)/python -m pytest
 
 # The pure billing rules alone, without DynamoDB or AWS stand-ins: seconds.
