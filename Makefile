@@ -10,18 +10,48 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY = 0
 
 .DEFAULT_GOAL := test
-.PHONY: test test-domain mutation soak run api build lint validate install clean web chromium
+.PHONY: test test-domain mutation soak run api build lint validate install clean web chromium lock scan
 
-# The install is redone only when pyproject.toml changes (the stamp is older than it).
+# The install is redone only when the lock changes (the stamp is older than it): exactly the locked
+# versions, each file checked against its hash, then the project itself without dependencies.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): requirements-dev.lock | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 install: $(STAMP)
+
+# The locks, regenerated from pyproject.toml by uv (pinned in the dev extra): requirements-dev.lock for
+# every Python from 3.11 and every platform (markers), the layer's requirements for python3.13 on arm64
+# at the same versions (constrained by the dev lock), and the scanner's own environment (its pins clash
+# with the dev tools'). uv prefers the versions already locked; `make lock UPGRADE=--upgrade` moves on.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --custom-compile-command 'make lock' $(UPGRADE)
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$$(grep -o '"uv==[^"]*' pyproject.toml | tr -d '"')"
+	$(UV_COMPILE) --universal --python-version 3.11 --extra dev -o requirements-dev.lock pyproject.toml
+	$(UV_COMPILE) --python-version 3.13 --python-platform aarch64-manylinux2014 -c requirements-dev.lock \
+		-o layers/billing/requirements.txt pyproject.toml
+	$(UV_COMPILE) --universal --python-version 3.11 --extra scan -o requirements-scan.lock pyproject.toml
+	$(UV_COMPILE) --universal --python-version 3.11 --no-deps --extra mutation -o requirements-mutation.tmp pyproject.toml
+	grep -o '^mutmut==[^ ]*' requirements-mutation.tmp | $(UV_COMPILE) --universal --python-version 3.11 \
+		-o requirements-mutation.lock -
+	rm -f requirements-mutation.tmp
+
+# checkov in its own environment (requirements-scan.lock), see [project.optional-dependencies] scan.
+SCAN_VENV ?= .venv-scan
+$(SCAN_VENV)/.installed: requirements-scan.lock
+	$(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-scan.lock
+	touch $@
+
+# The template's security scan: every check passes or is skipped next to its resource with a reason
+# (`# checkov:skip=CKV_...:why`); checkov's exit status fails the target on anything else.
+scan: $(SCAN_VENV)/.installed
+	$(SCAN_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f template.yaml
 
 # The credit-usage page (web/dist, served by WebPageFunction): rebuilt when missing or older than its
 # sources; npm ci again when package-lock.json changes.
@@ -49,9 +79,10 @@ chromium:
 PYTEST_WORKERS ?= 2
 CLOCK_TESTS := tests/test_ai_usage.py tests/test_demo.py tests/test_localsam.py tests/test_openapi.py \
 	tests/test_api_robustness.py
-test: $(STAMP) web chromium
+test: $(STAMP) web chromium $(SCAN_VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/sam validate --lint --template template.yaml
+	$(SCAN_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f template.yaml
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 	BILLING_TEST_NOW=$${BILLING_TEST_NOW:-2028-02-29T23:59:30Z} $(BIN)/python -m pytest -n $(PYTEST_WORKERS) \
 		--dist loadfile $(CLOCK_TESTS)
@@ -65,8 +96,17 @@ test-domain: $(STAMP)
 # (default 1); MODULES to run a few modules only (e.g. MODULES="amounts lots").
 JOBS ?= 1
 MODULES ?=
-mutation: $(STAMP)
-	$(BIN)/python bench/mutation.py --jobs $(JOBS) $(MODULES)
+MUTATION_VENV ?= .venv-mutation
+$(MUTATION_VENV)/.installed: requirements-dev.lock requirements-mutation.lock
+	$(PYTHON) -m venv $(MUTATION_VENV)
+	$(MUTATION_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(MUTATION_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+		-r requirements-mutation.lock
+	$(MUTATION_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+mutation: $(MUTATION_VENV)/.installed
+	$(MUTATION_VENV)/bin/python bench/mutation.py --jobs $(JOBS) $(MODULES)
 
 # The model-based test (tests/test_model_based.py) with random seeds for SOAK_MINUTES (default 10):
 # prints the examples and steps run and the failures found, each with its seed and shrunk steps.

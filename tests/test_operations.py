@@ -74,14 +74,17 @@ def arn_target(value: Any) -> str | None:
 
 
 def dead_letter_queues() -> set[str]:
-    """Every queue that something dead-letters to: a queue's redrive policy, a function's DLQ, an
-    EventBridge rule's dead-letter config, a stream's on-failure destination."""
+    """Every queue that something dead-letters to: a queue's redrive policy, a function's DLQ or
+    on-failure destination of asynchronous invocations, an EventBridge rule's or a schedule's
+    dead-letter config, a stream's on-failure destination."""
     found: set[str] = set()
     for queue in QUEUES.values():
         found.add(arn_target((queue["Properties"].get("RedrivePolicy") or {}).get("deadLetterTargetArn")) or "")
     for function in FUNCTIONS.values():
         props = function["Properties"]
         found.add(arn_target((props.get("DeadLetterQueue") or {}).get("TargetArn")) or "")
+        async_failure = (((props.get("EventInvokeConfig") or {}).get("DestinationConfig") or {}).get("OnFailure") or {})
+        found.add(arn_target(async_failure.get("Destination")) or "")
         for event in (props.get("Events") or {}).values():
             event_props = event.get("Properties") or {}
             found.add(arn_target((event_props.get("DeadLetterConfig") or {}).get("Arn")) or "")
@@ -123,7 +126,7 @@ def test_every_queue_has_an_age_of_oldest_message_alarm(queue):
 
 def test_every_dead_letter_queue_has_a_depth_alarm():
     dlqs = dead_letter_queues()
-    assert dlqs == {"PlatformEventsDLQ", "SettlementDLQ", "WorkDLQ", "OutboxDLQ"}
+    assert dlqs == {"PlatformEventsDLQ", "SettlementDLQ", "WorkDLQ", "OutboxDLQ", "AsyncFailuresDLQ"}
     for queue in dlqs:
         dims = [("QueueName", {"Fn::GetAtt": [queue, "QueueName"]})]
         [name] = alarms_on("AWS/SQS", "ApproximateNumberOfMessagesVisible", dims)
@@ -181,7 +184,8 @@ def test_mail_goes_out_with_a_configuration_set_that_reports_bounces_and_complai
     # the dispatcher sends with it, and may
     dispatcher = plain(FUNCTIONS["OutboxDispatcherFunction"]["Properties"])
     assert dispatcher["Environment"]["Variables"]["SES_CONFIGURATION_SET"] == {"Ref": config_set}
-    [statement] = [s for p in dispatcher["Policies"] if "Statement" in p for s in p["Statement"]]
+    [statement] = [s for p in dispatcher["Policies"] if "Statement" in p for s in p["Statement"]
+                   if "ses:SendEmail" in s["Action"]]
     assert any(f"configuration-set/${{{config_set}}}" in r["Fn::Sub"] for r in statement["Resource"])
 
 

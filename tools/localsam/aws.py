@@ -42,18 +42,9 @@ LOCAL_PARAMETERS = {"PaymentWebhookSecret": "local-webhook-secret-0123456789"}
 
 
 def _threaded_moto_server() -> Any:
-    """moto's ThreadedMotoServer. Its app imports flask_cors (moto[server]) only to add CORS headers,
-    which local SDK calls never need; when flask-cors is absent a no-op stand-in is used."""
-    import importlib.util
-    import sys
-    import types
+    """moto's ThreadedMotoServer (moto[server]: flask and flask-cors come with it)."""
     import warnings
 
-    # sys.modules first: the stand-in from an earlier start has no __spec__ for find_spec to read
-    if "flask_cors" not in sys.modules and importlib.util.find_spec("flask_cors") is None:
-        stub = types.ModuleType("flask_cors")
-        stub.CORS = lambda *args, **kwargs: None  # type: ignore[attr-defined]
-        sys.modules["flask_cors"] = stub
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         from moto.server import ThreadedMotoServer

