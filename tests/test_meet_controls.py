@@ -59,9 +59,9 @@ def test_auto_top_up_off_and_on_in_a_month_never_reuses_an_auto_purchase_id(acco
     assert account.call("PUT", "/v1/settings", {"auto_top_up": {**AUTO, "below": "120", "max_per_month": 5}})[0] == 200
     third = auto_purchase_ids(account)[2]
     assert account.api.pay(third, 200, payment_id="pay-auto-3")[0] == 200  # 214
-    # Off and on again while below: asks at once, a fourth id; every one of them distinct.
+    # Off and on again while below: asks at once (3 of January's 5), a fourth id; every one distinct.
     assert account.call("PUT", "/v1/settings", {"auto_top_up": None})[0] == 200
-    assert account.call("PUT", "/v1/settings", {"auto_top_up": {**AUTO, "below": "300"}})[0] == 200
+    assert account.call("PUT", "/v1/settings", {"auto_top_up": {**AUTO, "below": "300", "max_per_month": 5}})[0] == 200
     ids = auto_purchase_ids(account)
     assert len(ids) == 4 and len(set(ids)) == 4
     # Later settlements of the account still commit: an AI use (gpt-5-nano, 1,000,000 input tokens x
@@ -73,6 +73,33 @@ def test_auto_top_up_off_and_on_in_a_month_never_reuses_an_auto_purchase_id(acco
     purchases = {p["purchase_id"]: p for p in account.call("GET", "/v1/purchases")[1]["purchases"]}
     assert [purchases[i]["status"] for i in ids] == ["paid", "paid", "paid", "pending"]
     assert_conserved(account.ledger.load("acct-1"))
+
+
+def test_off_and_on_keeps_one_pending_auto_purchase_and_the_months_maximum(account: Account) -> None:
+    """Removing auto top-up (null) and setting it again in one month forgets neither the pending
+    auto purchase nor the month's count: still one pending at a time, still at most max_per_month (2)."""
+    assert account.call("PUT", "/v1/settings", {"auto_top_up": AUTO})[0] == 200
+    account.run("c1", "r1", "2026-01-10T08:10:00Z", "2026-01-10T09:40:00Z")  # 50 - 40.80 = 9.20: asked
+    [first] = auto_purchase_ids(account)
+    assert account.call("PUT", "/v1/settings", {"auto_top_up": None})[1]["auto_top_up"] is None
+    body = account.call("PUT", "/v1/settings", {"auto_top_up": AUTO})[1]
+    assert body["auto_top_up"]["pending_purchase_id"] == first
+    # 10 minutes of large (27.20 / 6 = 4.533333): 4.666667 left, below 20, but one is pending: none asked.
+    account.run("c1", "r2", "2026-01-10T10:00:00Z", "2026-01-10T10:10:00Z")
+    assert auto_purchase_ids(account) == [first]
+    account.at("2026-01-10T10:15:00Z")
+    assert account.api.pay(first, 200, payment_id="pay-first")[0] == 200  # 104.666667
+    # 3.5 hours of large (95.20): 9.466667, below 20: the second of January's 2.
+    account.run("c1", "r3", "2026-01-10T10:20:00Z", "2026-01-10T13:50:00Z")
+    second = auto_purchase_ids(account)[1]
+    account.at("2026-01-10T13:55:00Z")
+    assert account.api.pay(second, 200, payment_id="pay-second")[0] == 200  # 109.466667
+    assert account.call("PUT", "/v1/settings", {"auto_top_up": None})[0] == 200
+    assert account.call("PUT", "/v1/settings", {"auto_top_up": AUTO})[0] == 200
+    # 3.5 hours more: 14.266667, below 20, but January has had its 2: none asked.
+    account.run("c1", "r4", "2026-01-10T14:00:00Z", "2026-01-10T17:30:00Z")
+    assert account.remaining() == 14_266_667
+    assert auto_purchase_ids(account) == [first, second]
 
 
 def test_a_new_month_and_a_new_setting_still_never_repeat_an_auto_purchase_id(account: Account) -> None:

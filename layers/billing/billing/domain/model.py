@@ -219,6 +219,9 @@ class AutoTopUp(Record, kw_only=True):
     failures: int = 0  # failed auto payments in a row
     failed: list[str] = field(default_factory=list)  # the auto purchases of that row, oldest first
     disabled_by_failures: bool = False  # turned off by the row (not by the user)
+    # Removed by the user (``null``): shown as no setting, but what is under way is kept (the pending
+    # purchase, the month's count), so turning it on again cannot pass max_per_month or pend twice.
+    removed: bool = False
 
 
 class LabelDays(Record, kw_only=True):

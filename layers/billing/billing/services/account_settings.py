@@ -25,7 +25,7 @@ def settings_view(state: AccountState) -> dict[str, Any]:
     auto = state.auto_top_up
     return {
         "credit_mail": state.credit_mail,
-        "auto_top_up": None if auto is None else {
+        "auto_top_up": None if auto is None or auto.removed else {
             "enabled": auto.enabled,
             "below": format_credits(auto.below),
             "credits": auto.credits,
@@ -86,6 +86,13 @@ def _auto_top_up(value: dict[str, Any], current: AutoTopUp | None, purchase_min:
     return auto
 
 
+def _remove_auto_top_up(current: AutoTopUp | None) -> None:
+    """``auto_top_up: null``: off and shown as unset, keeping the pending purchase and the month's
+    count (a removal and a new setting in one month still make at most max_per_month purchases)."""
+    if current is not None:
+        current.enabled, current.removed, current.disabled_by_failures = False, True, False
+
+
 def update_settings(
     ledger: Ledger, account_id: str, credit_mail: Any = UNSET, auto_top_up: Any = UNSET, spend_cap: Any = UNSET
 ) -> dict[str, Any]:
@@ -103,9 +110,12 @@ def update_settings(
         if credit_mail is not UNSET:
             state.credit_mail = credit_mail
         if auto_top_up is not UNSET:
-            state.auto_top_up = None if auto_top_up is None else _auto_top_up(
-                auto_top_up, state.auto_top_up, version.purchase_min_credits, version.purchase_max_credits
-            )
+            if auto_top_up is None:
+                _remove_auto_top_up(state.auto_top_up)
+            else:
+                state.auto_top_up = _auto_top_up(
+                    auto_top_up, state.auto_top_up, version.purchase_min_credits, version.purchase_max_credits
+                )
         if spend_cap is not UNSET:
             state.spend_cap = None if spend_cap is None else _credits(spend_cap, "spend_cap", 1)
             # Raising or removing the cap ends a cap reached this month.
