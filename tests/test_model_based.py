@@ -137,10 +137,13 @@ def sqs_event(messages: list[tuple[str, dict[str, str], str | None]], fifo: bool
     return {"Records": [
         {"messageId": f"m-{uuid.uuid4().hex[:8]}", "receiptHandle": "r", "body": body,
          "attributes": {"MessageGroupId": group or "g", "ApproximateReceiveCount": "1"} if fifo else {},
-         "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+         # the message's attributes as Lambda hands them over (the intake's AcceptedAt among them)
+         "messageAttributes": {name: {"stringValue": value, "stringListValues": [], "binaryListValues": [],
+                                      "dataType": "String"} for name, value in attributes.items()},
+         "md5OfBody": "", "eventSource": "aws:sqs",
          "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{'settlement.fifo' if fifo else 'work'}",
          "awsRegion": "us-east-1"}
-        for body, _, group in messages
+        for body, attributes, group in messages
     ]}
 
 
