@@ -106,6 +106,7 @@ test-domain: $(STAMP)
 OTHER_PYTHON := $(if $(PY313),$(PY311),)
 .venv-other/.installed: requirements-dev.lock
 	$(OTHER_PYTHON) -m venv .venv-other
+	.venv-other/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	.venv-other/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	.venv-other/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
