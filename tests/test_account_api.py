@@ -509,11 +509,33 @@ def test_settings(api: Api, ledger: Ledger) -> None:
 def test_get_settings(api: Api, ledger: Ledger) -> None:
     status, body = api.call("GET", "/v1/settings")
     assert (status, body) == (200, {"credit_mail": True, "auto_top_up": None, "spend_cap": None,
-                                    "spend_cap_reached": False})
+                                    "spend_cap_reached": False, "locale": None, "time_zone": None})
     api.call("PUT", "/v1/settings", {"credit_mail": False})
     assert api.call("GET", "/v1/settings")[1]["credit_mail"] is False
     assert api.call("GET", "/v1/settings", sub="acct-unknown")[0] == 404
     assert api.call("GET", "/v1/settings", sub=None)[0] == 401
+
+
+def test_locale_and_time_zone_settings(api: Api, ledger: Ledger) -> None:
+    """The page's and the mails' language and time zone: set, read back, cleared with null; a language
+    the product does not speak or a time zone the tz database does not know is a 400 that writes nothing."""
+    status, body = api.call("PUT", "/v1/settings", {"locale": "ko", "time_zone": "Asia/Seoul"})
+    assert (status, body["locale"], body["time_zone"], body["credit_mail"]) == (200, "ko", "Asia/Seoul", True)
+    assert api.call("GET", "/v1/settings")[1] == body
+    state = ledger.load("acct-1")
+    assert (state.locale, state.time_zone) == ("ko", "Asia/Seoul")
+    before = snapshot(ledger)
+    for bad in ({"locale": "fr"}, {"locale": "KO"}, {"locale": 1}, {"time_zone": "Mars/Olympus"},
+                {"time_zone": "../etc/passwd"}, {"time_zone": "/usr/share/zoneinfo/UTC"}, {"time_zone": ""},
+                {"time_zone": 9}, {"time_zone": "Asia/Seoul" * 10}, {"locale": "en", "time_zone": "Nowhere/Town"}):
+        status, error = api.call("PUT", "/v1/settings", bad)
+        assert status == 400, (bad, error)
+        assert ("locale" in error["error"]["message"]) or ("time_zone" in error["error"]["message"]), error
+    assert snapshot(ledger) == before
+    status, body = api.call("PUT", "/v1/settings", {"time_zone": "America/Argentina/Buenos_Aires"})
+    assert (status, body["locale"], body["time_zone"]) == (200, "ko", "America/Argentina/Buenos_Aires")
+    status, body = api.call("PUT", "/v1/settings", {"locale": None, "time_zone": None})
+    assert (status, body["locale"], body["time_zone"]) == (200, None, None)
 
 
 def test_operator_grant(api: Api, ledger: Ledger) -> None:

@@ -336,6 +336,8 @@ class SettingsView(View, kw_only=True):
     auto_top_up: AutoTopUpView | None
     spend_cap: Credits | None
     spend_cap_reached: bool = False
+    locale: Literal["en", "ko"] | None = None
+    time_zone: Annotated[str | None, Meta(description="An IANA time zone name, or null (the browser's).")] = None
 
 
 AlertKind = Literal["remaining_below", "hours_left_below", "spent_this_month_above"]

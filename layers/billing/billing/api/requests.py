@@ -163,6 +163,11 @@ class SettingsRequest(Body, kw_only=True, forbid_unknown_fields=True):
     credit_mail: bool | UnsetType = UNSET
     auto_top_up: AutoTopUpRequest | UnsetType | None = UNSET
     spend_cap: SpendCap | UnsetType | None = UNSET
+    locale: Annotated[Literal["en", "ko"], Meta(description="The page's and the mails' language (null: the "
+                                                           "browser's; mails in English).")] | UnsetType | None = UNSET
+    time_zone: Annotated[str, Meta(description="An IANA time zone name such as Asia/Seoul for times shown to the "
+                                               "user (null: the browser's; mails in UTC).",
+                                   max_length=64)] | UnsetType | None = UNSET
 
     def changes(self) -> dict[str, Any]:
         """The settings the body names, as the service's keyword arguments (a body naming none is a 400)."""
@@ -173,8 +178,11 @@ class SettingsRequest(Body, kw_only=True, forbid_unknown_fields=True):
             named["auto_top_up"] = None if self.auto_top_up is None else msgspec.structs.asdict(self.auto_top_up)
         if self.spend_cap is not UNSET:
             named["spend_cap"] = self.spend_cap
+        for name in ("locale", "time_zone"):
+            if getattr(self, name) is not UNSET:
+                named[name] = getattr(self, name)
         if not named:
-            raise InvalidInput("body: name at least one of credit_mail, auto_top_up, spend_cap")
+            raise InvalidInput("body: name at least one of credit_mail, auto_top_up, spend_cap, locale, time_zone")
         return named
 
 

@@ -269,6 +269,8 @@ class AccountState(Record, kw_only=True):
     plans: list[tuple[datetime, Plan]]  # plan history: (from, plan)
     credit_price_usd: str = "0.02"
     credit_mail: bool = True
+    locale: str | None = None  # "en" or "ko" for the page and the mails (None: the browser's, mails in English)
+    time_zone: str | None = None  # an IANA name for times shown to the user (None: the browser's, mails in UTC)
     as_of: datetime  # the account has been settled and rolled up to here (event time)
     lots: list[CreditLot] = field(default_factory=list)
     debt: int = 0
@@ -376,6 +378,8 @@ class Mail(Record, kw_only=True, tag="mail", tag_field="effect"):
     template: str
     to: str
     data: dict[str, object]
+    locale: str = "en"  # the account's language when the mail was decided
+    time_zone: str | None = None
 
 
 WorkKind = Literal["final_settlement", "month_close"]

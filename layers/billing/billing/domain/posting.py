@@ -203,7 +203,8 @@ class Book:
 
     def mail(self, template: str, **data: object) -> None:
         """Send a mail of ``template`` to the account's address once this change commits."""
-        self.effects.append(Mail(effect_id=self._next_effect_id(), template=template, to=self.state.email, data=data))
+        self.effects.append(Mail(effect_id=self._next_effect_id(), template=template, to=self.state.email, data=data,
+                                 locale=self.state.locale or "en", time_zone=self.state.time_zone))
 
     def work(self, kind: WorkKind, at: datetime, skip: list[str] | None = None) -> None:
         """Have the work queue settle the account's containers up to ``at`` in chunks (once this

@@ -4,8 +4,10 @@ other: the controls are evaluated as it commits (an auto top-up may be asked for
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from billing.domain import settle
 from billing.domain.account import Account
@@ -19,6 +21,9 @@ from billing.store import keys
 from billing.store.ledger import Change, Ledger
 
 UNSET: Any = object()  # a setting the request leaves as it is
+LOCALES = ("en", "ko")  # the languages the page and the mails speak
+# An IANA name as the tz database spells them ("Asia/Seoul", "UTC", "America/Argentina/Buenos_Aires").
+TIME_ZONE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]{0,29}(/[A-Za-z0-9][A-Za-z0-9_+-]{0,29}){0,2}$")
 
 
 def settings_view(state: AccountState) -> dict[str, Any]:
@@ -35,6 +40,8 @@ def settings_view(state: AccountState) -> dict[str, Any]:
         },
         "spend_cap": format_credits(state.spend_cap) if state.spend_cap is not None else None,
         "spend_cap_reached": state.cap_reached is not None and state.cap_reached == month_key(state.as_of),
+        "locale": state.locale,
+        "time_zone": state.time_zone,
     }
 
 
@@ -86,6 +93,25 @@ def _auto_top_up(value: dict[str, Any], current: AutoTopUp | None, purchase_min:
     return auto
 
 
+def _locale(value: Any) -> str | None:
+    if value is not None and value not in LOCALES:
+        raise InvalidInput(f"locale must be one of {', '.join(LOCALES)} or null")
+    return value
+
+
+def _time_zone(value: Any) -> str | None:
+    """An IANA time zone the tz database knows (``Asia/Seoul``), or None (the browser's)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not TIME_ZONE_NAME.match(value):
+        raise InvalidInput("time_zone must be an IANA time zone name such as Asia/Seoul, or null")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"time_zone: unknown time zone {value!r} (an IANA name such as Asia/Seoul)") from None
+    return value
+
+
 def _remove_auto_top_up(current: AutoTopUp | None) -> None:
     """``auto_top_up: null``: off and shown as unset, keeping the pending purchase and the month's
     count (a removal and a new setting in one month still make at most max_per_month purchases)."""
@@ -94,11 +120,14 @@ def _remove_auto_top_up(current: AutoTopUp | None) -> None:
 
 
 def update_settings(
-    ledger: Ledger, account_id: str, credit_mail: Any = UNSET, auto_top_up: Any = UNSET, spend_cap: Any = UNSET
+    ledger: Ledger, account_id: str, credit_mail: Any = UNSET, auto_top_up: Any = UNSET, spend_cap: Any = UNSET,
+    locale: Any = UNSET, time_zone: Any = UNSET,
 ) -> dict[str, Any]:
     """Change what the request names (UNSET: leave it); returns the settings as they are now."""
     if credit_mail is not UNSET and not isinstance(credit_mail, bool):
         raise InvalidInput("credit_mail must be true or false")
+    locale = locale if locale is UNSET else _locale(locale)
+    time_zone = time_zone if time_zone is UNSET else _time_zone(time_zone)
     if auto_top_up is not UNSET and auto_top_up is not None and not isinstance(auto_top_up, dict):
         raise InvalidInput("auto_top_up must be an object or null")
     event_id = keys.settings_event_id(uuid.uuid4().hex)
@@ -109,6 +138,10 @@ def update_settings(
         version = ledger.catalog.at(state.as_of)
         if credit_mail is not UNSET:
             state.credit_mail = credit_mail
+        if locale is not UNSET:
+            state.locale = locale
+        if time_zone is not UNSET:
+            state.time_zone = time_zone
         if auto_top_up is not UNSET:
             if auto_top_up is None:
                 _remove_auto_top_up(state.auto_top_up)
