@@ -266,7 +266,8 @@ def test_every_real_response_matches_the_document(stack: StackRunner, document: 
     s.refused(422, "POST /v1/admin/grants", iam=OPERATOR, body={**grant, "kind": "purchased"})
     s.refused(400, "POST /v1/admin/grants", iam=OPERATOR, body={**grant, "credits": 2.5})
     settings = s.ok("GET /v1/settings", sub=USER)
-    assert settings == {"credit_mail": True, "auto_top_up": None, "spend_cap": None, "spend_cap_reached": False}
+    assert settings == {"credit_mail": True, "auto_top_up": None, "spend_cap": None, "spend_cap_reached": False,
+                        "locale": None, "time_zone": None}
     s.refused(404, "GET /v1/settings", sub=NOBODY)
     assert s.ok("PUT /v1/settings", sub=USER, body={"credit_mail": False})["credit_mail"] is False
     s.refused(400, "PUT /v1/settings", sub=USER, body={"credit_mail": "no"})
