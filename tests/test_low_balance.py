@@ -96,7 +96,7 @@ def test_one_mail_when_less_than_an_hour_remains(ledger: Ledger, aws: Aws, runni
     [mail] = aws.mails()
     assert mail.destinations["ToAddresses"] == ["user@example.com"]
     assert mail.source == SENDER
-    assert "22.800000" in mail.body and "0.84" in mail.body and "https://example.com/buy" in mail.body
+    assert "22.80 credits left, about 50 minutes" in mail.body and "https://example.com/buy" in mail.body
     [event] = aws.events()
     assert (event["source"], event["detail-type"]) == ("billing", "Low Balance Notified")
     assert event["detail"].pop("effect_id")
@@ -127,7 +127,7 @@ def test_a_completed_purchase_starts_a_new_cycle(ledger: Ledger, aws: Aws, runni
     assert not sent_mail(check(ledger, aws, "2026-01-10T12:40:00Z"))
     # at 12:45 accrued 27.2 x 2.75 = 74.8: remaining 25.2 < 27.2 -> the new cycle's mail
     assert sent_mail(check(ledger, aws, "2026-01-10T12:45:00Z"))
-    assert len(aws.mails()) == 2 and "25.200000" in aws.mails()[1].body
+    assert len(aws.mails()) == 2 and "25.20 credits left" in aws.mails()[1].body
 
 
 def test_credit_mail_off_sends_nothing_and_keeps_the_cycle(ledger: Ledger, aws: Aws, running: Platform,
@@ -179,7 +179,7 @@ def test_checked_after_a_deduction_and_at_a_start(ledger: Ledger) -> None:
     p.send("Container Stopped", "2026-03-01T10:50:00Z", container_id="c2", run_id="r2", traffic_bytes=0)
     [(to, subject, body)] = p.mailer.sent
     assert to == "c@example.com" and subject == "Your credits are running low"
-    assert "Remaining credits: 26.353333" in body and "about 0.97 hours" in body
+    assert "26.35 credits left, about 58 minutes" in body  # 0.97 h = 58.2 min
     assert p.publisher.of_type("Low Balance Notified") == [
         {"account_id": "acct-c", "remaining": "26.353333", "hours_left": 0.97}]
     # A start when little remains mails at once (another account, same figures at 10:50).
@@ -190,5 +190,5 @@ def test_checked_after_a_deduction_and_at_a_start(ledger: Ledger) -> None:
     q.send("Container Started", "2026-03-01T10:00:00Z", container_id="c2", run_id="r2", tier="micro")
     # at 10:00: 27.2 accrued, 22.8 remain against 29.16 an hour: the start mails
     [(_, _, body)] = q.mailer.sent
-    assert "Remaining credits: 22.800000" in body
+    assert "You have 22.80 credits left" in body
     assert format_time(ledger.load("acct-d").as_of) == "2026-03-01T10:00:00Z"

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from billing.domain.amounts import format_credits, hours_left
+from billing.domain.amounts import MICRO, format_credits, hours_left
 from billing.domain.posting import Book
 
 TEMPLATE = "low_balance"
+SUGGESTED_HOURS = 24  # the mail suggests buying what is owed plus a day at the current burn
+
+
+def suggested_purchase(remaining: int, burn: int, minimum: int, maximum: int) -> int:
+    """Whole credits to buy: what is owed (remaining below zero) plus a day of usage at ``burn``
+    (µcr an hour), rounded up, within the purchase limits."""
+    needed = max(0, -remaining) + SUGGESTED_HOURS * burn
+    return min(maximum, max(minimum, -(-needed // MICRO)))
 
 
 def deducted(book: Book) -> bool:
@@ -34,5 +42,8 @@ def check(book: Book, at: datetime) -> bool:
     state.mail_sent_cycle = state.mail_cycle
     hours = hours_left(remaining, burn)
     book.emit("Low Balance Notified", remaining=format_credits(remaining), hours_left=hours)
-    book.mail(TEMPLATE, remaining=format_credits(remaining), hourly_burn=format_credits(burn), hours_left=hours)
+    version = book.catalog.at(moment)
+    buy = suggested_purchase(remaining, burn, version.purchase_min_credits, version.purchase_max_credits)
+    book.mail(TEMPLATE, remaining=format_credits(remaining), hourly_burn=format_credits(burn), hours_left=hours,
+              buy=buy)
     return True
