@@ -1,6 +1,7 @@
 // Builds web/dist/: the page's own files from src/ and the vendored libraries from node_modules/.
 // No bundler: the page is plain HTML, CSS and ES modules. Run `npm ci && npm run build` in web/.
 
+import { createHash } from "node:crypto";
 import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,6 +18,9 @@ const vendor = join(dist, "vendor");
 const VENDORED = [
   ["chart.js/dist/chart.umd.min.js", "chart.umd.min.js", "chart.js"],
   ["chart.js/LICENSE.md", "chart.js.LICENSE.md"],
+  // The receipt's PDF (web/src/receipt.js), loaded only when a user asks for the PDF.
+  ["jspdf/dist/jspdf.umd.min.js", "jspdf.umd.min.js", "jspdf"],
+  ["jspdf/LICENSE", "jspdf.LICENSE"],
   ["axe-core/axe.min.js", "axe.min.js"],
   ["axe-core/LICENSE", "axe-core.LICENSE"],
 ];
@@ -53,6 +57,39 @@ for (const [from, to, pkg] of VENDORED) {
   }
   await cp(path, join(vendor, name));
 }
+
+// The page's own styles and modules get their content's hash in their name (`app.3f9c1a2b.js`), so
+// the server lets browsers keep every file under page/ for a year (immutable) and only index.html is
+// revalidated. A module's hash covers the hashed names of what it imports, so a change anywhere
+// renames every module that leads to it. (The modules import each other without cycles.)
+const hashed = new Map(); // "app.js" -> "app.<hash>.js"
+const IMPORT = /(from\s+|import\s*\(\s*)"\.\/([\w-]+\.(?:js|mjs))"/g;
+async function hashModule(name, trail = []) {
+  if (hashed.has(name)) return hashed.get(name);
+  if (trail.includes(name)) throw new Error(`import cycle: ${[...trail, name].join(" -> ")}`);
+  let code = await readFile(join(dist, name), "utf8");
+  for (const dep of new Set([...code.matchAll(IMPORT)].map((m) => m[2]))) await hashModule(dep, [...trail, name]);
+  code = code.replace(IMPORT, (m, lead, dep) => `${lead}"./${hashed.get(dep)}"`);
+  const out = withHash(name, code);
+  await writeFile(join(dist, out), code);
+  await rm(join(dist, name));
+  hashed.set(name, out);
+  return out;
+}
+function withHash(name, content) {
+  const digest = createHash("sha256").update(content).digest("hex").slice(0, 10);
+  return name.replace(/\.(\w+)$/, `.${digest}.$1`);
+}
+await hashModule("app.js");
+for (const name of await readdir(dist)) {
+  if (/^[\w-]+\.(js|mjs)$/.test(name) && !/\.[0-9a-f]{10}\./.test(name)) await rm(join(dist, name)); // not reached from app.js
+}
+const css = await readFile(join(dist, "styles.css"), "utf8");
+const cssName = withHash("styles.css", css);
+await writeFile(join(dist, cssName), css);
+await rm(join(dist, "styles.css"));
+renamed.set("page/styles.css", `page/${cssName}`);
+renamed.set("page/app.js", `page/${hashed.get("app.js")}`);
 
 const index = join(dist, "index.html");
 let html = await readFile(index, "utf8");

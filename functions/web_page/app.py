@@ -6,6 +6,8 @@ Where the files come from: ``site/`` next to this module, which ``sam build`` fi
 (this directory's Makefile builds ``web/`` with ``npm ci && node build.mjs``); run locally without a
 build (``make api``, the tests), the repository's ``web/dist`` is served instead. To embed the page
 in another site's frame, ``PAGE_FRAME_ANCESTORS`` names the origins allowed to (default: none).
+``STRIPE_JS_URL`` and ``STRIPE_PUBLISHABLE_KEY`` (both empty: no card payments on the page) say where
+the page loads Stripe.js from (js.stripe.com, or the local Stripe stand-in) and with which key.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ HERE = Path(__file__).resolve().parent
 SITE = StaticSite(
     [HERE / "site", HERE.parent.parent / "web" / "dist"],
     frame_ancestors=os.environ.get("PAGE_FRAME_ANCESTORS", "'none'"),
+    stripe_js=os.environ.get("STRIPE_JS_URL", ""),
+    stripe_key=os.environ.get("STRIPE_PUBLISHABLE_KEY", ""),
 )
 
 

@@ -51,6 +51,13 @@ export function tokenSubject() {
   return token ? claims(token)?.sub ?? null : null;
 }
 
+/** The accounts the platform says the user belongs to (the token's `accounts` claim), if any. */
+export function tokenAccounts() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const list = token ? claims(token)?.accounts : null;
+  return Array.isArray(list) ? list.filter((a) => typeof a === "string" && a.length <= 200) : [];
+}
+
 export function clearToken() {
   sessionStorage.removeItem(TOKEN_KEY);
 }
@@ -116,6 +123,10 @@ export class ApiError extends Error {
 }
 
 let onUnauthorized = () => {};
+let billingAccount = null;
+/** The account the user acts on when it is not their own (organizations: `Billing-Account`). */
+export function setBillingAccount(id) { billingAccount = id || null; }
+export const currentBillingAccount = () => billingAccount;
 export function setUnauthorizedHandler(fn) { onUnauthorized = fn; }
 
 export function buildUrl(path, query = {}) {
@@ -145,6 +156,7 @@ export async function api(method, path, { query, body, idempotencyKey, raw = fal
     init.body = typeof body === "string" ? body : JSON.stringify(body);
   }
   if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
+  if (billingAccount) headers["Billing-Account"] = billingAccount;
   let res;
   try {
     res = await fetch(buildUrl(path, query), init);

@@ -2,6 +2,7 @@
 
 import { api, ApiError, GENERIC_ERROR, IdempotencyKeys } from "./api.js";
 import { utcMonth, utcToday } from "./format.js";
+import { t } from "./i18n.js";
 
 export const $ = (id) => document.getElementById(id);
 
@@ -10,7 +11,10 @@ export const state = {
   signedIn: false,
   unit: "credits",
   cumulative: true,
-  periodMode: "month",
+  periodMode: "range",
+  granularity: "day",
+  lastUsage: null,
+  auditEntries: [],
   month: utcMonth(),
   from: "",
   to: "",
@@ -64,9 +68,39 @@ export const isStale = (kind, seq) => state.seq[kind] !== seq;
 export function showError(regionId, err, { read = false } = {}) {
   if (err instanceof ApiError && err.status === 401) return; // the session panel takes over
   const generic = !(err instanceof ApiError) || err.generic;
-  $(regionId).textContent = generic ? GENERIC_ERROR : err.message;
+  $(regionId).textContent = generic ? t(GENERIC_ERROR) : errorText(err);
   if (read && generic) showErrorBanner();
   if (!(err instanceof ApiError)) console.error(err);
+}
+
+/** What a refusal means to the user and what to do, in the page's language; the API's own message
+ *  (English) only for a refusal the page has no words for. `known`: {status or code: message}. */
+export function errorText(err, known = {}) {
+  const message = known[err.code] ?? known[err.status];
+  if (message) return t(message);
+  if (err.status === 404) return t("Not found. Reload the page and try again.");
+  if (err.status === 403) return t("Your role in this account does not allow this.");
+  if (err.status === 409) return t("This changed meanwhile. Reload the page and try again.");
+  return t("Refused: {message}", { message: err.message });
+}
+
+/** Saves text as a file (the CSV downloads need the Authorization header, so no plain link). */
+export function download(filename, text, type) {
+  const url = URL.createObjectURL(text instanceof Blob ? text : new Blob([text], { type }));
+  const a = el("a", { href: url, download: filename, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+/** Gives each cell its column's name (data-label): below 600 px the rows are stacked cards. */
+export function labelCells(table) {
+  if (!table) return;
+  const names = [...table.tHead.rows[0].cells].map((th) => th.textContent.trim());
+  for (const row of table.tBodies[0].rows) {
+    [...row.cells].forEach((td, i) => { if (names[i] && td.colSpan === 1) td.dataset.label = names[i]; });
+  }
 }
 
 export function clearMessages(...ids) {
@@ -78,11 +112,11 @@ export function showErrorBanner() {
   if (region.firstChild) return;
   region.append(
     el("div", { class: "banner banner-error", "data-testid": "error-banner" },
-      el("span", { text: `${GENERIC_ERROR}.` }), " ",
+      el("span", { text: `${t(GENERIC_ERROR)}.` }), " ",
       el("button", { type: "button", class: "btn btn-small", "data-testid": "error-retry", onclick: () => {
         region.replaceChildren();
         retryAll();
-      } }, "Try again")),
+      } }, t("Try again"))),
   );
 }
 

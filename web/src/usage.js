@@ -1,10 +1,15 @@
-// 2. Usage for the period: total and per resource, the chart (cumulative or daily, credits or
-// dollars), the period or date range, and the filters (usage type, container, label, breakdown).
+// 2. Usage for the period (by default the last 30 days): total and per resource (the parts add up
+// to the total as shown), the chart (cumulative or per hour, day or month; credits or the account's
+// money), the filters (usage type, container, label, breakdown) and the usage CSV.
 
 import { api } from "./api.js";
-import { amountNumber, amountText, daysInclusive, isDay, isMonth, isPositive } from "./format.js";
 import {
-  $, addContainerOptions, cell, clearMessages, el, emptyRow, isStale, nextSeq, setPressed, setText, showError, state,
+  amountNumber, amountText, apportion, dayText, daysInclusive, isDay, isMonth, isPositive, monthText,
+} from "./format.js";
+import { t } from "./i18n.js";
+import {
+  $, addContainerOptions, busy, cell, clearMessages, download, el, emptyRow, isStale, labelCells, nextSeq, setPressed,
+  setText, showError, state,
 } from "./shared.js";
 
 const RESOURCES = ["container", "storage", "traffic", "ai"];
@@ -12,8 +17,9 @@ const MAX_RANGE_DAYS = 366;
 const LABEL_KEY = /^[a-z][a-z0-9_]{0,31}$/;
 const PALETTE = ["#1f5fbf", "#c2410c", "#047857", "#7e22ce", "#b91c1c", "#0e7490", "#a16207", "#4338ca"];
 
-function usageQuery() {
-  const q = { granularity: "day", cumulative: String(state.cumulative), unit: state.unit };
+export function usageQuery({ forCsv = false } = {}) {
+  const q = { granularity: state.granularity, unit: state.unit };
+  if (!forCsv) q.cumulative = String(state.cumulative);
   if (state.periodMode === "month") q.month = state.month;
   else { q.from = state.from; q.to = state.to; }
   if (state.resource) q.resource = state.resource;
@@ -38,28 +44,29 @@ function readFilters() {
   const from = $("range-from").value;
   const to = $("range-to").value;
   if (mode === "month") {
-    if (!isMonth(month)) return "Choose a month (YYYY-MM).";
+    if (!isMonth(month)) return t("Choose a month.");
   } else {
-    if (!isDay(from) || !isDay(to)) return "Choose both days of the range.";
+    if (!isDay(from) || !isDay(to)) return t("Choose both days of the range.");
     const days = daysInclusive(from, to);
-    if (days < 1) return "The range must not end before it starts.";
-    if (days > MAX_RANGE_DAYS) return `A range can cover at most ${MAX_RANGE_DAYS} days.`;
+    if (days < 1) return t("The range must not end before it starts.");
+    if (days > MAX_RANGE_DAYS) return t("A range can cover at most {n} days.", { n: MAX_RANGE_DAYS });
   }
   const label = $("label-filter").value.trim();
   if (label) {
     const [key, value] = splitLabel(label);
     if (!LABEL_KEY.test(key) || !value || value.length > 64) {
-      return "Write the label as key=value (key: lowercase letters, digits, _; value up to 64 characters).";
+      return t("Write the label as key=value (key: lowercase letters, digits, _; value up to 64 characters).");
     }
   }
   let groupBy = $("group-by").value;
   if (groupBy === "label") {
     const key = $("group-label-key").value.trim();
-    if (!LABEL_KEY.test(key)) return "Enter the label key to break down by (lowercase letters, digits, _).";
+    if (!LABEL_KEY.test(key)) return t("Enter the label key to break down by (lowercase letters, digits, _).");
     groupBy = `label:${key}`;
   }
   Object.assign(state, {
     periodMode: mode, month, from, to, label, groupBy,
+    granularity: $("granularity").value,
     resource: $("resource-filter").value,
     container: $("container-filter").value.trim(),
   });
@@ -85,29 +92,47 @@ export async function loadUsage() {
     const data = await api("GET", "/v1/usage", { query: usageQuery() });
     if (isStale("usage", seq)) return;
     clearMessages("usage-error");
+    state.lastUsage = data;
     renderUsage(data);
+    document.dispatchEvent(new CustomEvent("billing:usage", { detail: data }));
   } catch (err) {
     if (!isStale("usage", seq)) showError("usage-error", err, { read: true });
+    document.dispatchEvent(new CustomEvent("billing:usage", { detail: null }));
   } finally {
     if (!isStale("usage", seq)) $("usage").removeAttribute("aria-busy");
   }
 }
 
 function periodLabel() {
-  if (state.periodMode === "month") {
-    const [y, m] = state.month.split("-").map(Number);
-    return new Date(Date.UTC(y, m - 1, 1)).toLocaleString("en-US", { month: "long", year: "numeric", timeZone: "UTC" });
-  }
-  return `${state.from} to ${state.to}`;
+  if (state.periodMode === "month") return monthText(state.month);
+  return t("{from} to {to}", { from: dayText(state.from), to: dayText(state.to) });
 }
+
+/** The point's label on the chart's axis and in its table. */
+function pointLabel(date) {
+  const s = String(date);
+  if (state.granularity === "month") return monthText(s.slice(0, 7));
+  if (state.granularity === "hour" && s.length > 10) return s.slice(11, 16) === "00:00" ? `${dayText(s)} ${s.slice(11, 16)}` : s.slice(11, 16);
+  return dayText(s);
+}
+
+export const groupKeyText = (key) => (key === null || key === undefined || key === "" || key === "_none"
+  ? t("(no label)") : key === "_other" ? t("(other labels)") : String(key));
 
 function renderUsage(data) {
   const usd = state.unit === "usd";
   setText("total", amountText(data.total));
+  $("total").title = usd ? "" : String(data.total ?? "");
   setText("period-label", `(${periodLabel()})`);
   for (const unitEl of document.querySelectorAll("#usage-summary .unit")) unitEl.hidden = usd;
-  for (const r of RESOURCES) setText(`by-resource-${r}`, amountText(data.by_resource?.[r]));
-  setText("period-average", data.average_daily !== undefined ? `${amountText(data.average_daily)}${usd ? "" : " credits"}` : "—");
+  const parts = RESOURCES.map((r) => data.by_resource?.[r] ?? (usd ? { ...data.total, amount_minor: 0, cents: 0 } : "0"));
+  const shown = apportion(data.total, parts);
+  RESOURCES.forEach((r, i) => {
+    setText(`by-resource-${r}`, shown[i]);
+    $(`by-resource-${r}`).title = usd ? "" : String(parts[i]);
+  });
+  setText("period-average", data.average_daily !== undefined
+    ? (usd ? amountText(data.average_daily) : t("{amount} credits", { amount: amountText(data.average_daily) })) : "—");
 
   const series = data.series || [];
   const groups = Array.isArray(data.groups) ? data.groups : null;
@@ -115,7 +140,7 @@ function renderUsage(data) {
     && !(groups || []).some((g) => isPositive(g.total));
   $("empty-usage").hidden = !empty;
   $("usage-chart").hidden = empty;
-  renderGroups(groups);
+  renderGroups(data.total, groups);
   if (empty) {
     if (state.chart) { state.chart.destroy(); state.chart = null; }
     $("chart-table").tBodies[0].replaceChildren();
@@ -125,18 +150,18 @@ function renderUsage(data) {
   renderChartTable(series);
 }
 
-// Daily bars from each point's `amount` (the day's own), the cumulative line from `cumulative`.
+// Bars from each point's `amount` (its own usage), the cumulative line from `cumulative`.
 function chartDatasets(series, groups) {
   const field = state.cumulative ? "cumulative" : "amount";
   const dates = series.map((p) => p.date);
   if (!groups || !groups.length) {
-    return [{ label: state.resource ? resourceName(state.resource) : "All usage", data: series.map((p) => amountNumber(p[field])) }];
+    return [{ label: state.resource ? resourceName(state.resource) : t("All usage"), data: series.map((p) => amountNumber(p[field])) }];
   }
   return groups.map((g) => {
     const byDate = new Map((g.series || []).map((p) => [p.date, p]));
     let carried = 0;
     return {
-      label: String(g.key ?? "(none)"),
+      label: groupKeyText(g.key),
       data: dates.map((d) => {
         const p = byDate.get(d);
         if (state.cumulative) {
@@ -152,11 +177,16 @@ function chartDatasets(series, groups) {
 function renderChart(series, groups) {
   const canvas = $("usage-canvas");
   const usd = state.unit === "usd";
-  const fmt = (v) => (usd ? `$${Number(v).toFixed(2)}` : `${Number(v).toLocaleString("en-US", { maximumFractionDigits: 6 })}`);
-  const what = `${state.cumulative ? "Cumulative" : "Daily"} usage in ${usd ? "dollars" : "credits"}, ${periodLabel()}`;
+  const currency = state.lastUsage?.total?.currency || "USD";
+  const nf = usd ? new Intl.NumberFormat(document.documentElement.lang, { style: "currency", currency })
+    : new Intl.NumberFormat(document.documentElement.lang, { maximumFractionDigits: 2 });
+  const fmt = (v) => nf.format(Number(v));
+  const what = t(state.cumulative ? "Cumulative usage in {unit}, {period}" : "Usage per period in {unit}, {period}", {
+    unit: usd ? t("money") : t("credits"), period: periodLabel(),
+  });
   setText("chart-caption", what);
   const last = series.length ? amountText(series[series.length - 1].cumulative) : "";
-  canvas.setAttribute("aria-label", `${what}. Total ${last}${usd ? "" : " credits"}. The data is in the table below the chart.`);
+  canvas.setAttribute("aria-label", t("{what}. Total {total}. The data is in the table below the chart.", { what, total: last }));
   if (!window.Chart) return; // the table still shows the data
   if (state.chart) state.chart.destroy();
   const datasets = chartDatasets(series, groups).map((ds, i) => {
@@ -172,9 +202,10 @@ function renderChart(series, groups) {
       stack: state.cumulative ? undefined : "usage",
     };
   });
+  const labels = series.map((p) => pointLabel(p.date));
   state.chart = new window.Chart(canvas, {
     type: state.cumulative ? "line" : "bar",
-    data: { labels: series.map((p) => p.date), datasets },
+    data: { labels, datasets },
     options: {
       animation: false,
       responsive: true,
@@ -185,34 +216,56 @@ function renderChart(series, groups) {
         tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label}: ${fmt(ctx.parsed.y)}` } },
       },
       scales: {
-        x: { stacked: !state.cumulative, ticks: { callback(value) { return String(this.getLabelForValue(value)).slice(5); }, maxRotation: 0, autoSkipPadding: 8, color: "#444" } },
+        x: { stacked: !state.cumulative, ticks: { maxRotation: 0, autoSkipPadding: 8, color: "#444" } },
         y: { stacked: !state.cumulative, beginAtZero: true, ticks: { callback: fmt, color: "#444" } },
       },
     },
   });
 }
 
-// Every point has the day's own amount and the running total, whichever the chart draws.
+// Every point has its own amount and the running total, whichever the chart draws.
 function renderChartTable(series) {
   $("chart-table").tBodies[0].replaceChildren(...series.map((p) => el("tr", {},
-    cell(p.date), cell(amountText(p.amount), "num"), cell(amountText(p.cumulative), "num"))));
+    cell(pointLabel(p.date)), cell(amountText(p.amount), "num"), cell(amountText(p.cumulative), "num"))));
+  labelCells($("chart-table"));
 }
 
-function renderGroups(groups) {
+function renderGroups(total, groups) {
   const block = $("groups-block");
   if (!groups) { block.hidden = true; return; }
   block.hidden = false;
   setText("groups-key-col", groupName(state.groupBy));
   const tbody = $("groups-body");
-  if (!groups.length) emptyRow(tbody, 2, "No usage in this period");
-  else tbody.replaceChildren(...groups.map((g) => el("tr", { "data-testid": "usage-group-row" }, cell(String(g.key ?? "(none)")), cell(amountText(g.total), "num"))));
+  if (!groups.length) emptyRow(tbody, 2, t("No usage in this period"));
+  else {
+    const shown = apportion(total, groups.map((g) => g.total));
+    tbody.replaceChildren(...groups.map((g, i) => el("tr", { "data-testid": "usage-group-row" },
+      cell(groupKeyText(g.key)), el("td", { class: "num", title: typeof g.total === "string" ? g.total : null, text: shown[i] }))));
+  }
+  labelCells($("usage-groups-table"));
   if (state.groupBy === "container") addContainerOptions(groups.map((g) => g.key));
 }
 
-const resourceName = (r) => ({ container: "Container", storage: "Storage", traffic: "Traffic", ai: "AI" }[r] || r);
+export const resourceName = (r) => ({ container: t("Container"), storage: t("Storage"), traffic: t("Traffic"), ai: t("AI") }[r] || r);
 function groupName(groupBy) {
-  if (groupBy.startsWith("label:")) return `Label ${groupBy.slice(6)}`;
-  return { resource: "Usage type", container: "Container", tier: "Tier", model: "AI model", feature: "AI feature" }[groupBy] || "Group";
+  if (groupBy.startsWith("label:")) return t("Label {key}", { key: groupBy.slice(6) });
+  return {
+    resource: t("Usage type"), container: t("Container"), tier: t("Tier"), model: t("AI model"), feature: t("AI feature"),
+    user: t("Member"),
+  }[groupBy] || t("Group");
+}
+
+/** The usage CSV of what the chart shows (exact amounts, UTC times), saved from a Blob. */
+async function downloadUsageCsv() {
+  clearMessages("usage-error", "usage-csv-status");
+  try {
+    const res = await api("GET", "/v1/usage.csv", { query: usageQuery({ forCsv: true }), raw: true });
+    const name = `usage-${state.periodMode === "month" ? state.month : `${state.from}-${state.to}`}.csv`;
+    download(name, await res.text(), "text/csv;charset=utf-8");
+    setText("usage-csv-status", t("Downloaded {name}.", { name }));
+  } catch (err) {
+    showError("usage-error", err);
+  }
 }
 
 export function wireUsage() {
@@ -226,8 +279,7 @@ export function wireUsage() {
       applyFilters({ quiet: true });
     });
   }
-  $("period-month").addEventListener("change", () => applyFilters());
-  $("resource-filter").addEventListener("change", () => applyFilters());
+  for (const id of ["period-month", "resource-filter", "granularity"]) $(id).addEventListener("change", () => applyFilters());
   for (const id of ["range-from", "range-to", "container-filter", "label-filter", "group-label-key"]) {
     $(id).addEventListener("change", () => applyFilters({ quiet: true }));
   }
@@ -247,4 +299,5 @@ export function wireUsage() {
     setPressed(e.currentTarget, state.unit === "usd");
     loadUsage();
   });
+  $("usage-csv").addEventListener("click", (e) => busy(e.currentTarget, downloadUsageCsv));
 }

@@ -6,8 +6,13 @@ cold start is a person waiting for a page.
 * ``GET /`` is ``index.html``; ``GET /page/{file+}`` the page's other files (its styles, modules
   and vendored libraries). A file name is a path of segments of ``A-Z a-z 0-9 . _ -`` (no hidden
   file, no ``..``) that must resolve inside the site's folder: anything else is a 404.
-* ``Cache-Control``: ``no-cache`` for the page and its own modules (revalidated by ``ETag``, a 304
-  when unchanged), a year (``immutable``) for ``vendor/``, whose names carry the library's version.
+* ``Cache-Control``: ``no-cache`` for ``index.html`` (revalidated by ``ETag``, a 304 when unchanged),
+  a year (``immutable``) for ``vendor/`` (names carry the library's version) and for the page's own
+  styles and modules, whose names carry their content's hash (``app.3f9c1a2b07.js``, web/build.mjs).
+* Text files are sent gzip-compressed to a browser that accepts it (``Vary: Accept-Encoding``).
+* The page's configuration: ``stripe_js`` (the URL of Stripe.js: js.stripe.com, or the local Stripe
+  stand-in) and ``stripe_key`` (the publishable key) are written into index.html's ``billing-stripe-*``
+  meta tags, and the Stripe.js origin is added to the CSP's script, frame and connect sources.
 * Every answer carries a strict Content-Security-Policy (the page, its scripts, styles and API calls
   come from this origin only; no inline script or style), ``X-Content-Type-Options: nosniff`` and
   ``Referrer-Policy: no-referrer``.
@@ -16,12 +21,15 @@ cold start is a person waiting for a page.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
+import html
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 INDEX = "index.html"
 ASSET_PREFIX = "/page/"
@@ -48,20 +56,36 @@ CONTENT_TYPES = {
 }
 TEXT = ("text/", "application/json", "image/svg+xml")
 
+HASHED = re.compile(r"\.[0-9a-f]{10}\.(js|mjs|css)$")  # web/build.mjs: name.<10 hex of sha256>.ext
+COMPRESS_MIN = 1024  # bytes: smaller answers are not worth a gzip header
 SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 MAX_DEPTH = 4
 
 
-def content_security_policy(frame_ancestors: str = "'none'") -> str:
-    """Self only: the page calls the API on its own origin; ``data:`` only for the empty favicon."""
+def stripe_origins(stripe_js: str) -> list[str]:
+    """The origins Stripe.js needs: its own, and with the real js.stripe.com its API and hooks."""
+    parts = urlsplit(stripe_js)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        return []
+    origin = f"{parts.scheme}://{parts.netloc}"
+    if parts.netloc == "js.stripe.com":
+        return [origin, "https://api.stripe.com", "https://hooks.stripe.com"]
+    return [origin]
+
+
+def content_security_policy(frame_ancestors: str = "'none'", stripe_js: str = "") -> str:
+    """Self only (and Stripe.js when configured): the page calls the API on its own origin;
+    ``data:`` only for the empty favicon and the receipt's PDF image; blob: for downloads."""
+    stripe = "".join(f" {o}" for o in stripe_origins(stripe_js))
     return "; ".join(
         [
             "default-src 'none'",
-            "script-src 'self'",
+            f"script-src 'self'{stripe}",
             "style-src 'self'",
-            "img-src 'self' data:",
+            "img-src 'self' data: blob:",
             "font-src 'self'",
-            "connect-src 'self'",
+            f"connect-src 'self'{stripe}",
+            "frame-src" + (stripe or " 'none'"),
             "manifest-src 'self'",
             "base-uri 'none'",
             "form-action 'self'",
@@ -77,6 +101,7 @@ class _File:
     content_type: str
     mtime_ns: int
     size: int
+    gzipped: bytes | None = None  # the body gzip-compressed, for a text file worth compressing
 
 
 def safe_relative(name: str) -> str | None:
@@ -93,10 +118,13 @@ class StaticSite:
     """The page's files from the first of ``roots`` that holds ``index.html`` (looked up at each
     request, so a site built after the process started is found), cached by modification time."""
 
-    def __init__(self, roots: Iterable[Path], frame_ancestors: str = "'none'") -> None:
+    def __init__(self, roots: Iterable[Path], frame_ancestors: str = "'none'", stripe_js: str = "",
+                 stripe_key: str = "") -> None:
         self.roots = [Path(r) for r in roots]
+        self.config = {"billing-stripe-js": stripe_js if stripe_origins(stripe_js) else "",
+                       "billing-stripe-key": stripe_key if stripe_origins(stripe_js) else ""}
         self.headers = {
-            "content-security-policy": content_security_policy(frame_ancestors),
+            "content-security-policy": content_security_policy(frame_ancestors, self.config["billing-stripe-js"]),
             "x-content-type-options": "nosniff",
             "referrer-policy": "no-referrer",
             "cross-origin-opener-policy": "same-origin",
@@ -134,11 +162,19 @@ class StaticSite:
         file = self._read(root, name)
         if file is None:
             return self._not_found()
-        cache = IMMUTABLE if name.startswith(VENDOR) else NO_CACHE
+        cache = IMMUTABLE if name.startswith(VENDOR) or HASHED.search(name) else NO_CACHE
         headers = {**self.headers, "content-type": file.content_type, "cache-control": cache, "etag": file.etag}
+        if file.content_type.startswith(TEXT):
+            headers["vary"] = "accept-encoding"
         if _etag_matches(_header(event, "if-none-match"), file.etag):
             return {"statusCode": 304, "headers": headers, "body": ""}
-        return _body(200, headers, b"" if method == "HEAD" else file.body, file.content_type)
+        if method == "HEAD":
+            return _body(200, headers, b"", file.content_type)
+        if file.gzipped is not None and "gzip" in _header(event, "accept-encoding").lower():
+            headers["content-encoding"] = "gzip"
+            return {"statusCode": 200, "headers": headers, "body": base64.b64encode(file.gzipped).decode(),
+                    "isBase64Encoded": True}
+        return _body(200, headers, file.body, file.content_type)
 
     def _read(self, root: Path, name: str) -> _File | None:
         path = (root / name).resolve()
@@ -149,15 +185,27 @@ class StaticSite:
         if cached and cached.mtime_ns == stat.st_mtime_ns and cached.size == stat.st_size:
             return cached
         body = path.read_bytes()
+        if name == INDEX:
+            body = self._configure(body)
+        ctype = content_type(path.name)
         file = _File(
             body=body,
             etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
-            content_type=content_type(path.name),
+            content_type=ctype,
             mtime_ns=stat.st_mtime_ns,
             size=stat.st_size,
+            gzipped=gzip.compress(body, 9, mtime=0) if ctype.startswith(TEXT) and len(body) >= COMPRESS_MIN else None,
         )
         self._cache[path] = file
         return file
+
+    def _configure(self, page: bytes) -> bytes:
+        """index.html with the page's configuration in its ``<meta name="billing-…">`` tags."""
+        text = page.decode("utf-8")
+        for name, value in self.config.items():
+            text = text.replace(f'<meta name="{name}" content="">',
+                                f'<meta name="{name}" content="{html.escape(value, quote=True)}">')
+        return text.encode("utf-8")
 
     def _not_found(self) -> dict[str, Any]:
         return self._text(404, "Not Found")

@@ -1,0 +1,158 @@
+// For teams (organizations): the account switcher (when the user belongs to several accounts), the
+// members with their monthly limits and spending, and the activity log. Each part is shown only
+// when the API offers it (a 404 hides it), and what the user's role may not do is not offered.
+
+import { api, ApiError, currentBillingAccount, setBillingAccount, tokenAccounts, tokenSubject } from "./api.js";
+import { creditsNode, credits, timeText } from "./format.js";
+import { t } from "./i18n.js";
+import {
+  $, busy, cell, clearMessages, el, emptyRow, isStale, labelCells, nextSeq, setText, showError, state,
+} from "./shared.js";
+
+const ROLES = { owner: "Owner", admin: "Admin", member: "Member" };
+const MANAGERS = new Set(["owner", "admin"]);
+const ACTIVITY_PAGE = 20;
+
+/** Shows the account switcher when the token names more than one account the user belongs to. */
+export function renderSwitcher(onSwitch) {
+  const own = tokenSubject();
+  const accounts = [...new Set([own, ...tokenAccounts()].filter(Boolean))];
+  const field = $("account-switcher-field");
+  field.hidden = accounts.length < 2;
+  if (accounts.length < 2) return;
+  const select = $("account-switcher");
+  const active = currentBillingAccount() || own;
+  select.replaceChildren(...accounts.map((a) => el("option", { value: a, text: a === own ? t("{account} (yours)", { account: a }) : a })));
+  select.value = active;
+  select.onchange = () => {
+    setBillingAccount(select.value === own ? null : select.value);
+    onSwitch();
+  };
+}
+
+/** The caller's role in the account shown (null: their own account, or the API has no members). */
+function applyRole(role) {
+  state.role = role;
+  const limited = role === "member";
+  for (const node of document.querySelectorAll("[data-manager-only]")) node.hidden = limited;
+  document.body.dataset.role = role || "owner";
+}
+
+export async function loadMembers() {
+  const seq = nextSeq("members");
+  const section = $("team");
+  try {
+    const data = await api("GET", "/v1/members");
+    if (isStale("members", seq)) return;
+    clearMessages("members-error");
+    const members = data.members || data.entries || [];
+    const me = members.find((m) => m.user_id === tokenSubject());
+    applyRole(me?.role || (currentBillingAccount() ? "member" : "owner"));
+    section.hidden = false;
+    $("members-nav").hidden = false;
+    renderMembers(members);
+  } catch (err) {
+    if (isStale("members", seq)) return;
+    if (err instanceof ApiError && (err.status === 404 || err.status === 403)) {
+      applyRole(err.status === 403 ? "member" : null);
+      $("members-block").hidden = true;
+      if (err.status === 404) { section.hidden = $("activity-block").hidden; $("members-nav").hidden = section.hidden; }
+      return;
+    }
+    showError("members-error", err, { read: true });
+  }
+}
+
+function renderMembers(members) {
+  $("members-block").hidden = false;
+  const tbody = $("members-body");
+  const canSet = MANAGERS.has(state.role);
+  if (!members.length) { emptyRow(tbody, 5, t("No members yet")); return; }
+  tbody.replaceChildren(...members.map((m) => {
+    const limitCell = el("td", { class: "num" });
+    if (canSet) {
+      const id = `limit-${m.user_id}`.replace(/[^A-Za-z0-9_-]/g, "_");
+      const input = el("input", {
+        id, type: "number", min: "0", step: "any", inputmode: "decimal", class: "limit-input",
+        value: m.monthly_limit ? Number(m.monthly_limit) : "", placeholder: t("No limit"),
+        "aria-label": t("Monthly limit of {member} in credits (empty: no limit)", { member: m.email || m.user_id }),
+      });
+      const save = el("button", {
+        type: "button", class: "btn btn-secondary btn-small", "data-testid": "member-limit",
+        onclick: (e) => busy(e.currentTarget, () => setLimit(m, input.value.trim())),
+      }, t("Save limit"));
+      limitCell.append(input, " ", save);
+    } else {
+      limitCell.append(m.monthly_limit ? creditsNode(m.monthly_limit) : t("No limit"));
+    }
+    return el("tr", { "data-testid": "member-row" },
+      cell(m.email || m.user_id, "wrap"), cell(t(ROLES[m.role] || m.role)),
+      el("td", { class: "num" }, creditsNode(m.spent_this_month ?? "0")), limitCell);
+  }));
+  labelCells($("members-table"));
+}
+
+async function setLimit(member, value) {
+  clearMessages("members-error", "members-status");
+  if (value && (!/^\d+(\.\d{1,6})?$/.test(value))) {
+    setText("members-error", t("Enter the limit in credits (a positive number), or leave it empty for no limit."));
+    return;
+  }
+  try {
+    await api("PUT", `/v1/members/${encodeURIComponent(member.user_id)}/limit`, { body: { monthly_limit: value || null } });
+    setText("members-status", value
+      ? t("{member} may now use {amount} credits a month.", { member: member.email || member.user_id, amount: credits(value) })
+      : t("{member} has no monthly limit now.", { member: member.email || member.user_id }));
+    loadMembers();
+  } catch (err) {
+    showError("members-error", err);
+  }
+}
+
+const ACTIONS = {
+  "settings.updated": "changed the settings", "member.limit_set": "set a member's monthly limit",
+  "purchase.created": "bought credits", "purchase.refunded": "refunded a purchase", "alert.created": "added an alert rule",
+  "alert.deleted": "deleted an alert rule", "member.added": "added a member", "member.removed": "removed a member",
+  "member.role_changed": "changed a member's role", "coupon.redeemed": "redeemed a coupon", "check_in": "checked in",
+};
+const actionText = (a) => t(ACTIONS[a] || "made a change");
+
+function detailsText(details) {
+  if (!details || typeof details !== "object") return details ? String(details) : "";
+  return Object.entries(details).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
+}
+
+export async function loadActivity(reset = true) {
+  const seq = nextSeq("activity");
+  if (reset) state.activityCursor = null;
+  try {
+    const data = await api("GET", "/v1/activity", { query: { limit: ACTIVITY_PAGE, cursor: reset ? undefined : state.activityCursor } });
+    if (isStale("activity", seq)) return;
+    clearMessages("activity-error");
+    $("activity-block").hidden = false;
+    $("team").hidden = false;
+    $("members-nav").hidden = false;
+    const tbody = $("activity-body");
+    const rows = (data.entries || []).map((e) => el("tr", { "data-testid": "activity-row" },
+      cell(timeText(e.at)), cell(e.actor, "wrap"), cell(actionText(e.action)),
+      el("td", { class: "wrap small", "data-no-i18n": "" }, detailsText(e.details))));
+    if (reset) tbody.replaceChildren(...rows);
+    else tbody.append(...rows);
+    if (!tbody.rows.length) emptyRow(tbody, 4, t("No changes yet"));
+    labelCells($("activity-table"));
+    state.activityCursor = data.next_cursor || null;
+    $("activity-next").hidden = !state.activityCursor;
+  } catch (err) {
+    if (isStale("activity", seq)) return;
+    if (err instanceof ApiError && (err.status === 404 || err.status === 403)) {
+      $("activity-block").hidden = true;
+      if ($("members-block").hidden) { $("team").hidden = true; $("members-nav").hidden = true; }
+      return;
+    }
+    showError("activity-error", err, { read: true });
+  }
+}
+
+export function wireTeam() {
+  $("activity-next").addEventListener("click", (e) => busy(e.currentTarget, () => loadActivity(false)));
+}
