@@ -133,7 +133,8 @@ function loadAll() {
   $("error-banner-region").replaceChildren();
   loadBalance();
   loadSettings();
-  loadUsage(); // its answer picks the container log's day (the latest with usage)
+  loadUsage(); // its first answer picks the container log's day (the latest with usage)
+  if (state.dayChosen) loadContainerLog();
   loadAiLog(true);
   loadAudit(true);
   loadPurchases();
