@@ -32,6 +32,8 @@ from tests.travel import mid_month
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
+# the page makes its first load's ten calls to a local server on a shared machine: give answers time
+expect.set_options(timeout=15_000)
 
 CHROMIUM = Path("/usr/bin/chromium")
 WEB = ROOT / "web"
