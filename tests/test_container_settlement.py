@@ -185,6 +185,43 @@ def test_plan_change_settles_everything_and_applies_the_new_allowance(ledger):
     assert [lot.granted for lot in state.lots] == [50 * C]
 
 
+def test_a_late_plan_change_reprices_the_storage_of_every_running_container(ledger):
+    """Membership's 15 GB allowance applies from the change's own time for each container whose
+    storage was billed past it, not only the first one re-priced."""
+    p = Platform(ledger)
+    open_free(p)
+    for cid, gb, run in (("c1", 20, "r1"), ("c2", 25, "r2")):
+        p.send("Container Created", "2026-03-02T00:00:00Z", container_id=cid, storage_gb=gb)
+        p.send("Container Started", "2026-03-02T00:00:00Z", container_id=cid, run_id=run, tier="small",
+               code_supporter=False)
+    # A label at 03:00 settles each container to 03:00 (both keep running): small 3 h x 6.8 = 20.4
+    # each; storage above Free's 5 GB: c1 15 GB x 3 h x 0.018 = 0.81, c2 20 GB x 3 h x 0.018 = 1.08.
+    p.send("Container Labeled", "2026-03-02T03:00:00Z", container_id="c1", labels={"team": "a"})
+    p.send("Container Labeled", "2026-03-02T03:00:00Z", container_id="c2", labels={"team": "b"})
+    charged = 2 * 20_400_000 + 810_000 + 1_080_000  # 42.69
+    assert p.state().available() == 50 * C - charged
+
+    # Membership from 01:00, delivered at 03:00 (2 h late): 01:00 -> 03:00 is re-priced at 15 GB
+    # allowance. c1: 15 -> 5 billable GB, 10 GB x 2 h x 0.018 = 0.36 back; c2: 20 -> 10 GB, 0.36 back.
+    p.send("Plan Changed", "2026-03-02T01:00:00Z", "late-plan", plan="membership")
+    [correction] = [e for e in p.entries() if e.event_id == "late-plan"]
+    assert (correction.type, correction.amount) == ("correction", 720_000)
+    assert sorted((x.container_id, x.item, x.amount, x.storage_gb, x.billable_gb) for x in correction.lines) == [
+        ("c1", "storage", 360_000, 20, 5), ("c2", "storage", 360_000, 25, 10)]
+    state = p.state()
+    assert state.available() == 50 * C - charged + 720_000  # 8.03
+    assert state.totals.charged == charged - 720_000
+    assert_conserved(state)
+
+    # From 03:00 on both are priced at Membership's allowance: stopped at 03:30, c1 5 GB x 0.5 h x
+    # 0.018 = 0.045 and c2 10 GB x 0.5 h x 0.018 = 0.09 of storage, each with small 0.5 h = 3.4.
+    for cid, run in (("c1", "r1"), ("c2", "r2")):
+        p.send("Container Stopped", "2026-03-02T03:30:00Z", container_id=cid, run_id=run, traffic_bytes=0)
+    state = p.state()
+    assert state.available() == 50 * C - charged + 720_000 - 2 * 3_400_000 - 45_000 - 90_000  # 1.095
+    assert_conserved(state)
+
+
 def test_stop_delivered_before_its_start_charges_the_same(ledger):
     p = Platform(ledger)
     open_free(p)

@@ -30,7 +30,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,6 +48,7 @@ from localsam.aws import LOCAL_PARAMETERS
 from localsam.runner import StackRunner
 from tests.helpers import C, assert_conserved
 from tests.test_settlement_faults import conflict, throttled
+from tests.travel import mid_month
 
 # ------------------------------------------------------------------------------------------- faults
 
@@ -224,6 +225,15 @@ class Account:
 def drain(stack: StackRunner) -> None:
     _, streams = stack.drain()
     assert streams.ok, streams.given_up
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mid_month() -> Iterator[None]:
+    """This module's stories happen "now" (the API's check-in day, the intake's window, the month a
+    lot belongs to): at a fixed moment mid-month, so that no day, month or year boundary changes
+    their figures whatever the date the suite runs at."""
+    with mid_month():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -221,7 +221,9 @@ def test_an_auto_payment_that_fails_then_succeeds_is_no_failure_in_the_row(accou
     assert account.published("Auto Top-up Disabled") == []
 
 
-def test_auto_top_up_turned_off_by_a_failure_that_then_succeeds_is_on_again(account: Account) -> None:
+def test_auto_top_up_turned_off_by_failures_stays_off_when_one_later_succeeds(account: Account) -> None:
+    """Turned off by three failed auto payments, auto top-up stays off until the user turns it on
+    again (PUT /v1/settings): a late success of one of those purchases adds its credits, no more."""
     assert account.call("PUT", "/v1/settings", {"auto_top_up": {**AUTO, "max_per_month": 5}})[0] == 200
     account.run("c1", "r1", "2026-01-10T08:10:00Z", "2026-01-10T09:40:00Z")  # 9.20 remaining
     account.at("2026-01-10T10:00:00Z")
@@ -230,21 +232,33 @@ def test_auto_top_up_turned_off_by_a_failure_that_then_succeeds_is_on_again(acco
         assert account.api.pay(pending, 200, payment_id=f"pay-f{attempt}", kind="payment.failed")[0] == 200
     assert len(account.published("Auto Top-up Disabled")) == 1
     assert settings(account)["auto_top_up"]["enabled"] is False
-    # The third payment went through after all: it was no failure, so there were not three in a row;
-    # auto top-up is on again with the two failures before it (109.20 >= 20: nothing asked).
+    # The third payment went through after all: its 100 credits come (9.20 + 100 = 109.20) and it is
+    # no failure (#3's success came after #2's failure: the row is empty), but auto top-up stays off.
     third = auto_purchase_ids(account)[2]
     assert account.api.pay(third, 200, payment_id="pay-f2")[1]["status"] == "paid"
     auto = settings(account)["auto_top_up"]
-    assert (auto["enabled"], auto["failed_payments_in_a_row"]) == (True, 0)
+    assert (auto["enabled"], auto["failed_payments_in_a_row"], auto["pending_purchase_id"]) == (False, 0, None)
     assert account.remaining() == 109_200_000
-    assert len(auto_purchase_ids(account)) == 3
-    # The first payment went through late as well: its failure goes, the second's stays... which it
-    # does not here, as #3's success came after #2's failure: the row is empty.
+    # The first one went through late as well: 209.20, still off.
     first = auto_purchase_ids(account)[0]
     assert account.api.pay(first, 200, payment_id="pay-f0")[1]["status"] == "paid"
+    assert settings(account)["auto_top_up"]["enabled"] is False
+    assert account.remaining() == 209_200_000
+    assert len(account.published("Auto Top-up Disabled")) == 1 and len(auto_purchase_ids(account)) == 3
+    # Off means off: 3 h of large (81.60) takes 209.20 to 127.60, then 2 h more (54.40) to 73.20:
+    # still >= 20. 1.5 h more (40.80) to 32.40, and 1 h more (27.20) to 5.20, below 20: nothing is asked.
+    account.run("c1", "r2", "2026-01-10T11:00:00Z", "2026-01-10T14:00:00Z")
+    account.run("c1", "r3", "2026-01-10T14:00:00Z", "2026-01-10T16:00:00Z")
+    account.run("c1", "r4", "2026-01-10T16:00:00Z", "2026-01-10T17:30:00Z")
+    account.run("c1", "r5", "2026-01-10T17:30:00Z", "2026-01-10T18:30:00Z")
+    assert account.remaining() == 5_200_000
+    assert len(auto_purchase_ids(account)) == 3
+    # The user turns it on again: 5.20 < 20, the fourth auto purchase is asked at once (4 of 5).
+    assert account.call("PUT", "/v1/settings", {"auto_top_up": {**AUTO, "max_per_month": 5}})[0] == 200
     auto = settings(account)["auto_top_up"]
     assert (auto["enabled"], auto["failed_payments_in_a_row"]) == (True, 0)
-    assert account.remaining() == 209_200_000
+    assert len(auto_purchase_ids(account)) == 4 and auto["pending_purchase_id"] == auto_purchase_ids(account)[3]
+    assert_conserved(account.ledger.load("acct-1"))
 
 
 # ---------------------------------------------------------------------- 12: a correction under the cap

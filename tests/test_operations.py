@@ -9,7 +9,8 @@ import io
 import json
 import re
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from localsam.runner import StackRunner
 from localsam.template import load_template
 from tests.helpers import Platform, RecordingQueue, invoke, load_handler
 from tests.test_sweeps import sqs_event
+from tests.travel import MID_MONTH, mid_month
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = load_template()
@@ -279,9 +281,18 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@pytest.fixture()
+def at_mid_month() -> Iterator[None]:
+    """The stack's clock (the intake's 30-day window, the settlement's month) at a fixed moment
+    mid-month, so that no day, month or year boundary falls inside the story's two hours."""
+    with mid_month():
+        yield
+
+
+@pytest.mark.usefixtures("at_mid_month")
 def test_a_settlement_emits_the_dashboards_metrics_and_logs_its_keys(local_stack: StackRunner, capsys):
     stack, account = local_stack, "acct-ops"
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    start = MID_MONTH - timedelta(hours=2)
     metrics.clear_metrics()  # what earlier tests left in the shared buffer
     mails_before = len(stack.sent_emails())
     capsys.readouterr()

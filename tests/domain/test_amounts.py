@@ -85,6 +85,24 @@ def test_a_long_text_is_refused_with_a_bounded_message() -> None:
     assert len(str(refused.value)) < 100
 
 
+@pytest.mark.parametrize(("bad", "message"), [
+    (True, "not a credit amount: True"),
+    ("x" * 50, "not a credit amount: '" + "x" * 40 + "'"),  # the text's first 40 characters only
+    ("1.2.3", "not a credit amount: '1.2.3'"),
+    (10**15 + 1, "credit amount out of range"),
+    (-(10**15) - 1, "credit amount out of range"),
+    (Decimal("NaN"), "not a credit amount: Decimal('NaN')"),
+    (Decimal(10**15 + 1), "not a credit amount: Decimal('1000000000000001')"),
+    ("0.0000001", "credit amount finer than one micro-credit: '0.0000001'"),
+    (Decimal("1.2345678"), "credit amount finer than one micro-credit: Decimal('1.2345678')"),
+])
+def test_a_refused_credit_amount_says_why(bad: object, message: str) -> None:
+    """The 400's message names the reason and the value as sent (bounded): API clients read it."""
+    with pytest.raises(ValueError) as refused:
+        micro_of_credits(bad)  # type: ignore[arg-type]
+    assert str(refused.value) == message
+
+
 @pytest.mark.parametrize(("micro", "text"), [
     (13_600_000, "13.600000"), (0, "0.000000"), (1, "0.000001"), (-1, "-0.000001"),
     (-4_508_000, "-4.508000"), (1_000_000_000_000, "1000000.000000"), (999_999, "0.999999"),

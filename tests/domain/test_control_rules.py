@@ -169,6 +169,20 @@ def test_three_failed_auto_payments_in_a_row_turn_it_off_once_and_a_success_rese
     controls.auto_payment_settled(b, auto_purchase("x"), paid=False)  # no settings: nothing to count
 
 
+def test_auto_top_up_off_after_three_failures_stays_off_when_one_of_them_is_paid_late() -> None:
+    a = Account("2026-03-01T00:00:00Z")
+    a.state.auto_top_up = AutoTopUp(below=C, credits=100, max_per_month=31)
+    b = a.book()
+    auto = b.state.auto_top_up
+    for n in range(1, 4):
+        controls.auto_payment_settled(b, auto_purchase(f"f{n}"), paid=False)
+    assert (auto.enabled, auto.disabled_by_failures, auto.failed) == (False, True, ["f1", "f2", "f3"])
+    controls.auto_payment_settled(b, auto_purchase("f2"), paid=True)  # f2 went through after all
+    assert (auto.enabled, auto.failures, auto.failed) == (False, 1, ["f3"])  # off until the user turns it on
+    controls.auto_payment_settled(b, auto_purchase("f3"), paid=True)
+    assert (auto.enabled, auto.failures, auto.failed) == (False, 0, [])
+
+
 # ---------------------------------------------------------------- the spend cap
 
 

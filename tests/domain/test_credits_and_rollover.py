@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from billing.domain import credits, lots, rollover, settle
-from billing.domain.model import AutoTopUp, CreditLot
+from billing.domain.model import AutoTopUp, CreditLot, Work
 from tests.domain.accounts import Account, C, assert_conserved, t
 
 
@@ -217,3 +217,59 @@ def test_a_refund_takes_back_every_purchased_lot_of_the_purchase() -> None:
 ])
 def test_refund_money_is_the_unused_share_rounded_up(price: int, bought: int, unused: int, cents: int) -> None:
     assert credits.refund_cents(price, bought, unused) == cents
+
+
+# ---------------------------------------------------------------- a month closed in chunks
+
+
+def account_with_containers(count: int) -> Account:
+    """A Free account (created 2026-03-01) with ``count`` containers of 5 GB (storage within the
+    allowance: free), the first, c00, running small from 2026-03-31T23:00."""
+    a = Account("2026-03-01T00:00:00Z")
+    for n in range(count):
+        a.create("2026-03-01T00:00:00Z", f"c{n:02d}", 5)
+    a.start("2026-03-31T23:00:00Z", "c00", "r1", "small")
+    return a
+
+
+def test_a_month_boundary_settles_every_listed_container_in_the_same_change() -> None:
+    a = account_with_containers(20)
+    assert a.state.container_ids == [f"c{n:02d}" for n in range(20)]  # 20 are listed on the balance
+    b = a.book()
+    rollover.advance_to(b, t("2026-04-01T00:10:00Z"))
+    # c00's hour of small (6.80) is settled to the boundary and paid from March's 50: 43.20 expire.
+    assert [(e.type, e.amount, e.reason) for e in b.entries] == [
+        ("deduction", 6_800_000, "month_end_settlement"), ("expiry", 43_200_000, "monthly_credits_expired"),
+        ("grant", 50 * C, "monthly_credits_free")]
+    assert b.entries[0].at == t("2026-03-31T23:59:59Z")  # as of March's last second
+    assert [e for e in b.effects if isinstance(e, Work)] == []
+    assert b.state.month_closing is None
+    assert b.containers.loaded["c00"].runs["r1"].billed_until == t("2026-04-01T00:00:00Z")
+    assert_conserved(b.state)
+
+
+def test_past_20_containers_the_month_closes_in_chunks_through_the_work_queue() -> None:
+    a = account_with_containers(21)
+    assert a.state.container_ids is None  # more than the balance lists
+    b = a.book()
+    rollover.advance_to(b, t("2026-04-01T00:10:00Z"))
+    # No container is reachable from the balance: none is settled in this change. The work queue
+    # settles them to the boundary in chunks; the overuse check and the controls wait for the last.
+    [work] = [e for e in b.effects if isinstance(e, Work)]
+    assert (work.kind, work.account_id, work.at, work.skip) == ("month_close", "acct", t("2026-04-01T00:00:00Z"), [])
+    assert b.state.month_closing == t("2026-04-01T00:00:00Z")
+    # March's whole 50 are written off (c00's hour takes its part back when its chunk settles it).
+    assert [(e.type, e.amount, e.reason) for e in b.entries] == [
+        ("expiry", 50 * C, "monthly_credits_expired"), ("grant", 50 * C, "monthly_credits_free")]
+    assert (b.state.as_of, b.state.available()) == (t("2026-04-01T00:10:00Z"), 50 * C)
+    assert b.containers.loaded == {}
+    assert_conserved(b.state)
+
+
+def test_months_closed_in_chunks_ask_for_each_boundary() -> None:
+    a = account_with_containers(21)
+    b = a.book()
+    rollover.advance_to(b, t("2026-05-01T00:00:00Z"))
+    assert [(e.kind, e.at) for e in b.effects if isinstance(e, Work)] == [
+        ("month_close", t("2026-04-01T00:00:00Z")), ("month_close", t("2026-05-01T00:00:00Z"))]
+    assert b.state.month_closing == t("2026-05-01T00:00:00Z")  # the latest boundary's

@@ -115,9 +115,10 @@ class StreamMappings:
 
     def _lambda_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = json.loads(json.dumps(record, default=str))
-        created = record["dynamodb"].get("ApproximateCreationDateTime")
-        if isinstance(created, datetime):
-            out["dynamodb"]["ApproximateCreationDateTime"] = created.replace(tzinfo=created.tzinfo or UTC).timestamp()
+        # The runner's clock when it read the change (it reads right after every write), not DynamoDB
+        # Local's: the JVM keeps the machine's real clock, which a run travelled in time (tests/travel.py)
+        # does not move, and the functions compare this time with their own (a replay's batch window).
+        out["dynamodb"]["ApproximateCreationDateTime"] = float(int(datetime.now(UTC).timestamp()))
         out["awsRegion"] = REGION
         out["eventSourceARN"] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{self.aws.table_name}/stream/local"
         return out

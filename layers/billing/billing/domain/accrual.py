@@ -6,7 +6,7 @@ the container's "billed until" marks; :meth:`Book.flush` then deducts them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from billing.domain import pricing
@@ -51,23 +51,34 @@ def restate_storage(book: Book, c: Container, since: datetime, change: Callable[
     """Apply a storage fact that takes effect at ``since``; storage already billed past it is
     re-priced: the difference is charged, or given back as a correction (both telescoped from the
     same segment starts, so the month's storage stays its exact price rounded once)."""
-    billed = c.storage_billed_until
-    if billed is None or since >= billed or c.created_at is None:
-        change()
-        return
-    start = max(since, c.created_at)
-    before = pricing.storage_amounts(book.catalog, book.state, c, start, billed)
+    restate_storage_of(book, [c], since, change)
+
+
+def restate_storage_of(
+    book: Book, containers: Iterable[Container], since: datetime, change: Callable[[], None]
+) -> None:
+    """:func:`restate_storage` for one fact shared by several containers (a plan change): every
+    container's storage billed past ``since`` is priced before the fact is applied, once, and then
+    after it."""
+    billed_past: list[tuple[Container, datetime, datetime, dict[pricing.StorageKey, tuple[int, pricing.Interval]]]] = []
+    for c in containers:
+        billed = c.storage_billed_until
+        if billed is None or since >= billed or c.created_at is None:
+            continue
+        start = max(since, c.created_at)
+        billed_past.append((c, start, billed, pricing.storage_amounts(book.catalog, book.state, c, start, billed)))
     change()
-    after = pricing.storage_amounts(book.catalog, book.state, c, start, billed)
-    for key in sorted(set(before) | set(after)):
-        old, span = before[key] if key in before else (0, after[key][1])
-        new = after[key][0] if key in after else 0
-        diff = new - old
-        line = pricing.storage_line(book.catalog, book.state, c, key, abs(diff), span)
-        if diff > 0:
-            book.charge([line])
-        elif diff < 0:
-            book.correct([line])
+    for c, start, billed, before in billed_past:
+        after = pricing.storage_amounts(book.catalog, book.state, c, start, billed)
+        for key in sorted(set(before) | set(after)):
+            old, span = before[key] if key in before else (0, after[key][1])
+            new = after[key][0] if key in after else 0
+            diff = new - old
+            line = pricing.storage_line(book.catalog, book.state, c, key, abs(diff), span)
+            if diff > 0:
+                book.charge([line])
+            elif diff < 0:
+                book.correct([line])
 
 
 def settle_run(book: Book, c: Container, run: Run, until: datetime) -> None:

@@ -102,8 +102,8 @@ def auto_payment_settled(book: Book, purchase: Purchase, paid: bool) -> None:
     failed ends it too, and three failures in a row turn auto top-up off (and tell the user).
 
     A purchase whose payment failed and then went through was no failure: the row keeps only the
-    failures of the purchases after it, and auto top-up that the row turned off is on again when
-    the row is no longer long enough (the user did not turn it off)."""
+    failures of the purchases after it. Auto top-up that the row turned off stays off until the user
+    turns it on again: a late success adds its credits, it does not start charging the card again."""
     auto = book.state.auto_top_up
     if auto is None or not purchase.auto:
         return
@@ -113,8 +113,6 @@ def auto_payment_settled(book: Book, purchase: Purchase, paid: bool) -> None:
         row = auto.failed
         auto.failed = row[row.index(purchase.purchase_id) + 1 :] if purchase.purchase_id in row else []
         auto.failures = len(auto.failed)
-        if auto.disabled_by_failures and auto.failures < AUTO_FAILURES_TO_DISABLE:
-            auto.enabled, auto.disabled_by_failures = True, False
         return
     auto.failed.append(purchase.purchase_id)
     auto.failures += 1

@@ -52,19 +52,12 @@ def plan_changed(book: Book, at: datetime, plan: Plan) -> None:
     with settling(book, at, "plan_change"):
         accrual.settle_everything(book, at)
         state = book.state
-        inserted = False
 
-        def insert_once() -> None:
-            # The plan is one fact shared by all containers: inserted once, each re-priced against it.
-            nonlocal inserted
-            if not inserted:
-                state.plans = sorted([*state.plans, (at, plan)], key=lambda p: p[0])
-                inserted = True
+        def insert() -> None:
+            # The plan is one fact shared by all containers: each is priced before it and after it.
+            state.plans = sorted([*state.plans, (at, plan)], key=lambda p: p[0])
 
-        for c in book.containers.reachable(state):
-            if c.storage_billed_until is not None and at < c.storage_billed_until:
-                accrual.restate_storage(book, c, at, insert_once)
-        insert_once()
+        accrual.restate_storage_of(book, book.containers.reachable(state), at, insert)
 
 
 def container_created(
