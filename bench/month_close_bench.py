@@ -56,19 +56,25 @@ TEMPLATE_ACCOUNT = "mc-template"
 
 
 class Requests:
-    """AWS requests of the process (every client), counted per service and operation."""
+    """AWS requests of the process (every client): how many and their time, per service."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
         self._lock = threading.Lock()
         base: Any = botocore.client.BaseClient
         original = base._make_api_call
         requests = self
 
         def wrapped(client: Any, op: str, params: dict[str, Any]) -> Any:
-            with requests._lock:
-                requests.counts[f"{client.meta.service_model.service_name}.{op}"] += 1
-            return original(client, op, params)
+            start = time.perf_counter()
+            try:
+                return original(client, op, params)
+            finally:
+                service = client.meta.service_model.service_name
+                with requests._lock:
+                    requests.counts[service] += 1
+                    requests.seconds[service] += time.perf_counter() - start
 
         base._make_api_call = wrapped
 
@@ -138,19 +144,19 @@ def month_close(stack: Any, n: int, requests: Requests) -> dict[str, Any]:
     built = time.perf_counter() - started
     runtime = stack.runtime
     original = runtime.invoke
-    timings: list[tuple[str, float, int, int]] = []  # kind, seconds, requests, messages
+    timings: list[tuple[str, float, Counter[str], Counter[str]]] = []  # kind, seconds, requests, their seconds
 
     def timed(logical_id: str, event: Any, env: Any = None) -> Any:
         if logical_id != "WorkFunction":
             return original(logical_id, event, env)
         works = sorted({json.loads(r["body"])["work"] for r in event["Records"]})
-        before = sum(requests.counts.values())
+        counts, spent = Counter(requests.counts), Counter(requests.seconds)
         start = time.perf_counter()
         try:
             return original(logical_id, event, env)
         finally:
             seconds = time.perf_counter() - start
-            timings.append(("+".join(works), seconds, sum(requests.counts.values()) - before, len(event["Records"])))
+            timings.append(("+".join(works), seconds, requests.counts - counts, requests.seconds - spent))
 
     runtime.invoke = timed
     started = time.perf_counter()
@@ -166,7 +172,9 @@ def month_close(stack: Any, n: int, requests: Requests) -> dict[str, Any]:
     behind = [a for k in range(0, len(accounts), 1_000)
               for a in queries.accounts_behind(models, accounts[k:k + 1_000], BOUNDARY)]
     dlq = {q: len(stack.queue_messages(q)) for q in ("WorkDLQ", "AsyncFailuresDLQ")}
-    return {"accounts": n, "built": built, "took": took, "timings": timings, "behind": len(behind), "dlq": dlq}
+    totals = (sum((t[2] for t in timings), Counter()), sum((t[3] for t in timings), Counter()))
+    return {"accounts": n, "built": built, "took": took, "timings": timings, "behind": len(behind), "dlq": dlq,
+            "totals": totals}
 
 
 def p99(values: list[float]) -> float:
@@ -175,19 +183,26 @@ def p99(values: list[float]) -> float:
 
 
 def report(result: dict[str, Any]) -> None:
-    by_kind: dict[str, list[tuple[float, int, int]]] = defaultdict(list)
-    for kind, seconds, count, messages in result["timings"]:
-        by_kind[kind].append((seconds, count, messages))
+    by_kind: dict[str, list[tuple[float, Counter[str], Counter[str]]]] = defaultdict(list)
+    for kind, seconds, counts, spent in result["timings"]:
+        by_kind[kind].append((seconds, counts, spent))
     n = result["accounts"]
     print(f"\n  {n:,} accounts (built in {result['built']:.0f} s): month close in {result['took']:.0f} s, "
           f"{len(result['timings']):,} WorkFunction invocations; accounts not rolled into April: "
           f"{result['behind']}; dead-letter queues {result['dlq']}")
-    print(f"    {'batch of':<22}{'invocations':>12}{'median s':>10}{'p99 s':>8}{'slowest s':>11}{'most requests':>15}"
-          f"{'slowest / timeout':>19}")
+    print(f"    {'batch of':<22}{'invocations':>12}{'median s':>10}{'p99 s':>8}{'slowest s':>11}{'/ timeout':>10}"
+          f"   slowest's requests (their time)")
     for kind, rows in sorted(by_kind.items()):
         seconds = [s for s, _, _ in rows]
+        slowest = max(rows, key=lambda r: r[0])
+        detail = ", ".join(f"{service} {slowest[1][service]} ({slowest[2][service]:.2f} s)"
+                           for service in sorted(slowest[1]))
         print(f"    {kind:<22}{len(rows):>12,}{statistics.median(seconds):>10.3f}{p99(seconds):>8.3f}"
-              f"{max(seconds):>11.3f}{max(c for _, c, _ in rows):>15}{max(seconds) / TIMEOUT_S:>19.1%}")
+              f"{max(seconds):>11.3f}{max(seconds) / TIMEOUT_S:>10.1%}   {detail}")
+    per_call = {service: spent / n for service, n in result["totals"][0].items()
+                for spent in [result["totals"][1][service]] if n}
+    print("    mean time of a request during the run: " + ", ".join(
+        f"{service} {ms * 1e3:.1f} ms" for service, ms in sorted(per_call.items())))
 
 
 def main(argv: list[str] | None = None) -> int:

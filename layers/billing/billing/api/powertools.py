@@ -9,6 +9,11 @@ resolver needs. The package stays complete for anyone else: the first attribute 
 is not a submodule (``from aws_lambda_powertools.event_handler import AppSyncResolver``) runs its
 ``__init__`` then. When the package is already imported, nothing changes.
 
+The same for ``aws_lambda_powertools.utilities.data_classes``, whose ``__init__`` imports every event
+data class Powertools has (Kinesis, S3, Cognito... about 60 modules, ~10 ms) while the resolver asks
+for seven classes of four modules: those names load their own module only (``SUBMODULES``), any
+other name runs the package's ``__init__`` (issue 19: the usage API's import was 1.56x boto3's).
+
 Import Powertools' Event Handler through this module (or :mod:`billing.api.http`) in the HTTP
 functions, before anything else imports it; ``tests/test_import_boundaries.py`` checks that their
 handlers do not load the other resolvers.
@@ -16,15 +21,30 @@ handlers do not load the other resolvers.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 PACKAGE = "aws_lambda_powertools.event_handler"
+DATA_CLASSES = "aws_lambda_powertools.utilities.data_classes"
+# What api_gateway.py imports from the data classes package (Powertools is pinned by the lock; a
+# release that imports another name only runs the package's __init__ again: slower, never wrong).
+SUBMODULES = {
+    "ALBEvent": "alb_event",
+    "APIGatewayProxyEvent": "api_gateway_proxy_event",
+    "APIGatewayProxyEventV2": "api_gateway_proxy_event",
+    "BedrockAgentEvent": "bedrock_agent_event",
+    "LambdaFunctionUrlEvent": "lambda_function_url_event",
+    "VPCLatticeEvent": "vpc_lattice",
+    "VPCLatticeEventV2": "vpc_lattice",
+}
 
 
-def defer_package_init(name: str) -> None:
-    """Register package ``name`` in ``sys.modules`` with its ``__init__`` run on first need only."""
+def defer_package_init(name: str, submodules: Mapping[str, str] | None = None) -> None:
+    """Register package ``name`` in ``sys.modules`` with its ``__init__`` run on first need only;
+    a name of ``submodules`` (name -> submodule) is taken from that submodule alone."""
     if name in sys.modules:
         return
     spec = importlib.util.find_spec(name)
@@ -34,6 +54,10 @@ def defer_package_init(name: str) -> None:
     loader = spec.loader
 
     def complete(attribute: str) -> Any:
+        if submodules and attribute in submodules:
+            value = getattr(importlib.import_module(f"{name}.{submodules[attribute]}"), attribute)
+            setattr(package, attribute, value)
+            return value
         if importlib.util.find_spec(f"{name}.{attribute}") is not None:
             raise AttributeError(attribute)  # a submodule: the import system loads it as usual
         del package.__dict__["__getattr__"]
@@ -45,6 +69,7 @@ def defer_package_init(name: str) -> None:
 
 
 defer_package_init(PACKAGE)
+defer_package_init(DATA_CLASSES, SUBMODULES)
 
 from aws_lambda_powertools.event_handler.api_gateway import APIGatewayHttpResolver, Response  # noqa: E402
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError  # noqa: E402
