@@ -264,15 +264,24 @@ def day_traffic(ledger: Any, account: str, n: int, prior: int) -> tuple[int, str
     return stops, None
 
 
-def operations(ledger: Any, account: str, labelled: bool, meter: Meter) -> dict[str, Units | str]:
-    from billing.api.signatures import sign
+def handlers(ledger: Any) -> dict[str, Any]:
+    """The four functions' handler modules, loaded once, wired to the bench's table and clock."""
     from billing.store.cursors import CursorCodec
 
     clock = lambda: NOW  # noqa: E731
-    settlement = handler("settlement", ledger=ledger, clock=clock)
-    usage = handler("usage_api", ledger=ledger, clock=clock, cursor_codec=CursorCodec("bench-cursor-secret-0123456789"))
-    accounts = handler("account_api", ledger=ledger, clock=clock)
-    webhook = handler("payment_webhook", ledger=ledger, clock=clock, webhook_secrets=[SECRET])
+    return {
+        "settlement": handler("settlement", ledger=ledger, clock=clock),
+        "usage": handler("usage_api", ledger=ledger, clock=clock,
+                         cursor_codec=CursorCodec("bench-cursor-secret-0123456789")),
+        "accounts": handler("account_api", ledger=ledger, clock=clock),
+        "webhook": handler("payment_webhook", ledger=ledger, clock=clock, webhook_secrets=[SECRET]),
+    }
+
+
+def operations(apps: dict[str, Any], account: str, labelled: bool, meter: Meter) -> dict[str, Units | str]:
+    from billing.api.signatures import sign
+
+    settlement, usage, accounts, webhook = apps["settlement"], apps["usage"], apps["accounts"], apps["webhook"]
     out: dict[str, Units | str] = {}
 
     def queued(raw: dict[str, Any]) -> dict[str, Any]:
@@ -355,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         table = f"bench-cost-{uuid.uuid4().hex[:8]}"
         create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template())
         ledger = Ledger(table_name=table, sleep=lambda _: None)
+        apps = handlers(ledger)
         for n in sizes:
             for labelled in (False, True):
                 account = f"cost-{n}-{'l' if labelled else 'u'}"
@@ -362,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                 build(ledger, account, n, labelled)
                 settled, refused = day_traffic(ledger, account, n, args.prior)
                 with contextlib.redirect_stdout(devnull):  # the handlers' EMF lines
-                    measured = operations(ledger, account, labelled, meter)
+                    measured = operations(apps, account, labelled, meter)
                 rows.append((n, labelled, settled, refused, measured))
                 print(f"  built {n:,} containers{' (labelled)' if labelled else ''}, {settled:,} stops earlier in "
                       f"the day, in {time.perf_counter() - start:.0f} s" + (f"; refused: {refused}" if refused else ""),

@@ -209,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--accounts", default="1000,10000")
     parser.add_argument("--endpoint", default=os.environ.get("DYNAMODB_ENDPOINT"), help="a running DynamoDB Local")
-    parser.add_argument("--short", action="store_true", help="a smoke run (CI): 60 accounts")
+    parser.add_argument("--short", action="store_true", help="a smoke run (CI): 30 accounts")
     args = parser.parse_args(argv)
-    counts = [60] if args.short else [int(x) for x in args.accounts.split(",")]
+    counts = [30] if args.short else [int(x) for x in args.accounts.split(",")]
 
     from billing.services.sweeps import PAGE
     from localsam.dynamodb_local import DynamoDBLocal

@@ -889,7 +889,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old", action="store_true", help=f"also measure (1) on the design of {OLD_COMMIT}")
     parser.add_argument("--old-containers", default="1,159,1000,10000")
     parser.add_argument("--endpoint", default=os.environ.get("DYNAMODB_ENDPOINT"), help="a running DynamoDB Local")
+    parser.add_argument("--short", action="store_true",
+                        help="a smoke run (CI): 20 containers, 200 entries, a burst of 4, 1,000 accounts, 1 sample")
     args = parser.parse_args(argv)
+    if args.short:
+        args.containers, args.entries, args.burst, args.accounts, args.samples = 20, 200, 4, "1000", 1
     args.accounts = [int(x) for x in args.accounts.split(",")]
     sections = {int(x) for x in args.sections.split(",")}
 

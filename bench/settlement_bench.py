@@ -154,10 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import-python", default=sys.executable,
                         help="interpreter for (d), e.g. a venv made from layers/billing/requirements.txt")
     parser.add_argument("--short", action="store_true",
-                        help="a smoke run (CI): 6 stops, 2 warm-up, 2 through lambda_handler, no (d)")
+                        help="a smoke run (CI): 4 stops, 1 warm-up, 1 through lambda_handler, no (d)")
     args = parser.parse_args(argv)
     if args.short:
-        args.runs, args.warmup, args.lambda_runs, args.import_repeat = 6, 2, 2, 0
+        args.runs, args.warmup, args.lambda_runs, args.import_repeat = 4, 1, 1, 0
 
     from localsam.dynamodb_local import DynamoDBLocal
     from localsam.template import create_table, load_template
