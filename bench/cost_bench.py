@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     from localsam.dynamodb_local import DynamoDBLocal
     from localsam.template import create_table, load_template
 
-    print(f"cost_bench: python {sys.version.split()[0]}; DynamoDB Local's consumed capacity; on-demand us-east-1: "
+    print(f"cost_bench: python {sys.version.split()[0]}; units by DynamoDB's billing rules; on-demand us-east-1: "
           f"${WRITE_PRICE} per million write units, ${READ_PRICE} per million read units")
     meter = Meter()
     rows: list[tuple[int, bool, int, str | None, dict[str, Units | str]]] = []
