@@ -11,8 +11,9 @@ is not a submodule (``from aws_lambda_powertools.event_handler import AppSyncRes
 
 The same for ``aws_lambda_powertools.utilities.data_classes``, whose ``__init__`` imports every event
 data class Powertools has (Kinesis, S3, Cognito... about 60 modules, ~10 ms) while the resolver asks
-for seven classes of four modules: those names load their own module only (``SUBMODULES``), any
-other name runs the package's ``__init__`` (issue 19: the usage API's import was 1.56x boto3's).
+for seven classes of four modules: a name its ``__init__`` imports from a submodule (read from its
+source) loads that submodule only; any other name runs the ``__init__`` (issue 19: the usage API's
+import was 1.56x boto3's).
 
 Import Powertools' Event Handler through this module (or :mod:`billing.api.http`) in the HTTP
 functions, before anything else imports it; ``tests/test_import_boundaries.py`` checks that their
@@ -22,29 +23,34 @@ handlers do not load the other resolvers.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 PACKAGE = "aws_lambda_powertools.event_handler"
 DATA_CLASSES = "aws_lambda_powertools.utilities.data_classes"
-# What api_gateway.py imports from the data classes package (Powertools is pinned by the lock; a
-# release that imports another name only runs the package's __init__ again: slower, never wrong).
-SUBMODULES = {
-    "ALBEvent": "alb_event",
-    "APIGatewayProxyEvent": "api_gateway_proxy_event",
-    "APIGatewayProxyEventV2": "api_gateway_proxy_event",
-    "BedrockAgentEvent": "bedrock_agent_event",
-    "LambdaFunctionUrlEvent": "lambda_function_url_event",
-    "VPCLatticeEvent": "vpc_lattice",
-    "VPCLatticeEventV2": "vpc_lattice",
-}
 
 
-def defer_package_init(name: str, submodules: Mapping[str, str] | None = None) -> None:
+def names_of_init(spec: importlib.machinery.ModuleSpec) -> dict[str, str]:
+    """What a package's ``__init__`` imports from its own submodules (``from .x import A, B``):
+    {"A": "x", "B": "x"}, read from its source without running it."""
+    import ast  # loaded already by the resolver's imports (inspect)
+
+    source = spec.loader.get_source(spec.name) if isinstance(spec.loader, importlib.abc.InspectLoader) else None
+    names: dict[str, str] = {}
+    for node in ast.parse(source or "").body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            names.update((alias.asname or alias.name, node.module) for alias in node.names)
+    return names
+
+
+def defer_package_init(name: str, by_submodule: bool = False) -> None:
     """Register package ``name`` in ``sys.modules`` with its ``__init__`` run on first need only;
-    a name of ``submodules`` (name -> submodule) is taken from that submodule alone."""
+    with ``by_submodule``, a name its ``__init__`` imports from a submodule is taken from that
+    submodule alone (so a submodule that imports a sibling's name from the package, as Powertools'
+    ``sqs_event`` does ``S3Event``, never runs the ``__init__`` halfway through its own import)."""
     if name in sys.modules:
         return
     spec = importlib.util.find_spec(name)
@@ -52,9 +58,12 @@ def defer_package_init(name: str, submodules: Mapping[str, str] | None = None) -
         return
     package = importlib.util.module_from_spec(spec)
     loader = spec.loader
+    submodules: dict[str, str] = {}
 
     def complete(attribute: str) -> Any:
-        if submodules and attribute in submodules:
+        if by_submodule and not submodules:
+            submodules.update(names_of_init(spec))
+        if attribute in submodules:
             value = getattr(importlib.import_module(f"{name}.{submodules[attribute]}"), attribute)
             setattr(package, attribute, value)
             return value
@@ -69,7 +78,7 @@ def defer_package_init(name: str, submodules: Mapping[str, str] | None = None) -
 
 
 defer_package_init(PACKAGE)
-defer_package_init(DATA_CLASSES, SUBMODULES)
+defer_package_init(DATA_CLASSES, by_submodule=True)
 
 from aws_lambda_powertools.event_handler.api_gateway import APIGatewayHttpResolver, Response  # noqa: E402
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError  # noqa: E402
