@@ -328,7 +328,7 @@ def operations(apps: dict[str, Any], account: str, labelled: bool, meter: Meter)
         with meter.measure() as units:
             response = usage.lambda_handler(event, Context())
         out[name] = units if response["statusCode"] == 200 else \
-            f"{response['statusCode']}: {json.loads(response['body']).get('message', '')[:80]}"
+            f"{response['statusCode']}: {response['body'][:90]}"
 
     thirty = {"from": (DAY - timedelta(days=29)).strftime("%Y-%m-%d"), "to": DAY.strftime("%Y-%m-%d")}
     read("balance read", "/v1/balance")
@@ -369,9 +369,9 @@ def main(argv: list[str] | None = None) -> int:
             for labelled in (False, True):
                 account = f"cost-{n}-{'l' if labelled else 'u'}"
                 start = time.perf_counter()
-                build(ledger, account, n, labelled)
-                settled, refused = day_traffic(ledger, account, n, args.prior)
-                with contextlib.redirect_stdout(devnull):  # the handlers' EMF lines
+                with contextlib.redirect_stdout(devnull):  # the services' and handlers' EMF lines
+                    build(ledger, account, n, labelled)
+                    settled, refused = day_traffic(ledger, account, n, args.prior)
                     measured = operations(apps, account, labelled, meter)
                 rows.append((n, labelled, settled, refused, measured))
                 print(f"  built {n:,} containers{' (labelled)' if labelled else ''}, {settled:,} stops earlier in "
