@@ -240,7 +240,7 @@ def report(measured: tuple[Samples, dict[tuple[str, str], Samples]], modes: list
     return slowest[0]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=9, help="fresh processes per measurement (>= 7)")
     parser.add_argument("--top", type=int, default=15, help="rows of the importtime report")
@@ -256,7 +256,11 @@ def main() -> int:
                         help="measure with DIR/bin/python, a venv of layers/billing/requirements.txt only "
                              "(made when missing)")
     parser.add_argument("--only", default="", help="comma-separated function directories (default: all)")
-    args = parser.parse_args()
+    parser.add_argument("--short", action="store_true",
+                        help="a smoke run (CI): usage_api alone, 2 rounds, lambda mode, 1 importtime run")
+    args = parser.parse_args(argv)
+    if args.short:
+        args.repeat, args.only, args.modes, args.top = 2, args.only or "usage_api", "lambda", 5
     global CODE_ROOT, PYTHON
     CODE_ROOT = args.root.resolve()
     PYTHON = layer_venv(args.layer_venv) if args.layer_venv else args.python
@@ -268,7 +272,7 @@ def main() -> int:
     slowest = report(measure(modes, args.repeat), modes, http)
     print(f"code: {CODE_ROOT}" + (f", extra env: {EXTRA_ENV}" if EXTRA_ENV else ""))
     app = CODE_ROOT / "functions" / slowest / "app.py"
-    importtime(app, handler_env(app, modes[0], globals_env, own), args.top)
+    importtime(app, handler_env(app, modes[0], globals_env, own), args.top, runs=1 if args.short else 5)
     return 0
 
 

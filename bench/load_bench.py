@@ -216,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--endpoint", default=os.environ.get("DYNAMODB_ENDPOINT"), help="a running DynamoDB Local")
     parser.add_argument("--outbox", action="store_true", help="then drain the table's stream through the dispatcher")
+    parser.add_argument("--short", action="store_true", help="a smoke run (CI): 3 accounts, 2 threads of each kind")
     args = parser.parse_args(argv)
+    if args.short:
+        args.accounts, args.workers = 3, 2
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 
     from localsam.runner import StackRunner

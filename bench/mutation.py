@@ -12,6 +12,7 @@ pyproject.toml). Then the score per module: killed / reached (a mutant no test o
     python bench/mutation.py --jobs 2 amounts lots   # these modules only
     python bench/mutation.py --report            # the last run's figures, without running
     python bench/mutation.py --survivors amounts # the diff of every surviving mutant of a module
+    python bench/mutation.py --short             # a smoke run: one small module (spreadsheet)
 """
 
 from __future__ import annotations
@@ -120,7 +121,11 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="print the last run's figures only")
     parser.add_argument("--survivors", metavar="MODULE", help="show each surviving mutant of MODULE")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results first")
+    parser.add_argument("--short", action="store_true",
+                        help="a smoke run: the mutants of billing/domain/spreadsheet.py alone (needs mutmut)")
     args = parser.parse_args()
+    if args.short:
+        args.modules = args.modules or ["spreadsheet"]
     if args.survivors:
         for key in survivors(args.survivors):
             subprocess.run([sys.executable, "-m", "mutmut", "show", key], cwd=STAGE, check=False)

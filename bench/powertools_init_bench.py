@@ -27,7 +27,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--short", action="store_true", help="a smoke run (CI): 1 round")
     args = parser.parse_args()
+    if args.short:
+        args.rounds = 1
     env = {"PYTHONPATH": str(LAYER), "PATH": "/usr/bin:/bin"}
     samples: dict[str, list[tuple[float, float, int]]] = {name: [] for name in IMPORTS}
     for round_ in range(args.rounds + 1):

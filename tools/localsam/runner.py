@@ -20,9 +20,11 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from localsam import schedules
+from localsam.analytics import AnalyticsExport
 from localsam.aws import AwsStandIns
 from localsam.dynamodb_local import free_port
 from localsam.eventbridge import Delivery, EventBridgeRules, PutEventResult
@@ -46,8 +48,12 @@ class StackRunner:
         parameters: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] | None = None,
+        analytics_dir: Path | None = None,
     ) -> None:
         self.template = template or load_template()
+        # AnalyticsExport=true: the pipe and Firehose write their Parquet files here (localsam.analytics)
+        self.analytics_dir = analytics_dir or Path.cwd() / "out" / "analytics"
+        self.analytics: AnalyticsExport | None = None
         self.clock = clock  # the functions' clock, when not the real one (see Runtime)
         self.parameters = dict(parameters or {})
         self.extra_env = dict(env or {})
@@ -107,6 +113,9 @@ class StackRunner:
         self._events = EventBridgeRules(self.runtime, resolver, self.aws)
         self._sqs = SqsMappings(self.runtime, resolver, self.aws)
         self._streams = StreamMappings(self.runtime, resolver, self.aws)
+        if AnalyticsExport.enabled(resolver.parameters):
+            self.analytics = AnalyticsExport(self.template, self.analytics_dir)
+            self._streams.readers.append(self.analytics.export)
 
     def stop(self) -> None:
         for server in self._servers:

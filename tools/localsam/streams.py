@@ -14,7 +14,7 @@ record alone stands in for ``BisectBatchOnFunctionError``, which converges on it
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -68,6 +68,8 @@ class StreamMappings:
         self.mappings = self._read_mappings()
         self._iterators: dict[str, str | None] = {}  # shard id -> next iterator
         self._position = "LATEST" if aws.table_existed else "TRIM_HORIZON"
+        # Other readers of the stream than functions (the analytics pipe): each gets every new record.
+        self.readers: list[Callable[[list[dict[str, Any]]], None]] = []
 
     def _read_mappings(self) -> list[_Mapping]:
         out = []
@@ -129,6 +131,8 @@ class StreamMappings:
         report = StreamReport()
         for _ in range(max_rounds):
             new = self._new_records()
+            for reader in self.readers:
+                reader(new)
             for mapping in self.mappings:
                 mapping.pending.extend(r for r in new if self._wanted(mapping, r))
             busy = False

@@ -37,7 +37,7 @@ from billing.store import keys, queries
 from billing.store.ledger import Change, Ledger
 
 SweepKind = Literal["month_boundary", "periodic_check", "month_close_check"]
-PAGE = 500  # accounts per shard page: about 50 SendMessageBatch calls
+PAGE = 50  # accounts per shard page: 6 SendMessageBatch calls (its sweeps and the next page)
 AccountId = Annotated[str, Meta(min_length=1, max_length=300)]
 
 
