@@ -25,6 +25,7 @@ from typing import Any
 from localsam import schedules
 from localsam.aws import AwsStandIns
 from localsam.dynamodb_local import free_port
+from localsam.stripe_local import SECRET_KEY, WEBHOOK_SECRET, LocalStripe
 from localsam.eventbridge import Delivery, EventBridgeRules, PutEventResult
 from localsam.http_api import ApiResponse, HttpApi, make_server
 from localsam.runtime import Resolver, Runtime
@@ -46,10 +47,16 @@ class StackRunner:
         parameters: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] | None = None,
+        stripe: bool = False,
     ) -> None:
         self.template = template or load_template()
         self.clock = clock  # the functions' clock, when not the real one (see Runtime)
         self.parameters = dict(parameters or {})
+        # stripe=True: payments through Stripe, answered by the local stand-in (never the real Stripe)
+        self.stripe: LocalStripe | None = LocalStripe() if stripe else None
+        if self.stripe is not None:
+            self.parameters = {"StripeSecretKey": SECRET_KEY, "StripeWebhookSecret": WEBHOOK_SECRET,
+                               "StripeApiBase": self.stripe.url, **self.parameters}
         self.extra_env = dict(env or {})
         self.aws = AwsStandIns(
             self.template,
@@ -97,6 +104,8 @@ class StackRunner:
         return self
 
     def _start(self) -> None:
+        if self.stripe is not None:
+            self.stripe.start()
         self.aws.start()
         # the functions see the local table and queues where the template names them
         refs, attrs = self.aws.local_names()
@@ -114,6 +123,8 @@ class StackRunner:
             server.server_close()
         self._servers.clear()
         self.aws.stop()
+        if self.stripe is not None:
+            self.stripe.stop()
 
     def __enter__(self) -> StackRunner:
         return self.start()
@@ -266,7 +277,10 @@ class StackRunner:
         threading.Thread(target=server.serve_forever, name="localsam-api", daemon=True).start()
         self._servers.append(server)
         actual_port = server.server_address[1]
-        return f"http://{host}:{actual_port}"
+        url = f"http://{host}:{actual_port}"
+        if self.stripe is not None:  # the stand-in sends its events to the Stripe route, as Stripe would
+            self.stripe.register_webhook("billing", f"{url}/v1/webhooks/stripe")
+        return url
 
 
 __all__ = ["Delivery", "DrainReport", "PutEventResult", "StackRunner"]

@@ -163,6 +163,9 @@ class SettingsRequest(Body, kw_only=True, forbid_unknown_fields=True):
     credit_mail: bool | UnsetType = UNSET
     auto_top_up: AutoTopUpRequest | UnsetType | None = UNSET
     spend_cap: SpendCap | UnsetType | None = UNSET
+    currency: Annotated[Literal["USD", "KRW", "EUR"], Meta(
+        description="What purchases are priced and paid in; changed only while no purchase is pending.",
+    )] | UnsetType = UNSET
 
     def changes(self) -> dict[str, Any]:
         """The settings the body names, as the service's keyword arguments (a body naming none is a 400)."""
@@ -173,8 +176,10 @@ class SettingsRequest(Body, kw_only=True, forbid_unknown_fields=True):
             named["auto_top_up"] = None if self.auto_top_up is None else msgspec.structs.asdict(self.auto_top_up)
         if self.spend_cap is not UNSET:
             named["spend_cap"] = self.spend_cap
+        if self.currency is not UNSET:
+            named["currency"] = self.currency
         if not named:
-            raise InvalidInput("body: name at least one of credit_mail, auto_top_up, spend_cap")
+            raise InvalidInput("body: name at least one of credit_mail, auto_top_up, spend_cap, currency")
         return named
 
 
