@@ -25,12 +25,12 @@ from typing import Any
 from localsam import schedules
 from localsam.aws import AwsStandIns
 from localsam.dynamodb_local import free_port
-from localsam.stripe_local import SECRET_KEY, WEBHOOK_SECRET, LocalStripe
 from localsam.eventbridge import Delivery, EventBridgeRules, PutEventResult
 from localsam.http_api import ApiResponse, HttpApi, make_server
 from localsam.runtime import Resolver, Runtime
 from localsam.sqs import DrainReport, SqsMappings
 from localsam.streams import StreamMappings, StreamReport
+from localsam.stripe_local import SECRET_KEY, WEBHOOK_SECRET, LocalStripe
 from localsam.template import load_template
 
 NOT_STARTED = "the StackRunner is not started"
