@@ -164,7 +164,7 @@ class StripePayments:
                     customer_id, params={"invoice_settings": {"default_payment_method": card_id}}))
                 return card_id
         customer = self._call("customers.retrieve", lambda: self.client.customers.retrieve(customer_id))
-        default = (customer.invoice_settings or {}).get("default_payment_method")
+        default = getattr(customer.invoice_settings, "default_payment_method", None)
         return str(default) if default else None
 
     def charge_saved_card(self, purchase: Purchase, customer_id: str | None, setup_id: str | None,

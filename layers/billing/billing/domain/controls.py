@@ -92,14 +92,14 @@ def _auto_top_up(book: Book, at: datetime, remaining: int) -> None:
         auto=True,
     )
     book.create_purchase(purchase)
-    # Charged off-session to the saved card by the outbox's consumer (with Stripe; the signed-webhook
-    # provider leaves it to the platform's payment integration), idempotent by the purchase's id.
-    book.payment_call("charge_off_session", purchase, purchase.purchase_id, customer_id=state.payment_customer_id)
     auto.pending = purchase.purchase_id
     auto.requested[month] = count + 1
     state.auto_purchases += 1
     book.emit("Auto Top-up Requested", purchase_id=purchase.purchase_id,
               credits=format_credits(purchase.credits * MICRO), price=money(purchase.price_cents, purchase.currency))
+    # Charged off-session to the saved card by the outbox's consumer (with Stripe; the signed-webhook
+    # provider leaves it to the platform's payment integration), idempotent by the purchase's id.
+    book.payment_call("charge_off_session", purchase, purchase.purchase_id, customer_id=state.payment_customer_id)
 
 
 def auto_payment_settled(book: Book, purchase: Purchase, paid: bool) -> None:
