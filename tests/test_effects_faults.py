@@ -586,7 +586,8 @@ def test_a_refund_committed_but_unanswered_is_replayed_and_issued_once(stack: St
     pid = purchase["purchase_id"]
     refund_path = f"/v1/purchases/{pid}/refund"
     rule = faults.fail("dynamodb", "TransactWriteItems", fault, when="after", match=mentions(pid))
-    expected = {"purchase_id": pid, "refund": {"currency": "USD", "cents": 200}, "credits": "100.000000"}
+    expected = {"purchase_id": pid, "refund": {"currency": "USD", "amount_minor": 200, "cents": 200},
+                "credits": "100.000000"}
     status, body, _ = account.api("POST", refund_path, key="refund-1")
     assert rule.fired == 1
     if fault is crash:

@@ -157,7 +157,7 @@ def test_the_calendars_ends_are_answered(hostile: Platform, path: str, query: di
     status, body, _ = call(usage_api(hostile.ledger), api_event(path, query, sub="acct-m"))
     assert status == 200, body
     if path == "/v1/usage":
-        assert body["total"] == "0.000000" or body["total"] == {"currency": "USD", "cents": 0}
+        assert body["total"] == "0.000000" or body["total"] == {"currency": "USD", "amount_minor": 0, "cents": 0}
         assert body["projected_run_out"] is None
         if query.get("month") == "9999-12":
             assert (body["from"], body["to"]) == ("9999-12-01", "9999-12-31")

@@ -145,7 +145,7 @@ class Deliveries:
         inbox = self.received
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 inbox.put((body, self.headers.get("Stripe-Signature") or ""))
                 self.send_response(200)
@@ -364,7 +364,7 @@ class Throttling:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 outer.requests += 1
                 body = json.dumps({"error": {"type": "invalid_request_error", "code": "rate_limit",
                                              "message": "Too many requests"}}).encode()
