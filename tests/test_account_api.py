@@ -509,7 +509,7 @@ def test_settings(api: Api, ledger: Ledger) -> None:
 def test_get_settings(api: Api, ledger: Ledger) -> None:
     status, body = api.call("GET", "/v1/settings")
     assert (status, body) == (200, {"credit_mail": True, "auto_top_up": None, "spend_cap": None,
-                                    "spend_cap_reached": False})
+                                    "spend_cap_reached": False, "currency": "USD"})
     api.call("PUT", "/v1/settings", {"credit_mail": False})
     assert api.call("GET", "/v1/settings")[1]["credit_mail"] is False
     assert api.call("GET", "/v1/settings", sub="acct-unknown")[0] == 404

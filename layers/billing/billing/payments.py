@@ -26,6 +26,15 @@ from billing.observability import logger
 STRIPE_API_BASE = "https://api.stripe.com"
 
 
+class PaymentRefused(Exception):
+    """The provider refused a call for good (Stripe's 4xx: a refund of a charge refunded or disputed
+    already...): no retry gets past it, so the outbox dead-letters it alone, with ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 @dataclass(frozen=True)
 class PaymentStarted:
     """What a client needs to pay a purchase (``payment`` in ``POST /v1/purchases``)."""
@@ -190,7 +199,10 @@ class StripePayments:
                purchase_id: str) -> None:
         if payment_intent_id is None:
             return  # paid through the signed webhook: nothing at Stripe to give back
-        self._call("refunds.create", lambda: self.client.refunds.create(
-            params={"payment_intent": payment_intent_id, "amount": amount_minor,
-                    "metadata": {"refund_id": idempotency_key, "purchase_id": purchase_id}},
-            options={"idempotency_key": f"refund-{idempotency_key}"}))
+        try:
+            self._call("refunds.create", lambda: self.client.refunds.create(
+                params={"payment_intent": payment_intent_id, "amount": amount_minor,
+                        "metadata": {"refund_id": idempotency_key, "purchase_id": purchase_id}},
+                options={"idempotency_key": f"refund-{idempotency_key}"}))
+        except self._stripe.InvalidRequestError as exc:
+            raise PaymentRefused(str(exc.code or "refund_refused"), str(exc.user_message or exc)[:500]) from exc

@@ -26,7 +26,7 @@ from billing.config import get_config
 from billing.domain.clock import Clock, utc_now
 from billing.domain.model import Effect, Mail, OutboundEvent, PaymentCall, Work, from_json, to_json
 from billing.observability import log_context, logger, metrics
-from billing.payments import PaymentProvider, SignedWebhookPayments
+from billing.payments import PaymentProvider, PaymentRefused, SignedWebhookPayments
 from billing.services import payment_calls, sweeps
 from billing.services.mails import render
 from billing.services.sweeps import ContainerWork
@@ -74,6 +74,8 @@ class Deliver(Protocol):
 
 def refused_for_good(effect: Effect, exc: Exception) -> str | None:
     """The error code of a refusal no retry gets past, or None (transient, or not a refusal)."""
+    if isinstance(effect, PaymentCall) and isinstance(exc, PaymentRefused):
+        return exc.code  # the payment provider refused the call (a refund Stripe will not make)
     response = getattr(exc, "response", None)
     code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
     return str(code) if isinstance(effect, Mail) and code in REFUSED_FOR_GOOD else None
