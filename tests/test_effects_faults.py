@@ -565,7 +565,7 @@ def paid_purchase(account: Account, credits: int = 100) -> dict[str, Any]:
     drain(account.stack)
     status, purchase, _ = account.api("POST", "/v1/purchases", {"credits": credits})
     assert status == 201, purchase
-    assert purchase["price"] == {"currency": "USD", "cents": 2 * credits}
+    assert purchase["price"] == {"currency": "USD", "amount_minor": 2 * credits, "cents": 2 * credits}
     notice = json.dumps({"id": f"pay-{account.id}", "type": "payment.succeeded", "purchase_id": purchase["purchase_id"],
                          "amount": {"currency": "USD", "cents": 2 * credits}, "created_at": format_time(now())})
     paid = account.stack.api_request("POST", "/v1/webhooks/payments", body=notice, headers=signed(notice))

@@ -361,7 +361,7 @@ def test_dollars_per_period_add_up_to_the_cumulative_and_the_total(hostile: Plat
     At $0.02 a credit: running 6.80 -> 13.6 c -> 14; 10.72 -> 21.44 c -> 21; 19.48 -> 38.96 c -> 39.
     Amounts: 14, 21 - 14 = 7 (its own 7.84 c would round to 8), 39 - 21 = 18. Total 39."""
     def usd(cents: int) -> dict[str, Any]:
-        return {"currency": "USD", "cents": cents}
+        return {"currency": "USD", "amount_minor": cents, "cents": cents}
 
     api = usage_api(hostile.ledger)
     for cumulative in ("true", "false"):

@@ -203,7 +203,8 @@ def test_usage_in_dollars(month: Platform) -> None:
         "traffic": {"currency": "USD", "amount_minor": 16, "cents": 16},
         "ai": {"currency": "USD", "amount_minor": 2, "cents": 2},  # 0.01696
     }
-    assert body["series"][11]["amount"] == {"currency": "USD", "cents": cents(DAILY[12])}  # 0.5989 -> 60
+    assert body["series"][11]["amount"] == {"currency": "USD", "amount_minor": cents(DAILY[12]),
+                                            "cents": cents(DAILY[12])}  # 0.5989 -> 60
     assert body["series"][-1]["cumulative"] == {"currency": "USD", "amount_minor": 68, "cents": 68}
 
 
