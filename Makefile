@@ -155,7 +155,7 @@ run: $(STAMP) web
 
 # The HTTP API on http://127.0.0.1:3000 like `sam local start-api` (see python -m localsam --help).
 api: $(STAMP) web
-	$(BIN)/python -m localsam start-api --port 3000
+	$(BIN)/python -m localsam start-api --port 3000 --stripe
 
 # sam build runs each Makefile (BuildMethod: makefile) with the venv's pip on PATH.
 build: $(STAMP)

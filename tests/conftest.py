@@ -20,6 +20,7 @@ from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.store.ledger import Ledger
 from localsam.dynamodb_local import DynamoDBLocal
 from localsam.runner import StackRunner
+from localsam.stripe_local import LocalStripe
 from localsam.template import create_table, load_template
 from tests.travel import travel_from_env
 
@@ -71,6 +72,15 @@ def dynamodb_endpoint() -> Iterator[str]:
     with DynamoDBLocal() as ddb:
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = ddb.endpoint_url
         yield ddb.endpoint_url
+
+
+@pytest.fixture(scope="session")
+def local_stripe() -> Iterator[LocalStripe]:
+    """The Stripe stand-in (localstripe) on a free loopback port for the session, as DynamoDB Local;
+    ``STRIPE_API_BASE`` (billing.config) points the Stripe adapter at it. Never the real Stripe."""
+    with LocalStripe() as stand_in, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STRIPE_API_BASE", stand_in.url)
+        yield stand_in
 
 
 @pytest.fixture(scope="session")

@@ -98,7 +98,8 @@ class RecordingMailer(MailSender):
 
 
 def deliver_effects(ledger: Ledger, account_id: str, event_id: str, publisher: EventPublisher,
-                    mailer: MailSender | None = None, work_queue: MessageQueue | None = None) -> None:
+                    mailer: MailSender | None = None, work_queue: MessageQueue | None = None,
+                    payments: outbox.PaymentSide | None = None) -> None:
     """Deliver what the change of ``event_id`` asked for, as the outbox dispatcher does. Without a
     ``work_queue`` its container work is left undelivered (and so not remembered as delivered), for
     a test's stand-in of the work side (tests/test_large_accounts.py: Jobs) to deliver."""
@@ -107,7 +108,7 @@ def deliver_effects(ledger: Ledger, account_id: str, event_id: str, publisher: E
     if effects:
         record = OutboxRecord(account_id, event_id, effects)
         outbox.deliver(record, ledger, publisher, mailer or RecordingMailer(), work_queue or RecordingQueue(),
-                       "https://example.com/buy")
+                       "https://example.com/buy", payments=payments)
 
 
 SOURCES = {
@@ -121,8 +122,9 @@ class Outbox:
     """Stands in for the table's stream: delivers the effects of every change committed since the
     last call (each record once), as the outbox dispatcher would."""
 
-    def __init__(self, ledger: Ledger, publisher: EventPublisher, mailer: MailSender) -> None:
-        self.ledger, self.publisher, self.mailer = ledger, publisher, mailer
+    def __init__(self, ledger: Ledger, publisher: EventPublisher, mailer: MailSender,
+                 payments: outbox.PaymentSide | None = None) -> None:
+        self.ledger, self.publisher, self.mailer, self.payments = ledger, publisher, mailer, payments
         self.seen: set[tuple[str, str]] = set()
 
     def drain(self) -> None:
@@ -133,7 +135,7 @@ class Outbox:
                 continue
             self.seen.add(key)
             deliver_effects(self.ledger, item.pk.removeprefix("ACCOUNT#"), item.sk.removeprefix("EVENT#"),
-                            self.publisher, self.mailer)
+                            self.publisher, self.mailer, payments=self.payments)
 
 
 class Platform:

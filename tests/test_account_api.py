@@ -164,7 +164,7 @@ def test_purchase_is_priced_and_listed(api: Api) -> None:
     status, body = api.call("POST", "/v1/purchases", {"credits": 100})
     assert status == 201
     # 100 credits x $0.02 = $2.00 = 200 cents
-    assert body["price"] == {"currency": "USD", "cents": 200}
+    assert body["price"] == {"currency": "USD", "amount_minor": 200, "cents": 200}
     assert body["credits"] == "100.000000"
     assert body["status"] == "pending"
     assert body["created_at"] == "2026-01-10T10:00:00Z"
@@ -244,8 +244,8 @@ def test_one_purchase_with_its_receipt(api: Api, ledger: Ledger) -> None:
     receipt = body["receipt"]
     digest = hashlib.sha256(purchase["purchase_id"].encode()).hexdigest()[:10].upper()
     assert receipt == {"number": f"R-20260110-{digest}", "credits": "100.000000",
-                       "price": {"currency": "USD", "cents": 200}, "paid_at": "2026-01-10T10:00:00Z",
-                       "payment_reference": "pay-42"}
+                       "price": {"currency": "USD", "amount_minor": 200, "cents": 200},
+                       "paid_at": "2026-01-10T10:00:00Z", "payment_reference": "pay-42"}
     api.clock.advance(days=1)
     assert api.call("GET", path)[1]["receipt"] == receipt  # the same number whenever it is asked for
     before = snapshot(ledger)
@@ -296,8 +296,8 @@ def test_refund_of_unused_credits(api: Api, ledger: Ledger) -> None:
     status, body = api.call("POST", f"/v1/purchases/{purchase['purchase_id']}/refund")
     assert status == 200, body
     # ceil(200 / 100 x 37.5) = 75 cents
-    assert body == {"purchase_id": purchase["purchase_id"], "refund": {"currency": "USD", "cents": 75},
-                    "credits": "37.500000"}
+    assert body == {"purchase_id": purchase["purchase_id"],
+                    "refund": {"currency": "USD", "amount_minor": 75, "cents": 75}, "credits": "37.500000"}
     assert api.publisher.of_type("Refund Issued") == [{"account_id": "acct-1", **body}]
     state = ledger.load("acct-1")
     lot = next(lot for lot in state.lots if lot.kind == "purchased")
@@ -307,7 +307,7 @@ def test_refund_of_unused_credits(api: Api, ledger: Ledger) -> None:
     assert_conserved(state)
     listed = api.call("GET", "/v1/purchases")[1]["purchases"][0]
     assert listed["status"] == "refunded"
-    assert listed["refund"] == {"currency": "USD", "cents": 75}
+    assert listed["refund"] == {"currency": "USD", "amount_minor": 75, "cents": 75}
     assert listed["paid_at"] == "2026-01-10T10:00:00Z"
     entries = [e for e in Platform(ledger, "acct-1").entries() if e.type == "refund"]
     assert [(e.amount, e.lot_id) for e in entries] == [(37_500_000, lot.lot_id)]
@@ -509,7 +509,8 @@ def test_settings(api: Api, ledger: Ledger) -> None:
 def test_get_settings(api: Api, ledger: Ledger) -> None:
     status, body = api.call("GET", "/v1/settings")
     assert (status, body) == (200, {"credit_mail": True, "auto_top_up": None, "spend_cap": None,
-                                    "spend_cap_reached": False, "locale": None, "time_zone": None})
+                                    "spend_cap_reached": False, "locale": None, "time_zone": None,
+                                    "currency": "USD"})
     api.call("PUT", "/v1/settings", {"credit_mail": False})
     assert api.call("GET", "/v1/settings")[1]["credit_mail"] is False
     assert api.call("GET", "/v1/settings", sub="acct-unknown")[0] == 404

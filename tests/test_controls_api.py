@@ -84,7 +84,7 @@ def test_auto_top_up_is_requested_once_at_a_time_paid_by_the_webhook_and_capped_
     account.run("c1", "r1", "2026-01-10T08:10:00Z", "2026-01-10T09:40:00Z")
     [requested] = account.published("Auto Top-up Requested")
     assert requested == {"account_id": "acct-1", "purchase_id": requested["purchase_id"], "credits": "100.000000",
-                         "price": {"currency": "USD", "cents": 200}}
+                         "price": {"currency": "USD", "amount_minor": 200, "cents": 200}}
     assert account.remaining() == 9_200_000
     purchases = account.call("GET", "/v1/purchases")[1]["purchases"]
     assert [(p["purchase_id"], p["auto"], p["status"], p["credits"]) for p in purchases] == [

@@ -50,5 +50,14 @@ def test_demo_prints_statements_and_writes_the_chart(tmp_path: Path) -> None:
     assert "To: erin@example.com" in text and "40" in text
     # the books balance: the daily reconciliation checked all five accounts
     assert "reconciliation (the daily schedule): 5 accounts checked, 0 differences []" in out
+    # frank pays by card through the Stripe stand-in: 100 credits x $0.02 = 200 cents, confirmed by its
+    # signed webhook; then an auto top-up charged off-session: 50 free + 100 + 100 = 250 credits
+    stripe_part = out.split("payments through Stripe")[1]
+    assert "frank buys 100 credits: {'currency': 'USD', 'amount_minor': 200, 'cents': 200}" in stripe_part
+    assert "card 4242 confirmed: succeeded" in stripe_part
+    assert "payment_intent.succeeded delivered and verified: paid, receipt {'number': 'R-" in stripe_part
+    assert "charged off-session by the outbox, confirmed by the webhook: pur_auto_" in stripe_part
+    assert "frank's balance: 250.000000 available (200.000000 purchased)" in stripe_part
+    assert "reconciliation: 1 accounts checked, 0 differences" in stripe_part
     chart = tmp_path / "usage-chart.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 20_000

@@ -575,7 +575,7 @@ def paid_purchase(account: Account, credits: int = 100) -> dict[str, Any]:
     drain(account.stack)
     status, purchase, _ = account.api("POST", "/v1/purchases", {"credits": credits})
     assert status == 201, purchase
-    assert purchase["price"] == {"currency": "USD", "cents": 2 * credits}
+    assert purchase["price"] == {"currency": "USD", "amount_minor": 2 * credits, "cents": 2 * credits}
     notice = json.dumps({"id": f"pay-{account.id}", "type": "payment.succeeded", "purchase_id": purchase["purchase_id"],
                          "amount": {"currency": "USD", "cents": 2 * credits}, "created_at": format_time(now())})
     paid = account.stack.api_request("POST", "/v1/webhooks/payments", body=notice, headers=signed(notice))
@@ -596,7 +596,8 @@ def test_a_refund_committed_but_unanswered_is_replayed_and_issued_once(stack: St
     pid = purchase["purchase_id"]
     refund_path = f"/v1/purchases/{pid}/refund"
     rule = faults.fail("dynamodb", "TransactWriteItems", fault, when="after", match=mentions(pid))
-    expected = {"purchase_id": pid, "refund": {"currency": "USD", "cents": 200}, "credits": "100.000000"}
+    expected = {"purchase_id": pid, "refund": {"currency": "USD", "amount_minor": 200, "cents": 200},
+                "credits": "100.000000"}
     status, body, _ = account.api("POST", refund_path, key="refund-1")
     assert rule.fired == 1
     if fault is crash:

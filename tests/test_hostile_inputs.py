@@ -50,7 +50,7 @@ def purchase_id(stack: StackRunner) -> str:
     """A pending purchase of 100 credits (100 x $0.02 = 200 cents) that the webhook tests pay."""
     response = stack.api_request("POST", "/v1/purchases", sub=USER, body={"credits": 100})
     assert response.status == 201, response.body
-    assert response.json()["price"] == {"currency": "USD", "cents": 200}
+    assert response.json()["price"] == {"currency": "USD", "amount_minor": 200, "cents": 200}
     return str(response.json()["purchase_id"])
 
 

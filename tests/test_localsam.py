@@ -249,7 +249,7 @@ def test_api_purchase_is_pending_with_its_price(local_stack: StackRunner, api_ur
     create_account(local_stack, account)
     status, body = http("POST", f"{api_url}/v1/purchases", body={"credits": 100}, headers={"X-Local-Sub": account})
     assert status == 201, body
-    assert body["price"] == {"currency": "USD", "cents": 200}
+    assert body["price"] == {"currency": "USD", "amount_minor": 200, "cents": 200}
     assert body["status"] == "pending"
     assert body["purchase_id"]
 

@@ -124,7 +124,7 @@ def test_a_new_month_and_a_new_setting_still_never_repeat_an_auto_purchase_id(ac
 def test_a_refund_settles_the_running_containers_first_and_leaves_no_debt(account: Account) -> None:
     account.at("2026-01-10T10:00:00Z")
     purchase = account.api.buy(1000)
-    assert purchase["price"] == {"currency": "USD", "cents": 2000}
+    assert purchase["price"] == {"currency": "USD", "amount_minor": 2000, "cents": 2000}
     assert account.api.pay(purchase["purchase_id"], 2000, payment_id="pay-1000")[0] == 200  # 50 + 1,000
     account.send("Container Started", "2026-01-10T10:00:00Z", container_id="c1", run_id="r1", tier="xlarge")
     # 19 hours of xlarge: 19 x 54.40 = 1,033.60 accrued, not deducted yet. The refund settles it
@@ -133,8 +133,8 @@ def test_a_refund_settles_the_running_containers_first_and_leaves_no_debt(accoun
     account.at("2026-01-11T05:00:00Z")
     status, body = account.call("POST", f"/v1/purchases/{purchase['purchase_id']}/refund")
     assert status == 200, body
-    assert body == {"purchase_id": purchase["purchase_id"], "refund": {"currency": "USD", "cents": 33},
-                    "credits": "16.400000"}
+    assert body == {"purchase_id": purchase["purchase_id"],
+                    "refund": {"currency": "USD", "amount_minor": 33, "cents": 33}, "credits": "16.400000"}
     state = account.ledger.load("acct-1")
     assert (state.available(), state.debt, state.totals.charged) == (0, 0, 1_033_600_000)
     assert state.totals.refunded == 16_400_000
@@ -161,7 +161,7 @@ def test_a_refund_withholds_what_usage_it_cannot_settle_yet_would_take(account: 
     account.at("2026-01-11T05:00:00Z")
     status, body = account.call("POST", f"/v1/purchases/{purchase['purchase_id']}/refund")
     assert status == 200, body
-    assert body["refund"] == {"currency": "USD", "cents": 33} and body["credits"] == "16.400000"
+    assert body["refund"] == {"currency": "USD", "amount_minor": 33, "cents": 33} and body["credits"] == "16.400000"
     account.send("Container Stopped", "2026-01-11T05:00:00Z", container_id="c1", run_id="r1", traffic_bytes=0)
     state = account.ledger.load("acct-1")
     assert (state.available(), state.debt, state.totals.charged) == (0, 0, 1_033_600_000)

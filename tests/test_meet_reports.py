@@ -157,7 +157,7 @@ def test_the_calendars_ends_are_answered(hostile: Platform, path: str, query: di
     status, body, _ = call(usage_api(hostile.ledger), api_event(path, query, sub="acct-m"))
     assert status == 200, body
     if path == "/v1/usage":
-        assert body["total"] == "0.000000" or body["total"] == {"currency": "USD", "cents": 0}
+        assert body["total"] == "0.000000" or body["total"] == {"currency": "USD", "amount_minor": 0, "cents": 0}
         assert body["projected_run_out"] is None
         if query.get("month") == "9999-12":
             assert (body["from"], body["to"]) == ("9999-12-01", "9999-12-31")
@@ -361,7 +361,7 @@ def test_dollars_per_period_add_up_to_the_cumulative_and_the_total(hostile: Plat
     At $0.02 a credit: running 6.80 -> 13.6 c -> 14; 10.72 -> 21.44 c -> 21; 19.48 -> 38.96 c -> 39.
     Amounts: 14, 21 - 14 = 7 (its own 7.84 c would round to 8), 39 - 21 = 18. Total 39."""
     def usd(cents: int) -> dict[str, Any]:
-        return {"currency": "USD", "cents": cents}
+        return {"currency": "USD", "amount_minor": cents, "cents": cents}
 
     api = usage_api(hostile.ledger)
     for cumulative in ("true", "false"):

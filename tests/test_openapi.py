@@ -22,11 +22,12 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from billing.api.openapi import build_document
 from billing.api.routes import BY_KEY, ROUTES, routes_of
-from billing.api.signatures import sign
+from billing.api.signatures import sign, sign_stripe
 from localsam.aws import LOCAL_PARAMETERS
 from localsam.http_api import ApiResponse
 from localsam.http_api import routes as template_routes
 from localsam.runner import StackRunner
+from localsam.stripe_local import WEBHOOK_SECRET
 from localsam.template import load_template
 from tests.helpers import load_handler
 from tests.travel import mid_month
@@ -84,7 +85,8 @@ def test_every_route_is_documented_with_its_statuses(document: dict[str, Any]) -
         assert operation["operationId"] == route.operation
     creations = {r.key for r in ROUTES if r.status == 201}
     assert creations == {"POST /v1/purchases", "POST /v1/check-in", "POST /v1/coupons/redeem",
-                         "POST /v1/admin/grants", "POST /v1/admin/coupons", "POST /v1/alerts"}
+                         "POST /v1/admin/grants", "POST /v1/admin/coupons", "POST /v1/alerts",
+                         "POST /v1/payment-methods"}
     webhook = document["paths"]["/v1/webhooks/payments"]["post"]
     assert webhook["security"] == [] and any(p["name"] == "Billing-Signature" for p in webhook["parameters"])
     assert document["paths"]["/v1/admin/grants"]["post"]["security"] == [{"operatorIam": []}]
@@ -142,8 +144,17 @@ class Scenario:
 
 
 @pytest.fixture(scope="module")
-def stack(local_stack: StackRunner) -> Iterator[StackRunner]:
+def stripe_stack(dynamodb_endpoint: str) -> Iterator[StackRunner]:
+    """The template with Stripe configured (UsesStripe), answered by the local stand-in: every route,
+    the Stripe ones included, can answer its success."""
+    with StackRunner(dynamodb_endpoint=dynamodb_endpoint, stripe=True) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def stack(stripe_stack: StackRunner) -> Iterator[StackRunner]:
     """Two accounts; the user ran a container for an hour and used AI today."""
+    local_stack = stripe_stack
     now = datetime.now(UTC).replace(microsecond=0)
     events = [
         (USER, "platform.accounts", "Account Created", now - timedelta(hours=3), {"email": "u@example.com",
@@ -267,7 +278,7 @@ def test_every_real_response_matches_the_document(stack: StackRunner, document: 
     s.refused(400, "POST /v1/admin/grants", iam=OPERATOR, body={**grant, "credits": 2.5})
     settings = s.ok("GET /v1/settings", sub=USER)
     assert settings == {"credit_mail": True, "auto_top_up": None, "spend_cap": None, "spend_cap_reached": False,
-                        "locale": None, "time_zone": None}
+                        "locale": None, "time_zone": None, "currency": "USD"}
     s.refused(404, "GET /v1/settings", sub=NOBODY)
     assert s.ok("PUT /v1/settings", sub=USER, body={"credit_mail": False})["credit_mail"] is False
     s.refused(400, "PUT /v1/settings", sub=USER, body={"credit_mail": "no"})
@@ -289,6 +300,19 @@ def test_every_real_response_matches_the_document(stack: StackRunner, document: 
     gone = f"/v1/alerts/{alert['alert_id']}"
     assert s.ok("DELETE /v1/alerts/{alert_id}", gone, sub=USER) == {"alert_id": alert["alert_id"], "deleted": True}
     s.refused(404, "DELETE /v1/alerts/{alert_id}", gone, sub=USER)
+
+    # ---------------------------------------------------------------- Stripe (the local stand-in)
+    setup = s.ok("POST /v1/payment-methods", sub=USER)
+    assert setup["provider"] == "stripe" and setup["client_secret"].startswith(setup["setup_intent_id"])
+    s.refused(404, "POST /v1/payment-methods", sub=NOBODY)
+    ignored = json.dumps({"id": "evt_oa", "type": "customer.created", "data": {"object": {"id": "cus_oa"}}})
+    stamp = int(datetime.now(UTC).timestamp())
+    stripe_headers = {"content-type": "application/json"}
+    answer = s.ok("POST /v1/webhooks/stripe", body=ignored,
+                  headers={**stripe_headers, "Stripe-Signature": sign_stripe(ignored, WEBHOOK_SECRET, stamp)})
+    assert answer["handled"] is False
+    s.refused(400, "POST /v1/webhooks/stripe", body=ignored,
+              headers={**stripe_headers, "Stripe-Signature": sign_stripe(ignored, "whsec_forged_0", stamp)})
 
     # Every route was called, with its success and (but for the document itself) a refusal.
     assert {key for key, statuses in s.seen.items() if BY_KEY[key].status in statuses} == set(BY_KEY)

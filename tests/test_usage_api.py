@@ -196,15 +196,16 @@ def test_usage_in_dollars(month: Platform) -> None:
     status, body, _ = call(API, api_event("/v1/usage", {"unit": "usd"}))
     assert status == 200
     assert body["unit"] == "usd"
-    assert body["total"] == {"currency": "USD", "cents": 68}  # 33.986 x 0.02 = 0.67972
+    assert body["total"] == {"currency": "USD", "amount_minor": 68, "cents": 68}  # 33.986 x 0.02 = 0.67972
     assert body["by_resource"] == {
-        "container": {"currency": "USD", "cents": 48},  # 0.4772
-        "storage": {"currency": "USD", "cents": 3},  # 0.02556
-        "traffic": {"currency": "USD", "cents": 16},
-        "ai": {"currency": "USD", "cents": 2},  # 0.01696
+        "container": {"currency": "USD", "amount_minor": 48, "cents": 48},  # 0.4772
+        "storage": {"currency": "USD", "amount_minor": 3, "cents": 3},  # 0.02556
+        "traffic": {"currency": "USD", "amount_minor": 16, "cents": 16},
+        "ai": {"currency": "USD", "amount_minor": 2, "cents": 2},  # 0.01696
     }
-    assert body["series"][11]["amount"] == {"currency": "USD", "cents": cents(DAILY[12])}  # 0.5989 -> 60
-    assert body["series"][-1]["cumulative"] == {"currency": "USD", "cents": 68}
+    assert body["series"][11]["amount"] == {"currency": "USD", "amount_minor": cents(DAILY[12]),
+                                            "cents": cents(DAILY[12])}  # 0.5989 -> 60
+    assert body["series"][-1]["cumulative"] == {"currency": "USD", "amount_minor": 68, "cents": 68}
 
 
 def test_usage_past_month(month: Platform) -> None:

@@ -114,7 +114,8 @@ def test_filters_and_granularities(account: Platform) -> None:
     assert report(account, month="2026-03")["total"] == "38.670000"  # the month, up to today (Mar 5)
     usd = report(account, **RANGE, unit="usd", group_by="container")
     assert [(g["key"], g["total"]) for g in usd["groups"]] == [
-        ("c1", {"currency": "USD", "cents": 50}), ("c2", {"currency": "USD", "cents": 28})]  # 0.4958, 0.2776
+        ("c1", {"currency": "USD", "amount_minor": 50, "cents": 50}),  # 0.4958
+        ("c2", {"currency": "USD", "amount_minor": 28, "cents": 28})]  # 0.2776
 
 
 def test_csv_of_the_same_report(account: Platform) -> None:

@@ -38,7 +38,7 @@ from billing.api.views import (
     rendered,
 )
 from billing.observability import logger, metrics, tracer
-from billing.services import account_settings, alerts, grants, purchases
+from billing.services import account_settings, alerts, grants, payment_calls, purchases
 from billing.store.idempotency import RequestKey, request_key
 
 app = make_resolver()
@@ -57,8 +57,14 @@ def _now() -> datetime:
 
 @app.serves("POST /v1/purchases")
 def create_purchase(account_id: str, body: PurchaseRequest) -> dict[str, Any]:
-    created = purchases.create_purchase(deps.get(wiring.ledger), account_id, body.credits, _request(account_id), _now())
+    created = purchases.create_purchase(deps.get(wiring.ledger), account_id, body.credits, _request(account_id), _now(),
+                                        deps.get(wiring.payments))
     return rendered(created, purchase_created_view)
+
+
+@app.serves("POST /v1/payment-methods")
+def save_payment_method(account_id: str) -> dict[str, Any]:
+    return payment_calls.save_card(deps.get(wiring.ledger), account_id, deps.get(wiring.payments))
 
 
 @app.serves("GET /v1/purchases")

@@ -138,8 +138,9 @@ def test_refund_money_rounds_up_to_the_cent(value: Decimal, cents: int) -> None:
 
 
 def test_money_as_the_api_shows_it() -> None:
-    assert money(200) == {"currency": "USD", "cents": 200}
-    assert money(5, "EUR") == {"currency": "EUR", "cents": 5}
+    assert money(200) == {"currency": "USD", "amount_minor": 200, "cents": 200}
+    assert money(5, "EUR") == {"currency": "EUR", "amount_minor": 5}
+    assert money(2800, "KRW") == {"currency": "KRW", "amount_minor": 2800}  # no minor unit: whole won
 
 
 @pytest.mark.parametrize(("remaining", "burn", "hours"), [

@@ -108,7 +108,7 @@ def test_auto_top_up_asks_when_remaining_drops_strictly_below_at_the_accounts_pr
         "acct", 100, 150, True, t("2026-03-01T00:00:00Z"))
     [requested] = [e.detail for e in check.outbox if e.detail_type == "Auto Top-up Requested"]
     assert (requested["purchase_id"], requested["credits"], requested["price"]) == (
-        purchase.purchase_id, "100.000000", {"currency": "USD", "cents": 150})
+        purchase.purchase_id, "100.000000", {"currency": "USD", "amount_minor": 150, "cents": 150})
     auto = a.state.auto_top_up
     assert (auto.pending, auto.requested) == (purchase.purchase_id, {"2026-03": 1})
     assert auto is not None

@@ -62,7 +62,8 @@ def test_auto_top_up_asks_once_at_a_time_and_stops_after_three_failed_payments()
     assert a.state.next_check_at == t("2026-03-02T10:44:08Z")
     check = a.do(settle.sweep, "2026-03-02T10:44:08Z")
     [requested] = effects(check, "Auto Top-up Requested")
-    assert requested["credits"] == "100.000000" and requested["price"] == {"currency": "USD", "cents": 200}
+    assert requested["credits"] == "100.000000"
+    assert requested["price"] == {"currency": "USD", "amount_minor": 200, "cents": 200}
     [purchase] = check.purchases
     assert (purchase.auto, purchase.credits, purchase.price_cents) == (True, 100, 200)
     assert effects(a.do(settle.sweep, "2026-03-02T10:50:18Z"), "Auto Top-up Requested") == []  # one pending

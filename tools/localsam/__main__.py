@@ -77,6 +77,7 @@ def _stack(args: argparse.Namespace) -> StackRunner:
         table_name=table,
         parameters=_pairs(args.parameter_overrides),
         env=overrides,
+        stripe=bool(getattr(args, "stripe", False)),
     )
 
 
@@ -214,6 +215,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--parameter-overrides", nargs="*", metavar="NAME=VALUE", help="template parameters")
         sp.add_argument("--env", nargs="*", metavar="KEY=VALUE", help="environment variable overrides")
         sp.add_argument("--env-vars", help='SAM-style JSON: {"Parameters": {...}, "<LogicalId>": {...}}')
+        sp.add_argument("--stripe", action="store_true",
+                        help="payments through Stripe, answered by a local stand-in (localstripe) started here")
         sp.add_argument("--redate", action="store_true",
                         help="move the sample events' times to the present (events older than 30 days are refused)")
 

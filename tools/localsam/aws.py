@@ -172,7 +172,7 @@ class AwsStandIns:
                 refs[logical_id] = self.table_name
                 attrs[(logical_id, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{self.table_name}"
                 attrs[(logical_id, "StreamArn")] = self.local_stream_arn_ref
-            elif kind == "AWS::SecretsManager::Secret":
+            elif kind == "AWS::SecretsManager::Secret" and logical_id in self.secret_arns:
                 refs[logical_id] = self.secret_arns[logical_id]
             elif kind == "AWS::SQS::Queue":
                 refs[logical_id] = self.queue_urls[logical_id]
@@ -204,7 +204,7 @@ class AwsStandIns:
         resolver = Resolver(self.template, self.parameters)
         client = self.client("secretsmanager")
         for logical_id, resource in (self.template.get("Resources") or {}).items():
-            if resource.get("Type") != "AWS::SecretsManager::Secret":
+            if resource.get("Type") != "AWS::SecretsManager::Secret" or not resolver.exists(resource):
                 continue
             props = resource.get("Properties") or {}
             if "SecretString" in props:

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from billing.domain.clock import month_key, month_start
+from localsam import demo_stripe
 from localsam.aws import LOCAL_PARAMETERS
 from localsam.http_api import make_jwt
 from localsam.runner import StackRunner
@@ -459,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\nmail sent through SES:")
         for mail in stack.sent_emails():
             print(f"  to {mail['destinations']}: {mail['subject']}")
+        print("\npayments through Stripe (the local stand-in, localstripe; never the real Stripe):")
+        with contextlib.redirect_stdout(log):
+            paid = demo_stripe.run(stack.dynamodb_endpoint)
+        print("\n".join(paid))
         mails = demo.save_mails()
         chart = demo.chart(statements)
         print(f"\nusage chart: {chart}\naudit logs: {OUT}/ledger-*.csv\nusage by label: {OUT}/usage-by-team-*.csv"

@@ -32,6 +32,7 @@ from localsam.http_api import ApiResponse, HttpApi, make_server
 from localsam.runtime import Resolver, Runtime
 from localsam.sqs import DrainReport, SqsMappings
 from localsam.streams import StreamMappings, StreamReport
+from localsam.stripe_local import SECRET_KEY, WEBHOOK_SECRET, LocalStripe
 from localsam.template import load_template
 
 NOT_STARTED = "the StackRunner is not started"
@@ -49,6 +50,7 @@ class StackRunner:
         env: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] | None = None,
         analytics_dir: Path | None = None,
+        stripe: bool = False,
     ) -> None:
         self.template = template or load_template()
         # AnalyticsExport=true: the pipe and Firehose write their Parquet files here (localsam.analytics)
@@ -56,6 +58,11 @@ class StackRunner:
         self.analytics: AnalyticsExport | None = None
         self.clock = clock  # the functions' clock, when not the real one (see Runtime)
         self.parameters = dict(parameters or {})
+        # stripe=True: payments through Stripe, answered by the local stand-in (never the real Stripe)
+        self.stripe: LocalStripe | None = LocalStripe() if stripe else None
+        if self.stripe is not None:
+            self.parameters = {"StripeSecretKey": SECRET_KEY, "StripeWebhookSecret": WEBHOOK_SECRET,
+                               "StripeApiBase": self.stripe.url, **self.parameters}
         self.extra_env = dict(env or {})
         self.aws = AwsStandIns(
             self.template,
@@ -103,6 +110,8 @@ class StackRunner:
         return self
 
     def _start(self) -> None:
+        if self.stripe is not None:
+            self.stripe.start()
         self.aws.start()
         # the functions see the local table and queues where the template names them
         refs, attrs = self.aws.local_names()
@@ -123,6 +132,8 @@ class StackRunner:
             server.server_close()
         self._servers.clear()
         self.aws.stop()
+        if self.stripe is not None:
+            self.stripe.stop()
 
     def __enter__(self) -> StackRunner:
         return self.start()
@@ -275,7 +286,10 @@ class StackRunner:
         threading.Thread(target=server.serve_forever, name="localsam-api", daemon=True).start()
         self._servers.append(server)
         actual_port = server.server_address[1]
-        return f"http://{host}:{actual_port}"
+        url = f"http://{host}:{actual_port}"
+        if self.stripe is not None:  # the stand-in sends its events to the Stripe route, as Stripe would
+            self.stripe.register_webhook("billing", f"{url}/v1/webhooks/stripe")
+        return url
 
 
 __all__ = ["Delivery", "DrainReport", "PutEventResult", "StackRunner"]

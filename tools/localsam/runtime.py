@@ -87,7 +87,8 @@ class Resolver:
                     sep, items = arg
                     return str(sep).join(str(self.resolve(i)) for i in items)
                 if key == "Fn::If":
-                    raise ValueError("Fn::If is not supported by the local runner here")
+                    name, when_true, when_false = arg
+                    return self.resolve(when_true if self.condition(str(name)) else when_false)
             return {k: self.resolve(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.resolve(v) for v in value]
@@ -96,6 +97,30 @@ class Resolver:
             if isinstance(value, kind):
                 return kind(value)
         return value
+
+    def condition(self, name: str) -> bool:
+        """A template condition's value with the parameters given (Equals, Not, And, Or, Condition)."""
+        return self._truth((self.template.get("Conditions") or {})[name])
+
+    def _truth(self, value: Any) -> bool:
+        ((key, arg),) = value.items()
+        if key == "Fn::Equals":
+            left, right = (self.resolve(v) for v in arg)
+            return bool(str(left) == str(right))
+        if key == "Fn::Not":
+            return not self._truth(arg[0])
+        if key == "Fn::And":
+            return all(self._truth(v) for v in arg)
+        if key == "Fn::Or":
+            return any(self._truth(v) for v in arg)
+        if key == "Condition":
+            return self.condition(str(arg))
+        raise ValueError(f"{key} is not supported in a condition by the local runner")
+
+    def exists(self, resource: Mapping[str, Any]) -> bool:
+        """Whether a resource is created with these parameters (its ``Condition``, if any)."""
+        name = resource.get("Condition")
+        return name is None or self.condition(str(name))
 
     def _sub(self, arg: Any) -> str:
         import re

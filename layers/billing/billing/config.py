@@ -24,6 +24,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # Secrets Manager secrets (no default: a deployment must provide them; see billing.secrets)
     webhook_secret_arn: str | None = None
     cursor_secret_arn: str | None = None
+    # Stripe: set, payments go through Stripe (template.yaml's UsesStripe); unset, through the signed webhook
+    stripe_secret_key_arn: str | None = None
+    stripe_webhook_secret_arn: str | None = None  # the endpoint's signing secret ({"current", "previous"})
+    stripe_api_base: str = "https://api.stripe.com"  # locally, the stand-in (localstripe) the runner starts
     work_queue_url: str | None = None
     settlement_queue_url: str | None = None
     dead_letter_queue_url: str | None = None
@@ -49,6 +53,9 @@ ENV_NAMES = {
     "catalog_path": "PRICE_CATALOG_PATH",
     "webhook_secret_arn": "PAYMENT_WEBHOOK_SECRET_ARN",
     "cursor_secret_arn": "CURSOR_SECRET_ARN",
+    "stripe_secret_key_arn": "STRIPE_SECRET_KEY_ARN",
+    "stripe_webhook_secret_arn": "STRIPE_WEBHOOK_SECRET_ARN",
+    "stripe_api_base": "STRIPE_API_BASE",
     "work_queue_url": "WORK_QUEUE_URL",
     "settlement_queue_url": "SETTLEMENT_QUEUE_URL",
     "dead_letter_queue_url": "DEAD_LETTER_QUEUE_URL",

@@ -16,6 +16,7 @@ from billing.adapters import EventPublisher, FunctionInvoker, MailSender, Messag
 from billing.config import get_config
 from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.domain.clock import Clock, utc_now
+from billing.payments import PaymentProvider, SignedWebhookPayments, StripePayments
 from billing.store.cursors import CursorCodec
 from billing.store.ledger import Ledger
 
@@ -50,6 +51,25 @@ def webhook_secrets() -> list[str]:
     from billing.secrets import secret_values
 
     return secret_values(get_config().webhook_secret_arn, "PAYMENT_WEBHOOK_SECRET_ARN")
+
+
+def payments() -> PaymentProvider:
+    """Stripe when the deployment gives it a secret key (template.yaml's UsesStripe), else the
+    provider-neutral signed webhook."""
+    config = get_config()
+    if not config.stripe_secret_key_arn:
+        return SignedWebhookPayments()
+    from billing.secrets import secret_values
+
+    key = secret_values(config.stripe_secret_key_arn, "STRIPE_SECRET_KEY_ARN")[0]
+    return StripePayments(key, config.stripe_api_base)
+
+
+def stripe_webhook_secrets() -> list[str]:
+    """Stripe's endpoint signing secrets that are valid now (two during a rotation)."""
+    from billing.secrets import secret_values
+
+    return secret_values(get_config().stripe_webhook_secret_arn, "STRIPE_WEBHOOK_SECRET_ARN")
 
 
 def work_queue() -> MessageQueue:

@@ -34,10 +34,12 @@ class View(Struct, kw_only=True):
 
 
 class Money(View, kw_only=True):
-    """An amount of money in whole cents."""
+    """An amount of money in the currency's minor unit (cents; KRW has none: whole won); ``cents``
+    repeats the amount for USD."""
 
-    currency: str = "USD"
-    cents: int
+    currency: Literal["USD", "KRW", "EUR"] = "USD"
+    amount_minor: int
+    cents: int | UnsetType = UNSET
 
 
 Amount = Credits | Money  # credits, or money with ``unit=usd``
@@ -253,6 +255,14 @@ class LedgerCsv(View, kw_only=True):
 # ---------------------------------------------------------------------- purchases and credits
 
 
+class PaymentView(View, kw_only=True):
+    """How the client pays the purchase (with Stripe): confirm the PaymentIntent with Stripe.js."""
+
+    provider: Literal["stripe"]
+    payment_intent_id: str
+    client_secret: str
+
+
 class PurchaseCreated(View, kw_only=True):
     """A new purchase, pending until the payment provider confirms it."""
 
@@ -261,6 +271,15 @@ class PurchaseCreated(View, kw_only=True):
     price: Money
     status: Literal["pending"]
     created_at: Time
+    payment: PaymentView | UnsetType = UNSET
+
+
+class SetupView(View, kw_only=True):
+    """A Stripe SetupIntent that saves a card for auto top-up (confirm it with Stripe.js)."""
+
+    provider: Literal["stripe"]
+    setup_intent_id: str
+    client_secret: str
 
 
 class PurchaseView(View, kw_only=True):
@@ -330,9 +349,10 @@ class AutoTopUpView(View, kw_only=True):
 
 
 class SettingsView(View, kw_only=True):
-    """The account's settings: credit mail, auto top-up and the monthly spend cap."""
+    """The account's settings: credit mail, auto top-up, the monthly spend cap and the currency."""
 
     credit_mail: bool
+    currency: Literal["USD", "KRW", "EUR"] | UnsetType = UNSET
     auto_top_up: AutoTopUpView | None
     spend_cap: Credits | None
     spend_cap_reached: bool = False
@@ -361,6 +381,18 @@ class AlertList(View, kw_only=True):
 class AlertDeleted(View, kw_only=True):
     alert_id: str
     deleted: bool
+
+
+class StripeEventResult(View, kw_only=True):
+    """How a Stripe event was applied: ``handled`` false for a type that is ignored, ``duplicate``
+    when it changed nothing."""
+
+    event_id: str
+    type: str
+    handled: bool
+    duplicate: bool
+    purchase_id: str | None = None
+    status: PurchaseStatus | None = None
 
 
 class PaymentResult(View, kw_only=True):

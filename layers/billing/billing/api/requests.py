@@ -169,6 +169,10 @@ class SettingsRequest(Body, kw_only=True, forbid_unknown_fields=True):
                                                "user (null: the browser's; mails in UTC).",
                                    max_length=64)] | UnsetType | None = UNSET
 
+    currency: Annotated[Literal["USD", "KRW", "EUR"], Meta(
+        description="What purchases are priced and paid in; changed only while no purchase is pending.",
+    )] | UnsetType = UNSET
+
     def changes(self) -> dict[str, Any]:
         """The settings the body names, as the service's keyword arguments (a body naming none is a 400)."""
         named: dict[str, Any] = {}
@@ -181,8 +185,11 @@ class SettingsRequest(Body, kw_only=True, forbid_unknown_fields=True):
         for name in ("locale", "time_zone"):
             if getattr(self, name) is not UNSET:
                 named[name] = getattr(self, name)
+        if self.currency is not UNSET:
+            named["currency"] = self.currency
         if not named:
-            raise InvalidInput("body: name at least one of credit_mail, auto_top_up, spend_cap, locale, time_zone")
+            raise InvalidInput(
+                "body: name at least one of credit_mail, auto_top_up, spend_cap, locale, time_zone, currency")
         return named
 
 

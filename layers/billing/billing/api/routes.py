@@ -117,12 +117,18 @@ ROUTES: tuple[Route, ...] = (
           description="409 when the account has checked in today (UTC). The body is ignored."),
     Route("POST", "/v1/coupons/redeem", ACCOUNT, "redeem_coupon", "Redeem a coupon code", "credits", "jwt",
           m.LotGrant, status=201, body=r.RedeemRequest, errors=(404, 409, 422), idempotent=True),
+    Route("POST", "/v1/payment-methods", ACCOUNT, "save_payment_method",
+          "Save a card for auto top-up: a Stripe SetupIntent's client_secret", "purchases", "jwt", m.SetupView,
+          status=201, errors=(404, 422),
+          description="Stripe only (422 otherwise). Confirm the SetupIntent with Stripe.js; the card it saves "
+                      "becomes the customer's default, charged off-session by auto top-up. The body is ignored."),
     Route("GET", "/v1/settings", ACCOUNT, "get_settings", "The account's settings", "settings", "jwt",
           m.SettingsView, errors=(404,)),
     Route("PUT", "/v1/settings", ACCOUNT, "update_settings", "Change any of the settings", "settings", "jwt",
           m.SettingsView, body=r.SettingsRequest, errors=(404, 409, 422),
-          description="Any of `credit_mail`, `auto_top_up` and `spend_cap`; what the body leaves out stays as it "
-                      "is, `null` turns auto top-up or the spend cap off. An empty body is a 400."),
+          description="Any of `credit_mail`, `auto_top_up`, `spend_cap` and `currency`; what the body leaves out "
+                      "stays as it is, `null` turns auto top-up or the spend cap off. An empty body is a 400. The "
+                      "currency changes only while no purchase is pending (else a 409)."),
     Route("GET", "/v1/alerts", ACCOUNT, "list_alerts", "The account's alert rules", "settings", "jwt", m.AlertList,
           errors=(404,)),
     Route("POST", "/v1/alerts", ACCOUNT, "create_alert", "Add an alert rule (at most 10)", "settings", "jwt",
@@ -140,6 +146,13 @@ ROUTES: tuple[Route, ...] = (
           description="Verified by `Billing-Signature` before anything is read: a missing or wrong signature, or a "
                       "`t` more than 5 minutes from now, is a 401. Applied once per notice `id`; an amount that "
                       "differs from the purchase's price is a 422."),
+    Route("POST", "/v1/webhooks/stripe", WEBHOOK, "stripe_event", "Stripe's events, verified by Stripe-Signature",
+          "webhooks", "signature", m.StripeEventResult, query=None, errors=(400, 404, 409, 422),
+          description="Verified with Stripe's library (`stripe.Webhook.construct_event`) against the endpoint's "
+                      "signing secret (current or previous during a rotation), `t` within 300 s: an unverifiable "
+                      "request is a 400 and changes nothing. Handled exactly once: `payment_intent.succeeded`, "
+                      "`payment_intent.payment_failed`, `charge.refunded`, `charge.dispute.created`, "
+                      "`charge.dispute.closed`; any other type is answered 200 (`handled: false`) and ignored."),
 )
 
 BY_KEY: dict[str, Route] = {route.key: route for route in ROUTES}

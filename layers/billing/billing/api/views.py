@@ -55,7 +55,11 @@ def lot_grant_view(lot: CreditLot) -> dict[str, Any]:
 def purchase_created_view(p: Purchase) -> dict[str, Any]:
     """A new purchase as ``POST /v1/purchases`` answers it."""
     view = purchase_view(p)
-    return {k: view[k] for k in ("purchase_id", "credits", "price", "status", "created_at")}
+    created = {k: view[k] for k in ("purchase_id", "credits", "price", "status", "created_at")}
+    if p.payment_intent_id is not None and p.payment_client_secret is not None:
+        created["payment"] = {"provider": "stripe", "payment_intent_id": p.payment_intent_id,
+                              "client_secret": p.payment_client_secret}
+    return created
 
 
 def payment_outcome_view(outcome: PaymentOutcome) -> dict[str, Any]:

@@ -69,9 +69,26 @@ def ceil_cents(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_CEILING))
 
 
-def money(cents: int, currency: str = "USD") -> dict[str, object]:
-    """Money as the API shows it: ``{"currency": "USD", "cents": 100}``."""
-    return {"currency": currency, "cents": cents}
+# Digits of each sold currency's minor unit (ISO 4217): KRW has none, so its minor unit is the won.
+MINOR_UNIT_DIGITS = {"USD": 2, "EUR": 2, "KRW": 0}
+CURRENCIES = tuple(MINOR_UNIT_DIGITS)
+
+
+def money(amount_minor: int, currency: str = "USD") -> dict[str, object]:
+    """Money as the API shows it: ``{"currency", "amount_minor"}``, and ``cents`` as well for USD
+    (the original shape, kept for clients that read it)."""
+    if currency == "USD":
+        return {"currency": currency, "amount_minor": amount_minor, "cents": amount_minor}
+    return {"currency": currency, "amount_minor": amount_minor}
+
+
+def price_minor(credits: int, unit_price: Decimal, currency: str) -> int:
+    """``credits`` whole credits at ``unit_price`` (major units per credit) in the currency's minor
+    unit, exact and rounded up to it (billing-rules.md: every rounding up to the minor unit)."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        value = Decimal(credits) * unit_price * (10 ** MINOR_UNIT_DIGITS[currency])
+        return int(value.to_integral_value(rounding=ROUND_CEILING))
 
 
 def hours_left(remaining: int, burn: int) -> float | None:

@@ -47,10 +47,23 @@ class CatalogVersion(Struct, frozen=True, forbid_unknown_fields=True):
     purchase_min_credits: int
     purchase_max_credits: int
     refund_window_days: int
+    # The price of one credit in each sold currency (major units); USD falls back to credit_price_usd
+    # (and an account's own agreed price), so catalogs written before currencies still load.
+    credit_prices: dict[str, Decimal] = {}
 
     def __post_init__(self) -> None:
         if self.effective_at.utcoffset() is None or self.effective_at.utcoffset():
             raise ValueError("effective_at must be a UTC time (Z suffix)")
+
+    def credit_price(self, currency: str, account_price_usd: str) -> Decimal:
+        """What one credit costs in ``currency``: the account's agreed price in USD, the catalog's
+        price in the others."""
+        if currency == "USD":
+            return Decimal(account_price_usd)
+        try:
+            return self.credit_prices[currency]
+        except KeyError:
+            raise UnknownPriceItem(f"credits are not sold in {currency}") from None
 
     def tier(self, name: str) -> TierPrice:
         try:

@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from billing.domain import accrual, forecast, overuse
-from billing.domain.amounts import MICRO, cents_of_micro, format_credits, hours_left, money
+from billing.domain.amounts import MICRO, format_credits, hours_left, money, price_minor
 from billing.domain.clock import month_key
 from billing.domain.model import AlertRule, Container, Purchase
 from billing.domain.posting import Book
@@ -81,11 +81,13 @@ def _auto_top_up(book: Book, at: datetime, remaining: int) -> None:
     count = auto.requested.get(month, 0)
     if count >= auto.max_per_month:
         return
+    unit_price = book.catalog.at(at).credit_price(state.currency, state.credit_price_usd)
     purchase = Purchase(
         purchase_id=auto_purchase_id(state.account_id, state.auto_purchases + 1),
         account_id=state.account_id,
         credits=auto.credits,
-        price_cents=cents_of_micro(auto.credits * MICRO, Decimal(state.credit_price_usd)),
+        price_cents=price_minor(auto.credits, unit_price, state.currency),
+        currency=state.currency,
         created_at=at,
         auto=True,
     )
@@ -95,6 +97,9 @@ def _auto_top_up(book: Book, at: datetime, remaining: int) -> None:
     state.auto_purchases += 1
     book.emit("Auto Top-up Requested", purchase_id=purchase.purchase_id,
               credits=format_credits(purchase.credits * MICRO), price=money(purchase.price_cents, purchase.currency))
+    # Charged off-session to the saved card by the outbox's consumer (with Stripe; the signed-webhook
+    # provider leaves it to the platform's payment integration), idempotent by the purchase's id.
+    book.payment_call("charge_off_session", purchase, purchase.purchase_id, customer_id=state.payment_customer_id)
 
 
 def auto_payment_settled(book: Book, purchase: Purchase, paid: bool) -> None:

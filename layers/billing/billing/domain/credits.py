@@ -66,7 +66,7 @@ def owed_from_purchase(book: Book, purchase_id: str, at: datetime) -> int:
     return left(book.state) - left(probe)
 
 
-def refund(book: Book, purchase_id: str, at: datetime, withheld: int = 0) -> int:
+def refund(book: Book, purchase_id: str, at: datetime, withheld: int = 0, reason: str = "purchase_refunded") -> int:
     """Take back a purchase's unused credits (but ``withheld`` µcr, kept for usage not settled yet)
     and expire its promotional lots; returns the µcr taken back (the refunded lot, unless credits
     are withheld, and the promotional lots are closed)."""
@@ -78,7 +78,7 @@ def refund(book: Book, purchase_id: str, at: datetime, withheld: int = 0) -> int
             taken = lots.refund_lot(book.state, lot, withheld)
             unused += taken
             if taken:
-                book.record("refund", taken, at, "purchase_refunded", lot_id=lot.lot_id)
+                book.record("refund", taken, at, reason, lot_id=lot.lot_id)
         elif lot.kind == "promotional":
             written_off = lots.expire_lot_now(book.state, lot, at)
             if written_off:

@@ -31,6 +31,12 @@ class Unauthorized(BillingError):
     http_status = 401
 
 
+class BadSignature(InvalidInput):
+    """A Stripe webhook that does not verify (a 400, as Stripe's own examples answer)."""
+
+    code = "bad_signature"
+
+
 class Forbidden(BillingError):
     code = "forbidden"
     http_status = 403

@@ -237,6 +237,14 @@ class LabelDays(Record, kw_only=True):
 PurchaseStatus = Literal["pending", "paid", "failed", "refunded"]
 
 
+class PaymentReference(Record, kw_only=True):
+    """Which purchase a provider's payment (a Stripe PaymentIntent) pays: how a refund or a dispute,
+    which name only the payment, finds its purchase."""
+
+    purchase_id: str
+    account_id: str
+
+
 class Purchase(Record, kw_only=True):
     purchase_id: str
     account_id: str
@@ -253,6 +261,17 @@ class Purchase(Record, kw_only=True):
     refund_cents: int | None = None
     refunded_credits: int | None = None  # µcr taken back
     refunded_at: datetime | None = None
+    # The payment provider's side (Stripe): the PaymentIntent that pays the purchase; what made the
+    # refund (``api``: ours, made at Stripe through the outbox; ``dashboard``: made in Stripe); a
+    # dispute's id and state (``open``: its credits taken back; ``won``: given back; ``lost``).
+    payment_intent_id: str | None = None
+    payment_client_secret: str | None = None  # what the client confirms the PaymentIntent with
+    refund_id: str | None = None
+    refund_source: Literal["api", "dashboard"] | None = None
+    dispute_id: str | None = None
+    dispute_status: Literal["open", "won", "lost"] | None = None
+    disputed_credits: int | None = None  # µcr a dispute took back
+    dispute_lot_id: str | None = None  # the lot a won dispute gave the credits back in
 
 
 SCHEMA = 2  # 1: containers inside the state; 2: containers as items of their own
@@ -297,6 +316,10 @@ class AccountState(Record, kw_only=True):
     mail_cycle: int = 0  # purchase cycle number; a new one starts at every completed purchase
     mail_sent_cycle: int = -1  # the cycle whose low-credit mail went out
     label_days: LabelDays = field(default_factory=LabelDays)  # label combinations in the aggregates
+    currency: str = "USD"  # what the account's purchases are priced and paid in (USD, KRW, EUR)
+    payment_customer_id: str | None = None  # the account's Stripe customer, created once
+    payment_setup_id: str | None = None  # the latest SetupIntent that saves a card for auto top-up
+    disputed: list[str] = field(default_factory=list)  # purchases with an open dispute (the account's mark)
     version: int = 0
 
     def plan_at(self, moment: datetime) -> Plan:
@@ -396,6 +419,26 @@ class Work(Record, kw_only=True, tag="work", tag_field="effect"):
     skip: list[str] = field(default_factory=list)  # containers the asking change settled and asked about
 
 
+PaymentCallKind = Literal["charge_off_session", "refund"]
+
+
+class PaymentCall(Record, kw_only=True, tag="payment", tag_field="effect"):
+    """A call to the payment provider that a committed change asked for: an auto purchase charged
+    off-session to the saved card, or an API refund made at the provider. Idempotent at the provider
+    by ``idempotency_key`` (the auto purchase's id, the refund's id), so a redelivery never charges
+    or refunds twice."""
+
+    effect_id: str
+    kind: PaymentCallKind
+    account_id: str
+    purchase_id: str
+    amount_minor: int
+    currency: str
+    idempotency_key: str
+    customer_id: str | None = None
+    payment_intent_id: str | None = None
+
+
 # What a change asks of the outside world, written in the same transaction as the change (the
 # outbox) and delivered afterwards, at least once, by the outbox dispatcher.
-Effect = OutboundEvent | Mail | Work
+Effect = OutboundEvent | Mail | Work | PaymentCall

@@ -34,12 +34,14 @@ from billing.domain.model import (
     LotKind,
     Mail,
     OutboundEvent,
+    PaymentCall,
+    PaymentCallKind,
     Purchase,
     Work,
     WorkKind,
 )
 
-Effect = OutboundEvent | Mail | Work
+Effect = OutboundEvent | Mail | Work | PaymentCall
 
 
 def effect_id(account_id: str, event_id: str, number: int) -> str:
@@ -212,6 +214,15 @@ class Book:
         containers this change settled and asked about already (not asked about twice)."""
         self.effects.append(Work(effect_id=self._next_effect_id(), kind=kind, account_id=self.state.account_id, at=at,
                                  skip=sorted(skip or [])))
+
+    def payment_call(self, kind: PaymentCallKind, purchase: Purchase, idempotency_key: str,
+                     customer_id: str | None = None, amount_minor: int | None = None) -> None:
+        """Ask the payment provider for a charge or a refund after the commit (the outbox)."""
+        self.effects.append(PaymentCall(
+            effect_id=self._next_effect_id(), kind=kind, account_id=self.state.account_id,
+            purchase_id=purchase.purchase_id, currency=purchase.currency, idempotency_key=idempotency_key,
+            amount_minor=purchase.price_cents if amount_minor is None else amount_minor,
+            customer_id=customer_id, payment_intent_id=purchase.payment_intent_id))
 
     def emitted(self, detail_type: str) -> bool:
         return any(isinstance(e, OutboundEvent) and e.detail_type == detail_type for e in self.effects)

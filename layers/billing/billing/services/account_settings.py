@@ -11,13 +11,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from billing.domain import settle
 from billing.domain.account import Account
-from billing.domain.amounts import MICRO, format_credits, micro_of_credits
+from billing.domain.amounts import CURRENCIES, MICRO, format_credits, micro_of_credits
 from billing.domain.clock import month_key
-from billing.domain.errors import InvalidInput, RuleViolation, UnknownAccount
-from billing.domain.model import AccountState, AutoTopUp
+from billing.domain.errors import Conflict, InvalidInput, RuleViolation, UnknownAccount
+from billing.domain.model import AccountState, AutoTopUp, Purchase, from_json
 from billing.domain.posting import Book
 from billing.observability import logger
-from billing.store import keys
+from billing.store import keys, queries
 from billing.store.ledger import Change, Ledger
 
 UNSET: Any = object()  # a setting the request leaves as it is
@@ -42,6 +42,7 @@ def settings_view(state: AccountState) -> dict[str, Any]:
         "spend_cap_reached": state.cap_reached is not None and state.cap_reached == month_key(state.as_of),
         "locale": state.locale,
         "time_zone": state.time_zone,
+        "currency": state.currency,
     }
 
 
@@ -119,11 +120,24 @@ def _remove_auto_top_up(current: AutoTopUp | None) -> None:
         current.enabled, current.removed, current.disabled_by_failures = False, True, False
 
 
+def _pending_purchase(ledger: Ledger, account_id: str) -> bool:
+    """Whether a purchase of the account awaits its payment (its price is in the current currency)."""
+    bodies = queries.purchase_bodies(ledger.models, account_id)
+    return any(p.status == "pending" and p.account_id == account_id for p in (from_json(b, Purchase) for b in bodies))
+
+
 def update_settings(
     ledger: Ledger, account_id: str, credit_mail: Any = UNSET, auto_top_up: Any = UNSET, spend_cap: Any = UNSET,
-    locale: Any = UNSET, time_zone: Any = UNSET,
+    locale: Any = UNSET, time_zone: Any = UNSET, currency: Any = UNSET,
 ) -> dict[str, Any]:
     """Change what the request names (UNSET: leave it); returns the settings as they are now."""
+    if currency is not UNSET and currency not in CURRENCIES:
+        raise InvalidInput(f"currency must be one of {', '.join(CURRENCIES)}")
+    # A purchase is priced in the currency it was created in: the currency changes only between them.
+    changes_currency = currency is not UNSET and (state := ledger.load(account_id)) is not None \
+        and state.currency != currency
+    if changes_currency and _pending_purchase(ledger, account_id):
+        raise Conflict("the currency can change only while no purchase is pending")
     if credit_mail is not UNSET and not isinstance(credit_mail, bool):
         raise InvalidInput("credit_mail must be true or false")
     locale = locale if locale is UNSET else _locale(locale)
@@ -149,6 +163,10 @@ def update_settings(
                 state.auto_top_up = _auto_top_up(
                     auto_top_up, state.auto_top_up, version.purchase_min_credits, version.purchase_max_credits
                 )
+        if currency is not UNSET:
+            if state.currency != currency and state.auto_top_up is not None and state.auto_top_up.pending:
+                raise Conflict("the currency can change only while no purchase is pending")
+            state.currency = currency
         if spend_cap is not UNSET:
             state.spend_cap = None if spend_cap is None else _credits(spend_cap, "spend_cap", 1)
             # Raising or removing the cap ends a cap reached this month.

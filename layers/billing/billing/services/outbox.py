@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from billing.adapters import EventPublisher, MailSender, MessageQueue
 from billing.config import get_config
-from billing.domain.model import Effect, Mail, OutboundEvent, Work, from_json, to_json
+from billing.domain.clock import Clock, utc_now
+from billing.domain.model import Effect, Mail, OutboundEvent, PaymentCall, Work, from_json, to_json
 from billing.observability import log_context, logger, metrics
-from billing.services import sweeps
+from billing.payments import PaymentProvider, PaymentRefused, SignedWebhookPayments
+from billing.services import payment_calls, sweeps
 from billing.services.mails import render
 from billing.services.sweeps import ContainerWork
 from billing.store import outbox
@@ -72,14 +74,27 @@ class Deliver(Protocol):
 
 def refused_for_good(effect: Effect, exc: Exception) -> str | None:
     """The error code of a refusal no retry gets past, or None (transient, or not a refusal)."""
+    if isinstance(effect, PaymentCall) and isinstance(exc, PaymentRefused):
+        return exc.code  # the payment provider refused the call (a refund Stripe will not make)
     response = getattr(exc, "response", None)
     code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
     return str(code) if isinstance(effect, Mail) and code in REFUSED_FOR_GOOD else None
 
 
+@dataclass(frozen=True)
+class PaymentSide:
+    """The payment provider calls are made with (the deployment's; the neutral one makes none) and
+    the clock a refused auto payment is dated by."""
+
+    provider: PaymentProvider = field(default_factory=SignedWebhookPayments)
+    clock: Clock = utc_now
+
+
 def _send(effect: Effect, publisher: EventPublisher, mailer: MailSender, work_queue: MessageQueue,
-          buy_credits_url: str) -> None:
-    if isinstance(effect, OutboundEvent):
+          buy_credits_url: str, ledger: Ledger, payments: PaymentSide) -> None:
+    if isinstance(effect, PaymentCall):
+        payment_calls.carry_out(effect, ledger, payments.provider, payments.clock())
+    elif isinstance(effect, OutboundEvent):
         publisher.publish([effect])
         metrics.add_metric(name="EventsPublished", unit="Count", value=1)
     elif isinstance(effect, Work):
@@ -93,7 +108,7 @@ def _send(effect: Effect, publisher: EventPublisher, mailer: MailSender, work_qu
 
 def deliver(record: outbox.OutboxRecord, ledger: Ledger, publisher: EventPublisher, mailer: MailSender,
             work_queue: MessageQueue, buy_credits_url: str, dead_letters: MessageQueue | None = None,
-            retry_refused: bool = False) -> list[Refusal]:
+            retry_refused: bool = False, payments: PaymentSide | None = None) -> list[Refusal]:
     """Deliver one committed change's effects, in order, but those delivered already (and those
     dead-lettered already, unless ``retry_refused``: the replay of their dead letter). An effect
     refused for good is put on ``dead_letters`` and skipped; returns the refusals (a refusal needs
@@ -106,7 +121,7 @@ def deliver(record: outbox.OutboxRecord, ledger: Ledger, publisher: EventPublish
         if before == outbox.SENT or (before == outbox.REFUSED and not retry_refused):
             continue
         try:
-            _send(effect, publisher, mailer, work_queue, buy_credits_url)
+            _send(effect, publisher, mailer, work_queue, buy_credits_url, ledger, payments or PaymentSide())
         except Exception as exc:
             reason = refused_for_good(effect, exc)
             if reason is None or (before is None and dead_letters is None):
@@ -143,7 +158,7 @@ def configured_delivery(ledger: Ledger, client: Callable[[str], Any]) -> Deliver
 
 def dispatch(stream_event: dict[str, Any], ledger: Ledger, publisher: EventPublisher, mailer: MailSender,
              work_queue: MessageQueue, buy_credits_url: str, dead_letters: MessageQueue | None = None,
-             ) -> dict[str, Any]:
+             payments: PaymentSide | None = None) -> dict[str, Any]:
     """A batch of stream records: deliver each record's effects; the first transient failure stops
     the batch (``batchItemFailures`` names it, so Lambda retries from there)."""
     for raw in stream_event.get("Records") or []:
@@ -153,7 +168,8 @@ def dispatch(stream_event: dict[str, Any], ledger: Ledger, publisher: EventPubli
         # The change's event id correlates the delivery with the settlement that asked for it.
         with log_context(record.account_id, record.event_id, record.event_id):
             try:
-                deliver(record, ledger, publisher, mailer, work_queue, buy_credits_url, dead_letters)
+                deliver(record, ledger, publisher, mailer, work_queue, buy_credits_url, dead_letters,
+                        payments=payments)
             except Exception:
                 logger.exception("effects not delivered", account_id=record.account_id, event_id=record.event_id)
                 metrics.add_metric(name="OutboxDeliveryFailures", unit="Count", value=1)

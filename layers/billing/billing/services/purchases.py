@@ -11,20 +11,20 @@ import hashlib
 import re
 import uuid
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any, Literal
 
 from billing.domain import accrual, controls, credits, overuse, rollover, settle
 from billing.domain.account import Account
-from billing.domain.amounts import MICRO, cents_of_micro, format_credits, money
-from billing.domain.errors import Conflict, NotFound, RuleViolation
-from billing.domain.model import CreditLot, Purchase, PurchaseStatus, Record, from_json
+from billing.domain.amounts import format_credits, money, price_minor
+from billing.domain.errors import Conflict, NotFound, RuleViolation, UnknownAccount
+from billing.domain.model import CreditLot, Purchase, PurchaseStatus, Record, clone, from_json
 from billing.domain.posting import Book
 from billing.observability import logger
+from billing.payments import PaymentProvider, PaymentStarted, SignedWebhookPayments
 from billing.store import keys, queries
 from billing.store.idempotency import Rendered, RequestKey, keep, kept
 from billing.store.ledger import Change, Ledger
-from billing.store.records import load_record, purchase_write
+from billing.store.records import load_record, payment_reference_write, purchase_write
 from billing.store.tables import TableModels
 
 PURCHASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
@@ -57,9 +57,13 @@ def load_purchase(models: TableModels, purchase_id: str) -> tuple[Purchase, int]
 
 
 def create_purchase(
-    ledger: Ledger, account_id: str, credits_wanted: int, req: RequestKey, now: datetime
+    ledger: Ledger, account_id: str, credits_wanted: int, req: RequestKey, now: datetime,
+    payments: PaymentProvider | None = None,
 ) -> Purchase | Rendered:
-    """A pending purchase (a keyed repeat gets the purchase as it was first answered)."""
+    """A pending purchase in the account's currency (a keyed repeat gets the purchase as it was first
+    answered). With Stripe, its PaymentIntent (idempotent by the purchase's id) on the account's
+    customer is created first: Stripe unreachable is a 503 and nothing is written."""
+    payments = payments or SignedWebhookPayments()
     version = ledger.catalog.at(now)
     if not version.purchase_min_credits <= credits_wanted <= version.purchase_max_credits:
         raise RuleViolation(
@@ -70,20 +74,39 @@ def create_purchase(
     purchase_id = (
         f"pur_{hashlib.sha256(req.event_id.encode()).hexdigest()[:32]}" if req.keyed else f"pur_{uuid.uuid4().hex}"
     )
+    draft: Purchase | None = None
+    customer: str | None = None
+    started: PaymentStarted | None = None
+    if not (req.keyed and ledger.stored(account_id, req.event_id) is not None):  # a repeat is replayed below
+        state = ledger.load(account_id)
+        if state is None:
+            raise UnknownAccount(f"no account {account_id}")
+        unit_price = version.credit_price(state.currency, state.credit_price_usd)
+        draft = Purchase(purchase_id=purchase_id, account_id=account_id, credits=credits_wanted,
+                         price_cents=price_minor(credits_wanted, unit_price, state.currency),
+                         currency=state.currency, created_at=now)
+        customer = state.payment_customer_id or payments.customer(account_id, state.email)
+        started = payments.start_payment(draft, customer)
 
     def action(account: Account | None) -> Change:
         book = Book(settle.require(account, account_id), ledger.catalog, req.event_id)
         if req.keyed and load_purchase(ledger.models, purchase_id) is not None:
             raise Conflict("this Idempotency-Key was used for a purchase before")
-        price = cents_of_micro(credits_wanted * MICRO, Decimal(book.state.credit_price_usd))
-        p = Purchase(
-            purchase_id=purchase_id, account_id=account_id, credits=credits_wanted, price_cents=price, created_at=now
-        )
-        return Change(book, keep(p), [purchase_write(ledger.models, p, None)])
+        assert draft is not None  # (a keyed repeat never gets here: its record is replayed)
+        if book.state.currency != draft.currency:
+            raise Conflict("the account's currency changed during the purchase; retry it")
+        if customer and not book.state.payment_customer_id:
+            book.state.payment_customer_id = customer
+        p = clone(draft)
+        writes = []
+        if started is not None:
+            p.payment_intent_id, p.payment_client_secret = started.payment_intent_id, started.client_secret
+            writes.append(payment_reference_write(ledger.models, p))
+        return Change(book, keep(p), [purchase_write(ledger.models, p, None), *writes])
 
     response, applied = ledger.request(account_id, req, action)
     created = kept(response, Purchase)
-    logger.info("purchase created", account_id=account_id, replayed=applied.duplicate,
+    logger.info("purchase created", account_id=account_id, replayed=applied.duplicate, provider=payments.name,
                 purchase_id=created.purchase_id if isinstance(created, Purchase) else created.get("purchase_id"))
     return created
 
@@ -101,7 +124,8 @@ def get_purchase(ledger: Ledger, account_id: str, purchase_id: str) -> Purchase:
     return found[0]
 
 
-def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> PaymentOutcome:
+def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime,
+                   payment_intent_id: str | None = None) -> PaymentOutcome:
     """Apply a verified payment notice once (by its id and type). A confirmation adds the credits (to
     a pending or a failed purchase: a success after a failure is honoured); a failure marks a pending
     purchase failed (after a success it changes nothing). Notices that change nothing are acknowledged."""
@@ -130,11 +154,15 @@ def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> Paym
             return Change(book, _outcome(failed), [purchase_write(ledger.models, p, version)])
         if p.status in ("paid", "refunded"):
             return unchanged
-        lot = credits.purchased(book, now, p.purchase_id, p.credits)
-        controls.auto_payment_settled(book, p, paid=True)
-        p.status, p.paid_at, p.payment_id, p.payment_created_at = "paid", now, notice.id, notice.created_at
+        learned = payment_intent_id is not None and p.payment_intent_id is None  # an auto purchase's
+        if learned:
+            p.payment_intent_id = payment_intent_id
+        lot = mark_paid(book, p, now, notice.id, notice.created_at)
         paid = PaymentOutcome(purchase_id=p.purchase_id, status="paid", duplicate=False, lot=lot)
-        return Change(book, _outcome(paid), [purchase_write(ledger.models, p, version)])
+        writes = [purchase_write(ledger.models, p, version)]
+        if learned:
+            writes.append(payment_reference_write(ledger.models, p))
+        return Change(book, _outcome(paid), writes)
 
     applied = ledger.apply(purchase.account_id, event_id, action)
     outcome = kept(applied.result, PaymentOutcome)
@@ -145,8 +173,22 @@ def handle_payment(ledger: Ledger, notice: PaymentNotice, now: datetime) -> Paym
     return outcome
 
 
+def mark_paid(book: Book, p: Purchase, now: datetime, payment_id: str, payment_created_at: datetime) -> CreditLot:
+    """A confirmed payment: the purchase's credits (repaying debt first), and the auto top-up's row."""
+    lot = credits.purchased(book, now, p.purchase_id, p.credits)
+    controls.auto_payment_settled(book, p, paid=True)
+    p.status, p.paid_at, p.payment_id, p.payment_created_at = "paid", now, payment_id, payment_created_at
+    return lot
+
+
 def _outcome(outcome: PaymentOutcome) -> dict[str, Any]:
     return keep(outcome)
+
+
+def refund_id_of(purchase_id: str) -> str:
+    """The id of a purchase's refund (a purchase is refunded at most once): the provider's
+    idempotency key, so the outbox's redelivery never refunds twice."""
+    return f"rf_{hashlib.sha256(purchase_id.encode()).hexdigest()[:24]}"
 
 
 def settle_usage_so_far(book: Book, at: datetime) -> None:
@@ -191,8 +233,11 @@ def refund_purchase(
             raise RuleViolation("no unused credits of this purchase are left to refund")
         cents = credits.refund_cents(p.price_cents, p.credits, unused)
         p.status, p.refund_cents, p.refunded_credits, p.refunded_at = "refunded", cents, unused, now
+        p.refund_id, p.refund_source = refund_id_of(purchase_id), "api"
         response = {"purchase_id": purchase_id, "refund": money(cents, p.currency), "credits": format_credits(unused)}
         book.emit("Refund Issued", **response)
+        if p.payment_intent_id is not None:  # paid at Stripe: the money goes back there, after the commit
+            book.payment_call("refund", p, p.refund_id, amount_minor=cents)
         return Change(book, response, [purchase_write(ledger.models, p, version)])
 
     response, applied = ledger.request(account_id, req, action)

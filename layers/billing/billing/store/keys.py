@@ -102,6 +102,10 @@ def purchase_pk(purchase_id: str) -> str:
     return f"PURCHASE#{purchase_id}"
 
 
+def payment_reference_pk(payment_intent_id: str) -> str:
+    return f"PAYREF#{payment_intent_id}"
+
+
 def purchases_index_pk(account_id: str) -> str:
     return f"{account_pk(account_id)}#PURCHASES"
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from pynamodb.exceptions import DoesNotExist
 
 from billing.domain.clock import format_time
-from billing.domain.model import Purchase, Record, from_json, to_json
+from billing.domain.model import PaymentReference, Purchase, Record, from_json, to_json
 from billing.store import keys
 from billing.store.tables import TableModels
 
@@ -43,3 +43,15 @@ def purchase_write(models: TableModels, p: Purchase, read_version: int | None) -
         models, keys.purchase_pk(p.purchase_id), keys.PURCHASE, p, read_version,
         gsi1pk=keys.purchases_index_pk(p.account_id), gsi1sk=format_time(p.created_at) + "#" + p.purchase_id,
     )
+
+
+def payment_reference_write(models: TableModels, p: Purchase) -> Write:
+    """The purchase a PaymentIntent pays, found by the intent's id (written once, never changed)."""
+    assert p.payment_intent_id is not None
+    ref = PaymentReference(purchase_id=p.purchase_id, account_id=p.account_id)
+    return record_write(models, keys.payment_reference_pk(p.payment_intent_id), keys.PURCHASE, ref, None)
+
+
+def load_payment_reference(models: TableModels, payment_intent_id: str) -> PaymentReference | None:
+    found = load_record(models, keys.payment_reference_pk(payment_intent_id), keys.PURCHASE, PaymentReference)
+    return found[0] if found else None
