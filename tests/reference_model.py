@@ -85,9 +85,13 @@ class RefModel(Model):
     # the controls' effect on the books ----------------------------------------------------------
     def spend_cap(self, at: datetime) -> None:
         """After every change, as of the account's clock: once the month's charges and what is
-        accrued reach the cap, running usage is deducted (controls._spend_cap)."""
+        accrued reach the cap, running usage is deducted (controls._spend_cap). A cap reached ends
+        with the month, when the cap is removed, or when the month's charges are under the cap again
+        (the user raised it above them, or corrections brought them back under it)."""
         month = month_key(at)
         if self.cap_reached and (self.cap_reached != month or self.cap is None):
+            self.cap_reached = None
+        if self.cap is not None and self.cap_reached == month and self.month_charged.get(month, 0) < self.cap:
             self.cap_reached = None
         if self.cap is None or self.cap_reached == month:
             return
