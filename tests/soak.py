@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     with DynamoDBLocal() as ddb:
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = ddb.endpoint_url
         from billing.observability import metrics
-        from tests.test_model_based import STEPS, BillingMachine
+        from tests.test_model_based import PLAYED, STEPS, BillingMachine
 
         profile = settings.get_profile("model-soak")
         started = time.monotonic()
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds += 1
             print(f"[soak] {(time.monotonic() - started) / 60:.1f} min: rounds {rounds}, examples {STEPS['examples']}, "
                   f"steps {STEPS['steps']}, failures {failures}", flush=True)
+    print("played: " + ", ".join(f"{what} {n}" for what, n in sorted(PLAYED.items())), flush=True)
     print(f"soak: {STEPS['examples']} examples, {STEPS['steps']} steps, {failures} failures found "
           f"in {(time.monotonic() - started) / 60:.1f} minutes", flush=True)
     return 1 if failures else 0
