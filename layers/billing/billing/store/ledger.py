@@ -34,13 +34,14 @@ from billing.domain.errors import ConcurrentUpdate, Conflict, ServiceBusy
 from billing.domain.model import SCHEMA, AccountState, Container, Effect, LedgerEntry, clone, from_json, to_json
 from billing.domain.posting import Book
 from billing.observability import committed, logger
-from billing.store import keys, usage
+from billing.store import keys, usage, usage_fold
 from billing.store.idempotency import RequestKey, Stored, lookup, record_item
 from billing.store.migration import migrate_account
 from billing.store.records import Write, purchase_write
 from billing.store.tables import TableModels, table_models
 
-CATCH_UP_ITEMS = 90  # a TransactWriteItems takes at most 100 items; leave room for extra writes
+TRANSACTION_ITEMS = 100  # a TransactWriteItems takes at most 100 items
+CATCH_UP_ITEMS = 90  # leave room for extra writes
 CATCH_UP_MONTHS = 12  # months caught up in one call at most (the invocation's time is bounded)
 RETRYABLE_CODES = {
     "TransactionConflict",
@@ -213,6 +214,8 @@ class Ledger:
                 self._commit(account_id, event_id, change, version)
                 book = change.book
                 committed(book.entries, book.effects, state.debt if state else 0, book.state.debt)
+                if book.state.usage_spills:
+                    usage_fold.fold_spills_now(self.models, account_id)
                 return Applied(book.state, book.entries, book.effects, result=change.result, attempts=attempt)
             except _Duplicate:
                 stored = self.stored(account_id, event_id) or Stored()
@@ -281,7 +284,7 @@ class Ledger:
         if rollover.months_behind(state, book.state.as_of) < 2:
             return False  # the common path: at most one boundary crossed, no counting needed
         writes = 2 + len(book.entries) + len(book.containers.loaded)
-        return writes + sum(1 for _ in usage.updates(self.models, account_id, book.entries)) > CATCH_UP_ITEMS
+        return writes + usage.count(book.entries) > CATCH_UP_ITEMS
 
     def _roll_one_month(self, account_id: str, state: AccountState, version: int | None) -> None:
         boundary = next_month_start(state.as_of)
@@ -302,6 +305,11 @@ class Ledger:
         state = book.state
         changed = controls.close(book)
         state.version = (version or 0) + 1
+        first_entry = 2 + len(changed) + len(book.purchases)  # the entries' places in the transaction
+        # The usage aggregates take the transaction's remaining room; past it, a spill item (usage.plan).
+        room = TRANSACTION_ITEMS - first_entry - len(book.entries) - len(change.writes)
+        usage_writes = usage.writes(m, account_id, event_id, book.entries, room)
+        state.usage_spills = sorted({*state.usage_spills, *usage_writes.spill_days})
         due = format_time(state.next_check_at) if state.next_check_at else None
         state_item = m.Account(
             pk,
@@ -315,7 +323,6 @@ class Ledger:
         )
         condition = m.Account.version == version if version is not None else m.Account.pk.does_not_exist()
         record = record_item(m, pk, keys.event_sk(event_id), Stored(change.result, book.effects))
-        first_entry = 2 + len(changed) + len(book.purchases)  # the entries' places in the transaction
         # No ClientRequestToken of ours (botocore fills a fresh one per call): a retry after a timeout
         # re-reads the state, and if the first attempt did commit, the record turns the retry into a
         # recognised duplicate.
@@ -332,8 +339,10 @@ class Ledger:
                     # Written only if absent: an event applied again after its record expired
                     # never overwrites (nor doubles) what the first application wrote.
                     tx.save(self._entry_item(account_id, entry), condition=m.Entry.pk.does_not_exist())
-                for item, actions in usage.updates(m, account_id, book.entries):
+                for item, actions in usage_writes.updates:
                     tx.update(item, actions=actions)
+                for spill in usage_writes.spills:
+                    tx.save(spill)
                 for item, item_condition in change.writes:
                     tx.save(item, condition=item_condition)
         except TransactWriteError as exc:
