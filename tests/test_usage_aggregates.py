@@ -14,6 +14,7 @@ Prices (Membership, default catalog): micro 1.96 cr/h; 5 GB of storage per conta
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -308,3 +309,45 @@ def test_days_outside_the_range_of_a_month_item_are_left_out(teams: Platform) ->
                                                               sub="acct-t"))
     assert status == 200 and body["total"] == "1.960000"
     assert date.fromisoformat(body["series"][0]["date"]) == date(2026, 3, 3)
+
+
+def test_the_days_label_combinations_are_kept_apart_from_the_balance(teams: Platform) -> None:
+    """The day's label combinations live in ``LABELS``, written only when they change: a stop of a
+    combination the day knows writes no more than an unlabelled stop; a balance that still holds them
+    (written before) keeps them until its next change moves them."""
+    ledger = teams.ledger
+    client = boto3.client("dynamodb")
+    table, pk = ledger.models.table_name, {"S": keys.account_pk("acct-t")}
+
+    def stored(sk: str) -> dict[str, Any]:
+        return client.get_item(TableName=table, Key={"pk": pk, "sk": {"S": sk}}, ConsistentRead=True).get("Item", {})
+
+    def on_balance() -> Any:
+        return json.loads(stored(keys.STATE)["body"]["S"]).get("label_days")
+
+    assert on_balance() in (None, {})
+    labels = json.loads(stored(keys.LABELS)["body"]["S"])
+    assert (labels["day"], len(labels["combinations"])) == ("2026-03-03", 1)  # Mar 3: team a only
+    seen: list[list[str]] = []
+
+    def keys_written(params: dict[str, Any], **_: Any) -> None:
+        bodies = [next(iter(i.values())) for i in params["TransactItems"]]
+        seen.append([(b.get("Key") or b["Item"])["sk"]["S"] for b in bodies])
+
+    ledger.models.connection.client.meta.events.register("provide-client-params.dynamodb.TransactWriteItems",
+                                                         keys_written)
+    one_hour(teams, "c1", "03", 14)  # team a again: known that day
+    assert keys.LABELS not in seen[-1]
+    one_hour(teams, "c2", "03", 16)  # team b: new that day
+    assert keys.LABELS in seen[-1]
+    assert len(json.loads(stored(keys.LABELS)["body"]["S"])["combinations"]) == 2
+    # a balance of the previous layout: its combinations inside, no LABELS item
+    state = json.loads(stored(keys.STATE)["body"]["S"])
+    state["label_days"] = json.loads(stored(keys.LABELS)["body"]["S"])
+    client.update_item(TableName=table, Key={"pk": pk, "sk": {"S": keys.STATE}}, UpdateExpression="SET body = :b",
+                       ExpressionAttributeValues={":b": {"S": json.dumps(state)}})
+    client.delete_item(TableName=table, Key={"pk": pk, "sk": {"S": keys.LABELS}})
+    assert len(teams.state().label_days.combinations) == 2  # read from the balance
+    one_hour(teams, "c1", "03", 18)  # known: nothing changes, yet the first change moves them (the start's)
+    assert [keys.LABELS in t for t in seen[-2:]] == [True, False] and on_balance() in (None, {})
+    assert len(teams.state().label_days.combinations) == 2
