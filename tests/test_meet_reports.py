@@ -280,8 +280,9 @@ def test_normal_reports_are_answered_within_5_mb(ten_teams: Platform, path: str,
 def test_a_report_that_would_read_more_than_its_bound_is_refused(
     ten_teams: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Grouping by container reads each container's day items. The bound is 1,000 items; here lowered to
-    5 so that 10 containers with one day item each pass it: refused with how to narrow it."""
+    """Grouping by container reads every container's month items in one query (GSI1). The bound is 1,000
+    items; here lowered to 5 so that 10 containers with one month item each pass it: refused with how
+    to narrow it."""
     monkeypatch.setattr(usage_service, "MAX_ITEMS_READ", 5)
     api = usage_api(ten_teams.ledger, LATER)
     status, body, _ = call(api, api_event("/v1/usage", {"month": "2026-03", "group_by": "container"}, sub="acct-b"))
@@ -289,12 +290,12 @@ def test_a_report_that_would_read_more_than_its_bound_is_refused(
     assert "more than 5 items" in body["error"]["message"] and "container" in body["error"]["message"]
     status, body, _ = call(api, api_event("/v1/usage", {"month": "2026-03", "container_id": "c3"}, sub="acct-b"))
     assert status == 200 and body["total"] == "1.960000"
-    # 10 container items and one day item each (their one micro hour; 5 GB of storage charges nothing):
-    # 20 items. A bound of 12 stops after the third container's day; a bound of 20 answers.
-    monkeypatch.setattr(usage_service, "MAX_ITEMS_READ", 12)
+    # 10 containers with one month item each (their one micro hour; 5 GB of storage charges nothing):
+    # 10 items, in one request. A bound of 9 stops at the tenth; a bound of 10 answers.
+    monkeypatch.setattr(usage_service, "MAX_ITEMS_READ", 9)
     status, body, _ = call(api, api_event("/v1/usage", {"month": "2026-03", "group_by": "container"}, sub="acct-b"))
-    assert status == 400 and "more than 12 items" in body["error"]["message"]
-    monkeypatch.setattr(usage_service, "MAX_ITEMS_READ", 20)
+    assert status == 400 and "more than 9 items" in body["error"]["message"]
+    monkeypatch.setattr(usage_service, "MAX_ITEMS_READ", 10)
     status, body, _ = call(api, api_event("/v1/usage", {"month": "2026-03", "group_by": "container"}, sub="acct-b"))
     assert status == 200 and len(body["groups"]) == 10
 

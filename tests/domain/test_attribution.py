@@ -192,3 +192,34 @@ def test_no_labels_are_no_combination():
     line = ChargeLine(resource="ai", item="chat", amount=1, month="2026-03")
     assert attribution.bounded_lines(state, datetime.fromisoformat("2026-03-02T00:00:00+00:00"), [line]) == [line]
     assert state.label_days.combinations == []
+
+
+def test_a_member_is_one_more_attribution_bounded_with_the_labels():
+    """Issue 19: ``user_id`` counts in the day's combinations with the labels; past the 200 (and the
+    ``_other`` ones) the aggregates attribute the line to member ``_other``, and ``user_id`` (what a
+    member's limit counts) is kept on the line."""
+    state = _state()
+    at = t("2026-03-02T10:00:00Z")
+
+    def line(user: str | None, team: str | None = None, amount: int = 5) -> ChargeLine:
+        return ChargeLine(resource="ai", item="chat", amount=amount, month="2026-03", model="m", user_id=user,
+                          labels={"team": team} if team else None)
+
+    # 200 members, no labels: each one a combination of its own, kept as given
+    kept = attribution.bounded_lines(state, at, [line(f"u{i}") for i in range(200)])
+    assert [(ln.user_id, ln.attributed_user, ln.labels) for ln in kept[:2]] == [("u0", None, None), ("u1", None, None)]
+    assert all(ln.attributed_user is None for ln in kept)
+    # a 201st member and a 202nd, both unlabelled: one _other combination, one line per member (their
+    # limits count their own), each attributed to _other; amounts untouched (7 + 11)
+    over = attribution.bounded_lines(state, at, [line("u200", amount=7), line("u201", amount=11)])
+    assert [(ln.user_id, ln.attributed_user, ln.amount) for ln in over] == [
+        ("u200", "_other", 7), ("u201", "_other", 11)]
+    # a member already counted stays as given; a line without a member or labels is never counted
+    again = attribution.bounded_lines(state, at, [line("u5"), line(None)])
+    assert [(ln.user_id, ln.attributed_user) for ln in again] == [("u5", None), (None, None)]
+    # labels and member together: past the bound the labels' values and the member are both _other
+    both = attribution.bounded_lines(state, at, [line("u9", team="ml")])
+    assert [(ln.labels, ln.attributed_user) for ln in both] == [({"team": "_other"}, "_other")]
+    # a combination without a member hashes as before (a day's labels keep their places)
+    assert attribution.combination({"team": "ml"}) == attribution.combination({"team": "ml"}, None)
+    assert attribution.combination({"team": "ml"}, "u1") != attribution.combination({"team": "ml"})

@@ -161,7 +161,14 @@ def test_dimensions() -> None:
     assert usage.dimension(cell, "label:nope", None) is None
     assert usage.dimension(cell, "model", None) == "gpt-5-nano"
     assert usage.dimension(cell, "tier", None) is None  # "" is no value
-    assert usage.DIMENSIONS == ("resource", "container", "tier", "model", "feature")
+    assert usage.dimension(cell, "user", None) is None  # a line without a member
+    member = usage.cell_of(ChargeLine(resource="ai", item="chat", amount=1, month="2026-03", user_id="u-7"))
+    assert usage.dimension(member, "user", None) == "u-7"
+    # past the day's bound the aggregates attribute the line to _other, whatever its member
+    other = usage.cell_of(ChargeLine(resource="ai", item="chat", amount=1, month="2026-03", user_id="u-7",
+                                     attributed_user="_other"))
+    assert usage.dimension(other, "user", None) == "_other"
+    assert usage.DIMENSIONS == ("resource", "container", "tier", "model", "feature", "user")
 
 
 AMOUNTS = st.integers(-10 * C, 10 * C)

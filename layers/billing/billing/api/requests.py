@@ -50,7 +50,8 @@ Limit = Annotated[int, Meta(ge=1, le=100, description="Entries per page.")]
 Filter = Annotated[str, Meta(min_length=1, max_length=200)]
 UsageDay = Annotated[str, Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
                                description="A UTC day, YYYY-MM-DD (whole days).")]
-GroupBy = Annotated[str, Meta(max_length=40, description="resource, container, tier, model, feature or label:<key>; "
+GroupBy = Annotated[str, Meta(max_length=40, description="resource, container, tier, model, feature, user or "
+                                                          "label:<key>; "
                                                           "only groups with usage appear.")]
 LABEL_PREFIX = "label."  # label.<key>=<value> filters by a label (any key): not a fixed parameter
 
@@ -74,6 +75,8 @@ class UsageParams(Query, kw_only=True):
     tier: Filter | None = None
     model: Filter | None = None
     feature: Filter | None = None
+    user: Annotated[str, Meta(pattern=r"^[\x20-\x7e]{1,128}$",
+                              description="Only this member's usage (their user_id).")] | None = None
 
     def usage_query(self, labels: Mapping[str, str]) -> UsageQuery:
         """The service's query: the filters by dimension, and by label (``label.<key>`` parameters)."""
@@ -83,7 +86,7 @@ class UsageParams(Query, kw_only=True):
             raise InvalidInput("container and container_id name different containers")
         filters = {name: value for name, value in (
             ("resource", self.resource), ("container", self.container or self.container_id), ("tier", self.tier),
-            ("model", self.model), ("feature", self.feature)) if value}
+            ("model", self.model), ("feature", self.feature), ("user", self.user)) if value}
         for key, value in labels.items():
             if not LABEL_KEY.match(key):
                 raise InvalidInput(f"label.{key[:40]}: a label key is [a-z][a-z0-9_]{{0,31}}")

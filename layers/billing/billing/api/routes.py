@@ -72,9 +72,10 @@ class Route:
 
 USAGE_DESCRIPTION = (
     "A month (`month`, this month by default) or any range of whole UTC days (`from`, `to`: up to 366 days). "
-    "Filters: `resource`, `container`, `tier`, `model`, `feature`, and `label.<key>=<value>` for any label key "
-    "(e.g. `label.team=ml`; several filters all apply). `group_by` one of resource, container, tier, model, "
-    "feature or `label:<key>`. Each point's `amount` is its period's own, `cumulative` the running sum. A report "
+    "Filters: `resource`, `container`, `tier`, `model`, `feature`, `user`, and `label.<key>=<value>` for any label "
+    "key (e.g. `label.team=ml`; several filters all apply). `group_by` one of resource, container, tier, model, "
+    "feature, user or `label:<key>`; usage without the attribution grouped is the group `\"\"`. Each point's "
+    "`amount` is its period's own, `cumulative` the running sum. A report "
     "over 5 MB (or reading over 1,000 items) is a 400 that says how to narrow it.")
 
 USAGE, ACCOUNT, WEBHOOK = "UsageApiFunction", "AccountApiFunction", "PaymentWebhookFunction"

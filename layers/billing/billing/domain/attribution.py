@@ -5,6 +5,9 @@ usage aggregates; usage of a further combination keeps its keys, each with the v
 Those ``_other`` combinations are bounded too (:data:`MAX_OTHER`); past them usage goes to the one
 combination ``other=_other``. The days' combinations are known by short hashes on the balance
 (:class:`~billing.domain.model.LabelDays`; an earlier day's while they are few, then its count),
+A line's member (``user_id``) is one more attribution: it counts in the combination with the labels,
+and past the bound is attributed to ``_other`` too (``attributed_user``; ``user_id`` is kept for the
+member's limit). A combination without a member hashes as it always did.
 so the mapping is decided when the ledger entry is written and the aggregates, the ledger and the
 reconciliation all see the same labels. Amounts are never touched. A container's label history is
 pruned to what still-unbilled usage can need.
@@ -29,13 +32,15 @@ _KEPT_DAYS = 32  # earlier days remembered (older usage is refused at the intake
 PAST_BUDGET = 256  # hashes of earlier days' combinations kept on the balance (about 3.5 KB)
 
 
-def combination(labels: dict[str, str]) -> str:
-    """A short, stable hash of a label combination (length-prefixed pairs, sorted)."""
+def combination(labels: dict[str, str], user: str | None = None) -> str:
+    """A short, stable hash of a label combination and member (length-prefixed pairs, sorted)."""
     text = "|".join(f"{len(k)}:{k}={len(v)}:{v}" for k, v in sorted(labels.items()))
+    if user is not None:  # "@" is no label key's first character: no combination of labels alone meets it
+        text += f"|@user={len(user)}:{user}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _admit(days: LabelDays, day: str, labels: dict[str, str], limit: int) -> bool:
+def _admit(days: LabelDays, day: str, labels: dict[str, str], limit: int, user: str | None = None) -> bool:
     """Whether ``labels`` may be kept in ``day``'s aggregates (and count it there). A day whose
     combinations are known admits each once; a day that only kept its count (a late event's day,
     when earlier days' combinations were too many to keep) counts every admission as a new one."""
@@ -45,7 +50,7 @@ def _admit(days: LabelDays, day: str, labels: dict[str, str], limit: int) -> boo
         days.counted[day] += 1
         return True
     known = days.combinations if day == days.day else days.past.setdefault(day, [])
-    key = combination(labels)
+    key = combination(labels, user)
     if key in known:
         return True
     if len(known) >= limit:
@@ -76,17 +81,27 @@ def _roll(days: LabelDays, day: str) -> None:
 
 def bounded(state: AccountState, at: datetime, labels: dict[str, str]) -> dict[str, str]:
     """The labels usage deducted at ``at`` is attributed to in the aggregates."""
+    return bounded_attribution(state, at, labels, None)[0]
+
+
+def bounded_attribution(
+    state: AccountState, at: datetime, labels: dict[str, str], user: str | None
+) -> tuple[dict[str, str], str | None]:
+    """The labels and member usage deducted at ``at`` is attributed to in the aggregates: as given
+    while the day has room, else ``_other`` values (and member ``_other``), else ``other=_other``."""
     days = state.label_days
     day = at.date().isoformat()
     if day > days.day:
         _roll(days, day)
-    if _admit(days, day, labels, MAX_COMBINATIONS):
-        return labels
+    if _admit(days, day, labels, MAX_COMBINATIONS, user):
+        return labels, user
+    other_user = OTHER if user is not None else None
     other = dict.fromkeys(labels, OTHER)
-    if _admit(days, day, other, MAX_COMBINATIONS + MAX_OTHER):
-        return other
-    _admit(days, day, CATCH_ALL, MAX_COMBINATIONS + MAX_OTHER + 1)  # always room: one slot is kept for it
-    return dict(CATCH_ALL)
+    if _admit(days, day, other, MAX_COMBINATIONS + MAX_OTHER, other_user):
+        return other, other_user
+    # always room: one slot is kept for it (with or without a member: two, both counted in MAX_OTHER's margin)
+    _admit(days, day, CATCH_ALL, MAX_COMBINATIONS + MAX_OTHER + 2, other_user)
+    return dict(CATCH_ALL), other_user
 
 
 def bounded_lines(state: AccountState, at: datetime, lines: Iterable[ChargeLine]) -> list[ChargeLine]:
@@ -95,17 +110,20 @@ def bounded_lines(state: AccountState, at: datetime, lines: Iterable[ChargeLine]
     out: list[ChargeLine] = []
     merged: dict[tuple[object, ...], int] = {}
     for line in lines:
-        if not line.labels:
+        if not line.labels and line.user_id is None:
             out.append(line)
             continue
-        labels = bounded(state, at, line.labels)
-        if labels == line.labels:
+        labels, user = bounded_attribution(state, at, line.labels or {}, line.user_id)
+        if labels == (line.labels or {}) and user == line.user_id:
             out.append(line)
             continue
-        key = (line.resource, line.item, line.month, line.container_id, line.run_id, tuple(sorted(labels.items())))
+        # user_id stays in the key: a member's limit counts their own lines, whatever the aggregates say
+        key = (line.resource, line.item, line.month, line.container_id, line.run_id, line.user_id,
+               tuple(sorted(labels.items())))
         if key not in merged:
             merged[key] = len(out)
-            out.append(replace(line, labels=labels))
+            attributed = user if user != line.user_id else None
+            out.append(replace(line, labels=labels or None, attributed_user=attributed))
             continue
         first = out[merged[key]]
         out[merged[key]] = replace(

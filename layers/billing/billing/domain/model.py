@@ -320,6 +320,11 @@ class AccountState(Record, kw_only=True):
     payment_customer_id: str | None = None  # the account's Stripe customer, created once
     payment_setup_id: str | None = None  # the latest SetupIntent that saves a card for auto top-up
     disputed: list[str] = field(default_factory=list)  # purchases with an open dispute (the account's mark)
+
+    # The previous design's usage day items may still exist (until the fold: README "Usage aggregates");
+    # accounts opened since never had any.
+    usage_legacy: bool = True
+    usage_spills: list[str] = field(default_factory=list)  # days with a spill item not folded yet
     version: int = 0
 
     def plan_at(self, moment: datetime) -> Plan:
@@ -362,6 +367,10 @@ class ChargeLine(Record, kw_only=True):
     start: datetime | None = None
     end: datetime | None = None
     labels: dict[str, str] | None = None  # the attribution in effect for this line
+    user_id: str | None = None  # the member who ran the container or used the AI (organizations)
+    # The member this line is attributed to in the usage aggregates when that differs from user_id:
+    # ``_other`` past the day's bound on attributions (billing.domain.attribution).
+    attributed_user: str | None = None
 
 
 class LotAmount(Record, kw_only=True):

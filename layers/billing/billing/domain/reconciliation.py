@@ -9,7 +9,8 @@ against what its ledger entries give (``../shared/spec/billing-rules.md``, "Cred
 * the balance's summable aggregates (the containers' count, open accruals, pending traffic, the
   containers listed) against the container items, and each container's part against its own runs
   and storage (:func:`billing.domain.forecast.contribution`);
-* the usage day items against the ledger's charge lines (:func:`billing.domain.usage.days_of`).
+* the usage aggregates' hours against the ledger's charge lines (:func:`billing.domain.usage.days_of`),
+  and the month rollups' days against those hours (so against the ledger too).
 
 The reads are :mod:`billing.store.reconcile_reads`; the run and the command :mod:`billing.services.reconcile`.
 """
@@ -28,6 +29,7 @@ from billing.domain.model import SCHEMA, AccountState, Accrual, Container, Ledge
 from billing.domain.usage import Cell, days_of
 
 Usage = dict[tuple[date, str | None], dict[tuple[int, Cell], int]]  # (day, container): {(hour, cell): µcr}
+DailyUsage = dict[tuple[date, str | None], dict[Cell, int]]  # (day, container): {cell: µcr}, from month rollups
 
 
 @dataclass
@@ -38,6 +40,7 @@ class AccountItems:
     containers: list[Container]
     entries: list[LedgerEntry]
     usage: Usage
+    daily: DailyUsage | None = None  # None: not read (the rollups are not checked)
 
 
 def ledger_usage(entries: Iterable[LedgerEntry]) -> Usage:
@@ -235,6 +238,25 @@ def check_usage(stored: Usage, derived: Usage) -> list[str]:
     return reasons
 
 
+def check_rollups(hourly: Usage, daily: DailyUsage) -> list[str]:
+    """The month rollups' days against the day items' hours: the same µcr per day, scope and cell."""
+    summed: DailyUsage = {}
+    for key, cells in hourly.items():
+        by_cell = summed.setdefault(key, {})
+        for (_, cell), amount in cells.items():
+            by_cell[cell] = by_cell.get(cell, 0) + amount
+    reasons = []
+    for day, container in sorted(set(summed) | set(daily), key=lambda k: (k[0], k[1] or "")):
+        mine = {c: v for c, v in daily.get((day, container), {}).items() if v}
+        theirs = {c: v for c, v in summed.get((day, container), {}).items() if v}
+        if mine != theirs:
+            differ = sum(1 for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            scope = f"container {container}" if container else "account"
+            reasons.append(f"usage {day.isoformat()} ({scope}): {differ} cells of the month rollup differ, "
+                           f"rollup {sum(mine.values())} != hours {sum(theirs.values())}")
+    return reasons
+
+
 def check_account(items: AccountItems, catalog: PriceCatalog) -> list[str]:
     """Every reason the account's stored items differ from its ledger (empty: it reconciles)."""
     if items.state.schema < SCHEMA:
@@ -243,4 +265,5 @@ def check_account(items: AccountItems, catalog: PriceCatalog) -> list[str]:
         check_books(items.state, ledger_figures(items.entries))
         + check_containers(items.state, items.containers, catalog)
         + check_usage(items.usage, ledger_usage(items.entries))
+        + (check_rollups(items.usage, items.daily) if items.daily is not None else [])
     )

@@ -31,6 +31,7 @@ def open_account(
         plans=[(at, plan)],
         as_of=at,
         credit_price_usd=credit_price_usd or str(catalog.at(at).credit_price_usd),
+        usage_legacy=False,
     )
     book = Book(state, catalog, event_id)
     grant_monthly(book, at)

@@ -1,8 +1,9 @@
 """Usage for any range, by any attribution: charge lines summed into cells, and cells summed into
 periods and groups.
 
-A *cell* is the attribution of a charge line without its container: resource, tier, model, feature
-and labels. What was charged (deductions, debt included) less corrections is kept per day and hour
+A *cell* is the attribution of a charge line without its container: resource, tier, model, feature,
+labels and the member (``user``).
+What was charged (deductions, debt included) less corrections is kept per day and hour
 of the deduction, per cell, for the account and for each container (:mod:`billing.store.usage`);
 :func:`summarize` turns those days into a report for a range, a granularity, a grouping and filters.
 Pure: no I/O.
@@ -19,7 +20,7 @@ from typing import Literal
 from billing.domain.model import RESOURCES, ChargeLine, LedgerEntry
 
 Granularity = Literal["hour", "day", "month"]
-DIMENSIONS = ("resource", "container", "tier", "model", "feature")
+DIMENSIONS = ("resource", "container", "tier", "model", "feature", "user")
 MAX_DAYS = 366
 
 
@@ -32,6 +33,7 @@ class Cell:
     model: str = ""
     feature: str = ""
     labels: tuple[tuple[str, str], ...] = ()
+    user: str = ""  # the member (user_id) the usage is attributed to; "" without one
 
 
 def cell_of(line: ChargeLine) -> Cell:
@@ -42,20 +44,34 @@ def cell_of(line: ChargeLine) -> Cell:
         model=(line.model or "") if line.resource == "ai" else "",
         feature=feature,
         labels=tuple(sorted((line.labels or {}).items())),
+        user=line.attributed_user or line.user_id or "",
     )
 
 
 @dataclass
 class UsageDay:
-    """One day's usage of the account or of one container: µcr per cell, per hour."""
+    """One day's usage of the account or of one container: µcr per cell, per hour; or, read from a
+    month rollup that keeps days only, per cell for the whole day (``whole``: no hour granularity)."""
 
     day: date
     container_id: str | None = None
     hours: dict[int, dict[Cell, int]] = field(default_factory=dict)
+    whole: dict[Cell, int] = field(default_factory=dict)
 
     def add(self, hour: int, cell: Cell, amount: int) -> None:
         cells = self.hours.setdefault(hour, {})
         cells[cell] = cells.get(cell, 0) + amount
+
+    def add_whole(self, cell: Cell, amount: int) -> None:
+        self.whole[cell] = self.whole.get(cell, 0) + amount
+
+    def amounts(self) -> Iterable[tuple[int | None, Cell, int]]:
+        """(hour, or None for a whole-day amount; cell; µcr) of the day."""
+        for hour, cells in self.hours.items():
+            for cell, amount in cells.items():
+                yield hour, cell, amount
+        for cell, amount in self.whole.items():
+            yield None, cell, amount
 
 
 def charged(entries: Iterable[LedgerEntry]) -> Iterable[tuple[datetime, ChargeLine, int]]:
@@ -121,8 +137,10 @@ def periods(start: date, end: date, granularity: Granularity) -> list[str]:
     return out
 
 
-def _period(day: date, hour: int, granularity: Granularity) -> str:
+def _period(day: date, hour: int | None, granularity: Granularity) -> str:
     if granularity == "hour":
+        if hour is None:
+            raise ValueError("a whole-day amount has no hour: read hour items for granularity=hour")
         return f"{day.isoformat()}T{hour:02d}"
     return day.isoformat() if granularity == "day" else day.isoformat()[:7]
 
@@ -145,22 +163,21 @@ def summarize(
     for day in days:
         if not start <= day.day <= end:
             continue
-        for hour, cells in day.hours.items():
+        for hour, cell, amount in day.amounts():
             period = _period(day.day, hour, granularity)
-            for cell, amount in cells.items():
-                if any(dimension(cell, name, day.container_id) != value for name, value in filters.items()):
-                    continue
-                total += amount
-                by_resource[cell.resource] = by_resource.get(cell.resource, 0) + amount
-                series.points[period] = series.points.get(period, 0) + amount
-                if group_by:
-                    key = dimension(cell, group_by, day.container_id)
-                    if key is None:
-                        key = ""  # usage without that attribution (no such label, no tier...)
-                    group = groups[key]
-                    group.key = key
-                    group.total += amount
-                    group.points[period] = group.points.get(period, 0) + amount
+            if any(dimension(cell, name, day.container_id) != value for name, value in filters.items()):
+                continue
+            total += amount
+            by_resource[cell.resource] = by_resource.get(cell.resource, 0) + amount
+            series.points[period] = series.points.get(period, 0) + amount
+            if group_by:
+                key = dimension(cell, group_by, day.container_id)
+                if key is None:
+                    key = ""  # usage without that attribution (no such label, no tier, no member...)
+                group = groups[key]
+                group.key = key
+                group.total += amount
+                group.points[period] = group.points.get(period, 0) + amount
     series.total = total
     kept = sorted((g for g in groups.values() if g.total or any(g.points.values())), key=lambda g: g.key or "")
     return Summary(total, by_resource, periods(start, end, granularity), series, kept)

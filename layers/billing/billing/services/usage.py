@@ -1,7 +1,8 @@
 """The usage report (``GET /v1/usage`` and ``/v1/usage.csv``): any range of whole UTC days up to 366,
 by hour, day or month, grouped and filtered by resource, container, tier, model, feature or a label,
-in credits or dollars. Reads the day aggregates (:mod:`billing.store.usage`) and the balance item:
-never the ledger. Decisions where the contract is silent are in the README ("Usage report").
+in credits or dollars. Reads the usage aggregates of the granularity asked
+(:mod:`billing.store.usage_reads`, at most 1,000 items or 5 MB) and the balance item: never the ledger.
+Decisions where the contract is silent are in the README ("Usage report", "Usage aggregates").
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any, Literal
 from billing.domain.amounts import cents_of_micro, format_credits, money
 from billing.domain.clock import format_time, month_start_of_key
 from billing.domain.errors import InvalidInput, UnknownAccount
-from billing.domain.model import LABEL_KEY
+from billing.domain.model import LABEL_KEY, AccountState
 from billing.domain.projection import project
 from billing.domain.spreadsheet import csv_text
 from billing.domain.usage import DIMENSIONS, MAX_DAYS, Granularity, Series, Summary, UsageDay, summarize
-from billing.store import queries, usage
+from billing.store import usage_reads
 from billing.store.ledger import Ledger
 
 _MONTH = re.compile(r"^[0-9]{4}-[0-9]{2}$")
@@ -96,24 +97,25 @@ def check_grouping(q: UsageQuery) -> None:
             raise InvalidInput(f"unknown group_by {name!r}: one of {', '.join(DIMENSIONS)} or label:<key>")
 
 
-def _read_days(ledger: Ledger, account_id: str, q: UsageQuery, first: date, last: date) -> list[UsageDay]:
-    """The day items of the report: the account's or one container's (at most 366), or, grouped by
-    container, each container's, stopping with a 400 once more than MAX_ITEMS_READ items are read."""
-    if "container" in q.filters:
-        return usage.container_days(ledger.models, account_id, q.filters["container"], first, last)
-    if q.group_by != "container":
-        return usage.account_days(ledger.models, account_id, first, last)
-    containers = queries.container_ids(ledger.models, account_id)
-    days: list[UsageDay] = []
-    for cid in [None, *containers]:  # None: the container items alone, before any day is read
-        if cid is not None:
-            days.extend(usage.container_days(ledger.models, account_id, cid, first, last))
-        if len(containers) + len(days) > MAX_ITEMS_READ:
-            raise InvalidInput(
-                f"grouping by container over this range would read more than {MAX_ITEMS_READ} items "
-                f"({len(containers)} containers): ask for a shorter range, filter by container (container_id=), "
-                "or group by something else")
-    return days
+def _read_days(
+    ledger: Ledger, state: AccountState, q: UsageQuery, first: date, last: date
+) -> list[UsageDay]:
+    """The aggregate items of the report, of the granularity asked (a day's hours for ``hour``, a
+    month's days otherwise): the account's, one container's, or every container's in one query;
+    a 400 that says how to narrow it past MAX_ITEMS_READ items or 5 MB read."""
+    budget = usage_reads.ReadBudget(MAX_ITEMS_READ, MAX_ANSWER_BYTES)
+    try:
+        return usage_reads.read_days(
+            ledger.models, state.account_id, first, last, q.granularity == "hour", budget,
+            container_id=q.filters.get("container"), by_container=q.group_by == "container",
+            spills=bool(state.usage_spills), legacy=state.usage_legacy,
+        )
+    except usage_reads.ReadLimit as limit:
+        hint = NARROW if q.group_by != "container" else (
+            "ask for a shorter range, filter by container (container_id=) or group by something else")
+        raise InvalidInput(
+            f"this report would read more than {MAX_ITEMS_READ} items (aggregates) or 5 MB "
+            f"({limit.items} items, {limit.bytes / 2**20:.1f} MB read so far): {hint}") from None
 
 
 class Amounts:
@@ -184,7 +186,7 @@ def usage_report(ledger: Ledger, account_id: str, q: UsageQuery, now: datetime, 
     if state is None:
         raise UnknownAccount(f"no account {account_id}")
     shown_last = min(last, today)
-    days = _read_days(ledger, account_id, q, first, shown_last) if first <= shown_last else []
+    days = _read_days(ledger, state, q, first, shown_last) if first <= shown_last else []
     summary: Summary = summarize(days, first, shown_last, q.granularity, q.group_by, q.filters)
     conv = Amounts(q.unit, Decimal(state.credit_price_usd))
     size = _answer_bytes(summary, conv, form)

@@ -6,6 +6,7 @@ Items of an account share the partition ``ACCOUNT#<id>``:
 sort key                    item
 ==========================  ===================================================================
 ``STATE``                   the account's balance item (JSON) and its ``version``
+``LABELS``                  the label combinations the usage aggregates keep, by day (written when they change)
 ``CONTAINER#<container>``   one container's facts, runs and open accruals
 ``EVENT#<event_id>``        the idempotency record of an applied event or request
 ``LEDGER#<at>#<entry>``     one ledger entry; AI entries are also in GSI1 under ``…#AI``
@@ -29,6 +30,7 @@ from datetime import date, datetime
 from billing.domain.clock import format_time
 
 STATE = "STATE"
+LABELS = "LABELS"  # the account's label combinations of recent days (kept apart from the balance)
 PURCHASE = "PURCHASE"
 COUPON = "COUPON"
 IDEM = "IDEM"

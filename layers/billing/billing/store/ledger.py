@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from msgspec.structs import replace
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
@@ -31,16 +32,27 @@ from billing.domain.account import DELETED_KEPT, Account, Containers
 from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.domain.clock import format_time, month_key, next_month_start
 from billing.domain.errors import ConcurrentUpdate, Conflict, ServiceBusy
-from billing.domain.model import SCHEMA, AccountState, Container, Effect, LedgerEntry, clone, from_json, to_json
+from billing.domain.model import (
+    SCHEMA,
+    AccountState,
+    Container,
+    Effect,
+    LabelDays,
+    LedgerEntry,
+    clone,
+    from_json,
+    to_json,
+)
 from billing.domain.posting import Book
 from billing.observability import committed, logger
-from billing.store import keys, usage
+from billing.store import keys, usage, usage_fold
 from billing.store.idempotency import RequestKey, Stored, lookup, record_item
 from billing.store.migration import migrate_account
 from billing.store.records import Write, purchase_write
 from billing.store.tables import TableModels, table_models
 
-CATCH_UP_ITEMS = 90  # a TransactWriteItems takes at most 100 items; leave room for extra writes
+TRANSACTION_ITEMS = 100  # a TransactWriteItems takes at most 100 items
+CATCH_UP_ITEMS = 90  # leave room for extra writes
 CATCH_UP_MONTHS = 12  # months caught up in one call at most (the invocation's time is bounded)
 RETRYABLE_CODES = {
     "TransactionConflict",
@@ -130,28 +142,33 @@ class Ledger:
 
     def load(self, account_id: str) -> AccountState | None:
         """The account's balance item (no container is read)."""
-        account, _ = self._read(account_id, ())
+        account, _, _ = self._read(account_id, ())
         return account.state if account else None
 
     def container(self, account_id: str, container_id: str) -> Container | None:
         return self._containers(account_id, [container_id]).get(container_id)
 
-    def _read(self, account_id: str, container_ids: Sequence[str]) -> tuple[Account | None, int | None]:
-        """The balance and the given containers in one consistent BatchGetItem; the account's other
-        containers are read on demand (:class:`~billing.domain.account.Containers`)."""
+    def _read(self, account_id: str, container_ids: Sequence[str]) -> tuple[Account | None, int | None, str | None]:
+        """The balance, its label days and the given containers in one consistent BatchGetItem (the
+        account's other containers are read on demand), and the label days as stored apart (None:
+        not stored apart yet, though the balance has some)."""
         pk = keys.account_pk(account_id)
-        wanted = [(pk, keys.STATE), *((pk, keys.container_sk(cid)) for cid in dict.fromkeys(container_ids))]
+        wanted = [(pk, keys.STATE), (pk, keys.LABELS),
+                  *((pk, keys.container_sk(cid)) for cid in dict.fromkeys(container_ids))]
         items = {item.sk: item for item in self.models.Account.batch_get(wanted, consistent_read=True)}
-        balance = items.pop(keys.STATE, None)
+        balance, labels = items.pop(keys.STATE, None), items.pop(keys.LABELS, None)
         if balance is None:
-            return None, None
+            return None, None, None
         state = from_json(balance.body, AccountState)
+        stored = None if state.label_days != LabelDays() else to_json(LabelDays())
+        if labels is not None:  # kept apart from the balance (README, "Usage aggregates (issue 19)")
+            state.label_days, stored = from_json(labels.body, LabelDays), labels.body
         if state.schema < SCHEMA:
             migrate_account(self.models, self.catalog, account_id)
             return self._read(account_id, container_ids)
         loaded = {c.container_id: c for c in (from_json(i.body, Container) for i in items.values())}
         containers = Containers(loader=lambda ids: self._containers(account_id, ids), loaded=loaded)
-        return Account(state, containers), int(balance.version)
+        return Account(state, containers), int(balance.version), stored
 
     def _containers(self, account_id: str, container_ids: Sequence[str]) -> dict[str, Container]:
         pk = keys.account_pk(account_id)
@@ -197,7 +214,7 @@ class Ledger:
             try:
                 if maybe_committed and (stored := self.stored(account_id, event_id)) is not None:
                     return Applied(None, effects=stored.effects, duplicate=True, result=stored.result, attempts=attempt)
-                account, version = self._read(account_id, containers)
+                account, version, labels_read = self._read(account_id, containers)
                 state = clone(account.state) if account else None
                 change = action(account)
                 if change is None or change.book is None:
@@ -206,13 +223,15 @@ class Ledger:
                     months_caught_up += 1
                     if months_caught_up > CATCH_UP_MONTHS:
                         raise ServiceBusy("the account is being caught up month by month; retry shortly")
-                    self._roll_one_month(account_id, state, version)
+                    self._roll_one_month(account_id, state, version, labels_read)
                     attempt -= 1  # progress, not a failed attempt
                     continue
                 committing = True
-                self._commit(account_id, event_id, change, version)
+                self._commit(account_id, event_id, change, version, labels_read)
                 book = change.book
                 committed(book.entries, book.effects, state.debt if state else 0, book.state.debt)
+                if book.state.usage_spills:
+                    usage_fold.fold_spills_now(self.models, account_id)
                 return Applied(book.state, book.entries, book.effects, result=change.result, attempts=attempt)
             except _Duplicate:
                 stored = self.stored(account_id, event_id) or Stored()
@@ -281,20 +300,20 @@ class Ledger:
         if rollover.months_behind(state, book.state.as_of) < 2:
             return False  # the common path: at most one boundary crossed, no counting needed
         writes = 2 + len(book.entries) + len(book.containers.loaded)
-        return writes + sum(1 for _ in usage.updates(self.models, account_id, book.entries)) > CATCH_UP_ITEMS
+        return writes + usage.count(book.entries) > CATCH_UP_ITEMS
 
-    def _roll_one_month(self, account_id: str, state: AccountState, version: int | None) -> None:
+    def _roll_one_month(self, account_id: str, state: AccountState, version: int | None, kept: str | None) -> None:
         boundary = next_month_start(state.as_of)
         event_id = keys.roll_event_id(month_key(boundary))
         containers = Containers(loader=lambda ids: self._containers(account_id, ids))
         roll = Book(Account(clone(state), containers), self.catalog, event_id)
         rollover.advance_to(roll, boundary)
         with suppress(_Duplicate, ConcurrentUpdate):  # someone else moved the account on: the caller re-reads
-            self._commit(account_id, event_id, Change(roll), version)
+            self._commit(account_id, event_id, Change(roll), version, kept)
             committed(roll.entries, roll.effects, state.debt, roll.state.debt)
         logger.info("account caught up one month", account_id=account_id, boundary=format_time(boundary))
 
-    def _commit(self, account_id: str, event_id: str, change: Change, version: int | None) -> None:
+    def _commit(self, account_id: str, event_id: str, change: Change, version: int | None, kept: str | None) -> None:
         m = self.models
         pk = keys.account_pk(account_id)
         book = change.book
@@ -302,11 +321,20 @@ class Ledger:
         state = book.state
         changed = controls.close(book)
         state.version = (version or 0) + 1
+        first_entry = 2 + len(changed) + len(book.purchases)  # the entries' places in the transaction
+        # The usage aggregates take the transaction's remaining room; past it, a spill item (usage.plan).
+        # The day's label combinations live in an item of their own, written only when they change:
+        # a labelled stop once the day's combinations are known writes what an unlabelled one does.
+        labels = to_json(state.label_days)
+        labels_item = m.Account(pk, keys.LABELS, body=labels) if labels != kept else None
+        room = TRANSACTION_ITEMS - first_entry - len(book.entries) - len(change.writes) - (labels_item is not None)
+        usage_writes = usage.writes(m, account_id, event_id, book.entries, room)
+        state.usage_spills = sorted({*state.usage_spills, *usage_writes.spill_days})
         due = format_time(state.next_check_at) if state.next_check_at else None
         state_item = m.Account(
             pk,
             keys.STATE,
-            body=to_json(state),
+            body=to_json(replace(state, label_days=LabelDays())),
             version=state.version,
             as_of=format_time(state.as_of),
             active_shard=keys.active_shard(account_id) if state.containers_count else None,
@@ -315,7 +343,6 @@ class Ledger:
         )
         condition = m.Account.version == version if version is not None else m.Account.pk.does_not_exist()
         record = record_item(m, pk, keys.event_sk(event_id), Stored(change.result, book.effects))
-        first_entry = 2 + len(changed) + len(book.purchases)  # the entries' places in the transaction
         # No ClientRequestToken of ours (botocore fills a fresh one per call): a retry after a timeout
         # re-reads the state, and if the first attempt did commit, the record turns the retry into a
         # recognised duplicate.
@@ -332,10 +359,14 @@ class Ledger:
                     # Written only if absent: an event applied again after its record expired
                     # never overwrites (nor doubles) what the first application wrote.
                     tx.save(self._entry_item(account_id, entry), condition=m.Entry.pk.does_not_exist())
-                for item, actions in usage.updates(m, account_id, book.entries):
+                for item, actions in usage_writes.updates:
                     tx.update(item, actions=actions)
+                for spill in usage_writes.spills:
+                    tx.save(spill)
                 for item, item_condition in change.writes:
                     tx.save(item, condition=item_condition)
+                if labels_item is not None:
+                    tx.save(labels_item)
         except TransactWriteError as exc:
             reasons = [getattr(r, "code", None) if r else None for r in exc.cancellation_reasons]
             entries = reasons[first_entry : first_entry + len(book.entries)]

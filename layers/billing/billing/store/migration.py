@@ -8,10 +8,13 @@ content; the balance is replaced last, on the condition that it is still the ver
 It runs by itself when a change first reads an account of schema 1, and as an operator command for
 the whole table (README, "Operating it")::
 
-    python -m billing.store.migration --table billing [--endpoint-url http://127.0.0.1:8000] [--usage]
+    python -m billing.store.migration --table billing [--endpoint-url http://127.0.0.1:8000] [--fold-usage] [--usage]
 
-``--usage`` also rebuilds every account's usage aggregates from its ledger (the month items of the
-first design become day items with hours and attributions; idempotent: each run writes them afresh).
+``--fold-usage`` moves every account's usage day items of the previous design (``USAGE#D#``,
+``USAGE#C#``, one growing item per day) and any spill item into the small items of
+:mod:`billing.store.usage`, a chunk per transaction (resumable, idempotent, safe beside live
+settlements: :mod:`billing.store.usage_fold`). ``--usage`` instead rebuilds every account's usage
+aggregates from its ledger (idempotent: each run writes them afresh; not beside live settlements).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from billing.domain.account import Containers
 from billing.domain.catalog import PriceCatalog, load_catalog
 from billing.domain.clock import format_time
 from billing.domain.model import SCHEMA, AccountState, Container, LedgerEntry, from_json, to_json
-from billing.store import keys, usage
+from billing.store import keys, usage_fold
 from billing.store.tables import TableModels, table_models
 
 IN_ONE_TRANSACTION = 90  # containers written with the balance; more are written before it
@@ -86,7 +89,7 @@ def rebuild_usage(models: TableModels, account_id: str) -> int:
     """The account's usage aggregates written afresh from its whole ledger; returns the day items."""
     entry = models.Entry
     items = entry.query(keys.account_pk(account_id), entry.sk.startswith(keys.LEDGER))
-    return usage.rebuild(models, account_id, (from_json(item.body, LedgerEntry) for item in items))
+    return usage_fold.rebuild(models, account_id, (from_json(item.body, LedgerEntry) for item in items))
 
 
 def all_accounts(models: TableModels) -> Iterator[str]:
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", required=True)
     parser.add_argument("--endpoint-url", help="DynamoDB endpoint (DynamoDB Local); default: the SDK's")
     parser.add_argument("--usage", action="store_true", help="also rebuild every account's usage aggregates")
+    parser.add_argument("--fold-usage", action="store_true",
+                        help="move the previous design's usage day items (and spills) into the small items")
     args = parser.parse_args(argv)
     if args.endpoint_url:
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = args.endpoint_url
@@ -119,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         seen += 1
         migrated += migrate_account(models, catalog, account_id)
     print(f"accounts of schema 1 found: {seen}, migrated now: {migrated}")
+    if args.fold_usage:
+        moved = [usage_fold.fold_account(models, account_id) for account_id in all_accounts(models)]
+        print(f"usage folded for {len(moved)} accounts ({sum(moved)} cells moved)")
     if args.usage:
         rebuilt = [rebuild_usage(models, account_id) for account_id in all_accounts(models)]
         print(f"usage aggregates rebuilt for {len(rebuilt)} accounts ({sum(rebuilt)} day items)")

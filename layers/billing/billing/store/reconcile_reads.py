@@ -8,13 +8,15 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import date
 from typing import Any
 
 from billing.domain.model import AccountState, Container, LedgerEntry, from_json
-from billing.domain.reconciliation import AccountItems, Usage
+from billing.domain.reconciliation import AccountItems, DailyUsage, Usage
 from billing.store import keys
 from billing.store.tables import TableModels
-from billing.store.usage import parse_attribute
+from billing.store.usage import HOUR_GRAIN, parse_attribute, parse_cell, spill_contributions
+from billing.store.usage_reads import container_of
 
 DEFAULT_READ_RATE = 100.0  # read capacity units per second (strongly consistent: 1 unit per 4 KB)
 SNAPSHOT_ATTEMPTS = 3  # reads of an account that keeps changing before it is reported busy
@@ -140,22 +142,56 @@ class TableReader:
             ]
             ledger = self._range(account_id, keys.LEDGER, keys.LEDGER_END)
             entries = [from_json(i["body"]["S"], LedgerEntry) for i in ledger]
-            usage = stored_usage(self._range(account_id, keys.USAGE, keys.USAGE_END))
+            usage, daily = stored_usage(self._range(account_id, keys.USAGE, keys.USAGE_END))
             after = self._balance(account_id)
             if after is not None and after.get("version") == before.get("version"):
                 state = from_json(before["body"]["S"], AccountState)
-                return AccountItems(state, containers, entries, usage)
+                return AccountItems(state, containers, entries, usage, daily)
         raise Busy(account_id)
 
 
-def stored_usage(items: Iterable[Mapping[str, Any]]) -> Usage:
-    """The usage day items as {(day, container or None): {(hour, cell): µcr}}, zeros left out."""
-    days: Usage = {}
+def stored_usage(items: Iterable[Mapping[str, Any]]) -> tuple[Usage, DailyUsage]:
+    """Every usage item, as {(day, container or None): {(hour, cell): µcr}} from the day items (with
+    the spills and the first design's items), and as {(day, container): {cell: µcr}} from the month
+    items (with the same spills and first design's items, by day); zeros left out."""
+    hourly: Usage = {}
+    daily: DailyUsage = {}
+
+    def add(day: date, container: str | None, hour: int | None, cell: Any, amount: int, both: bool) -> None:
+        """An amount of a day's hour (hour items), of a whole day (month items), or (``both``: a spill,
+        a first design's item) of an hour that neither item kind holds."""
+        if hour is not None:
+            cells = hourly.setdefault((day, container), {})
+            cells[(hour, cell)] = cells.get((hour, cell), 0) + amount
+        if hour is None or both:
+            by_day = daily.setdefault((day, container), {})
+            by_day[cell] = by_day.get(cell, 0) + amount
+
     for item in items:
-        day, container = keys.usage_day_of(item["sk"]["S"])
-        cells = days.setdefault((day, container), {})
-        for name, value in item.items():
-            parsed = parse_attribute(name)
-            if parsed and "N" in value and int(value["N"]):
-                cells[parsed] = cells.get(parsed, 0) + int(value["N"])
-    return {key: cells for key, cells in days.items() if cells}
+        sk = item["sk"]["S"]
+        kind = sk.removeprefix(keys.USAGE)[:1]
+        if kind in ("A", "K"):
+            cell = parse_cell(item.get("c", {}).get("S", ""))
+            container = container_of(sk) if kind == "K" else None
+            grain, period = sk.split("#")[-3], sk.split("#")[-2]
+            for name, value in item.items():
+                if cell is None or "N" not in value or len(name) != 3 or not name[1:].isdigit():
+                    continue
+                if grain == HOUR_GRAIN and name[0] == "h":
+                    add(date.fromisoformat(period), container, int(name[1:]), cell, int(value["N"]), False)
+                elif grain != HOUR_GRAIN and name[0] == "d":
+                    day = date(int(period[:4]), int(period[5:7]), int(name[1:]))
+                    add(day, container, None, cell, int(value["N"]), False)
+        elif kind == "E":
+            day = date.fromisoformat(sk.split("#")[2])
+            for (container, _, hour, cell), amount in spill_contributions(day, item["body"]["S"]).items():
+                add(day, container, hour, cell, amount, True)
+        else:
+            day, container = keys.usage_day_of(sk)
+            for name, value in item.items():
+                parsed = parse_attribute(name)
+                if parsed and "N" in value:
+                    add(day, container, parsed[0], parsed[1], int(value["N"]), True)
+    clean = {k: {c: v for c, v in cells.items() if v} for k, cells in hourly.items()}
+    clean_daily = {k: {c: v for c, v in cells.items() if v} for k, cells in daily.items()}
+    return {k: v for k, v in clean.items() if v}, {k: v for k, v in clean_daily.items() if v}
