@@ -102,7 +102,8 @@ def bounded_lines(state: AccountState, at: datetime, lines: Iterable[ChargeLine]
         if labels == line.labels:
             out.append(line)
             continue
-        key = (line.resource, line.item, line.month, line.container_id, line.run_id, tuple(sorted(labels.items())))
+        key = (line.resource, line.item, line.month, line.container_id, line.run_id, line.user_id,
+               tuple(sorted(labels.items())))
         if key not in merged:
             merged[key] = len(out)
             out.append(replace(line, labels=labels))

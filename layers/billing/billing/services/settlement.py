@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from billing.domain import forecast, rollover, settle
+from billing.domain import forecast, members, rollover, settle
 from billing.domain.account import Account
 from billing.domain.events import (
     AccountCreated,
@@ -23,6 +23,9 @@ from billing.domain.events import (
     ContainerStopped,
     ContainerTrafficReported,
     Detail,
+    MemberAdded,
+    MemberRemoved,
+    MemberRoleChanged,
     PlanChanged,
     PlatformEvent,
     check_event_time,
@@ -39,15 +42,15 @@ def apply_event(book: Book, d: Detail) -> None:
         case PlanChanged():
             settle.plan_changed(book, t, d.plan)
         case ContainerCreated():
-            settle.container_created(book, t, d.container_id, d.storage_gb, d.labels)
+            settle.container_created(book, t, d.container_id, d.storage_gb, d.labels, d.user_id)
         case ContainerLabeled():
             settle.container_labeled(book, t, d.container_id, d.labels)
         case ContainerStarted():
-            settle.container_started(book, t, d.container_id, d.run_id, d.tier, d.code_supporter)
+            settle.container_started(book, t, d.container_id, d.run_id, d.tier, d.code_supporter, d.user_id)
         case ContainerStopped():
-            settle.container_stopped(book, t, d.container_id, d.run_id, d.traffic_bytes)
+            settle.container_stopped(book, t, d.container_id, d.run_id, d.traffic_bytes, d.user_id)
         case ContainerTrafficReported():
-            settle.traffic_reported(book, t, d.container_id, d.run_id, d.traffic_bytes)
+            settle.traffic_reported(book, t, d.container_id, d.run_id, d.traffic_bytes, d.user_id)
         case ContainerResized():
             settle.container_resized(book, t, d.container_id, d.storage_gb)
         case ContainerInactivated():
@@ -57,7 +60,14 @@ def apply_event(book: Book, d: Detail) -> None:
         case ContainerDeleted():
             settle.container_deleted(book, t, d.container_id)
         case AiUsageRecorded():
-            settle.ai_used(book, t, d.feature, d.model, d.input_tokens, d.output_tokens, d.container_id, d.labels)
+            settle.ai_used(book, t, d.feature, d.model, d.input_tokens, d.output_tokens, d.container_id, d.labels,
+                           d.user_id)
+        case MemberAdded():
+            members.member_added(book, t, d.user_id, d.role, d.email)
+        case MemberRemoved():
+            members.member_removed(book, t, d.user_id)
+        case MemberRoleChanged():
+            members.member_role_changed(book, t, d.user_id, d.role)
         case _:
             raise AssertionError(f"no settlement for {type(d).__name__}")  # parse_platform_event admits no other
 

@@ -334,6 +334,11 @@ class Ledger:
                     tx.save(self._entry_item(account_id, entry), condition=m.Entry.pk.does_not_exist())
                 for item, actions in usage.updates(m, account_id, book.entries):
                     tx.update(item, actions=actions)
+                for item, actions in usage.member_spending(m, account_id, book.entries):
+                    tx.update(item, actions=actions)
+                for number, activity in enumerate(book.activities, start=1):
+                    sk = keys.activity_sk(activity.at, event_id, number)
+                    tx.save(m.Item(pk, sk, body=to_json(activity)))
                 for item, item_condition in change.writes:
                     tx.save(item, condition=item_condition)
         except TransactWriteError as exc:
