@@ -5,6 +5,7 @@ other: the controls are evaluated as it commits (an auto top-up may be asked for
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from billing.domain import settle
@@ -94,7 +95,8 @@ def _remove_auto_top_up(current: AutoTopUp | None) -> None:
 
 
 def update_settings(
-    ledger: Ledger, account_id: str, credit_mail: Any = UNSET, auto_top_up: Any = UNSET, spend_cap: Any = UNSET
+    ledger: Ledger, account_id: str, credit_mail: Any = UNSET, auto_top_up: Any = UNSET, spend_cap: Any = UNSET,
+    actor: str | None = None, now: datetime | None = None,
 ) -> dict[str, Any]:
     """Change what the request names (UNSET: leave it); returns the settings as they are now."""
     if credit_mail is not UNSET and not isinstance(credit_mail, bool):
@@ -122,6 +124,10 @@ def update_settings(
             spent = state.month_charged.get(state.cap_reached or "", 0)
             if state.cap_reached and (state.spend_cap is None or state.spend_cap > spent):
                 state.cap_reached = None
+        changed = {name: value for name, value in
+                   (("credit_mail", credit_mail), ("auto_top_up", auto_top_up), ("spend_cap", spend_cap))
+                   if value is not UNSET}
+        book.note(actor or account_id, "settings_changed", now or state.as_of, **changed)
         return Change(book, settings_view(state))
 
     applied = ledger.apply(account_id, event_id, action)

@@ -18,12 +18,14 @@ SUBJECTS = {
     "alert_triggered": "A credit alert went off",
     "spend_cap_reached": "Your monthly spend cap is reached",
     "auto_top_up_disabled": "Auto top-up is off",
+    "member_limit_reached": "A member's monthly limit is reached",
 }
 ACTIONS = {
     "low_balance": "Buy credits",
     "alert_triggered": "See your credit usage",
     "spend_cap_reached": "Review your spend cap",
     "auto_top_up_disabled": "Check auto top-up",
+    "member_limit_reached": "Review member limits",
 }
 RULES = {
     "remaining_below": "remaining credits below {} credits",

@@ -57,7 +57,7 @@ def load_purchase(models: TableModels, purchase_id: str) -> tuple[Purchase, int]
 
 
 def create_purchase(
-    ledger: Ledger, account_id: str, credits_wanted: int, req: RequestKey, now: datetime
+    ledger: Ledger, account_id: str, credits_wanted: int, req: RequestKey, now: datetime, actor: str | None = None
 ) -> Purchase | Rendered:
     """A pending purchase (a keyed repeat gets the purchase as it was first answered)."""
     version = ledger.catalog.at(now)
@@ -79,6 +79,8 @@ def create_purchase(
         p = Purchase(
             purchase_id=purchase_id, account_id=account_id, credits=credits_wanted, price_cents=price, created_at=now
         )
+        book.note(actor or account_id, "purchase_created", now, purchase_id=purchase_id, credits=credits_wanted,
+                  price=money(price, p.currency))
         return Change(book, keep(p), [purchase_write(ledger.models, p, None)])
 
     response, applied = ledger.request(account_id, req, action)
@@ -159,7 +161,7 @@ def settle_usage_so_far(book: Book, at: datetime) -> None:
 
 
 def refund_purchase(
-    ledger: Ledger, account_id: str, purchase_id: str, req: RequestKey, now: datetime
+    ledger: Ledger, account_id: str, purchase_id: str, req: RequestKey, now: datetime, actor: str | None = None
 ) -> dict[str, Any]:
     """Refund a purchase's unused credits (``Refund Issued`` leaves through the outbox)."""
     if not PURCHASE_ID_PATTERN.match(purchase_id):
@@ -193,6 +195,7 @@ def refund_purchase(
         p.status, p.refund_cents, p.refunded_credits, p.refunded_at = "refunded", cents, unused, now
         response = {"purchase_id": purchase_id, "refund": money(cents, p.currency), "credits": format_credits(unused)}
         book.emit("Refund Issued", **response)
+        book.note(actor or account_id, "purchase_refunded", now, **response)
         return Change(book, response, [purchase_write(ledger.models, p, version)])
 
     response, applied = ledger.request(account_id, req, action)
