@@ -47,15 +47,18 @@ def member_view(member: Member, spent: int, month: str) -> dict[str, Any]:
 
 
 def list_members(ledger: Ledger, account_id: str, now: datetime) -> list[dict[str, Any]]:
-    """The account's own user (its owner) and every member, with what their usage deducted this month
-    (from the month's counters: one Query of O(members) items)."""
+    """Every member (and a personal account's own user, its owner), with what their usage deducted
+    this month (from the month's counters: one Query of O(members) items)."""
     state = ledger.load(account_id)
     if state is None:
         raise UnknownAccount(f"no account {account_id}")
     month = month_key(now)
     spending = usage.month_spending(ledger.models, account_id, month)
-    own = Member(user_id=account_id, role="owner", email=state.email, added_at=state.created_at)
-    roster = [own, *sorted(state.members.values(), key=lambda m: m.user_id)]
+    roster = sorted(state.members.values(), key=lambda m: m.user_id)
+    if not any(m.role == "owner" for m in roster):
+        # A personal account: its own user is its owner. (An organisation's owners are the ones the
+        # platform named; its id is nobody's, so it is not listed as a person.)
+        roster.insert(0, Member(user_id=account_id, role="owner", email=state.email, added_at=state.created_at))
     return [member_view(m, spending.get(m.user_id, 0), month) for m in roster]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from billing.domain import forecast, members, rollover, settle
+from billing.domain import controls, forecast, members, rollover, settle
 from billing.domain.account import Account
 from billing.domain.events import (
     AccountCreated,
@@ -93,6 +93,12 @@ def settle_platform_event(event: PlatformEvent, ledger: Ledger, now: datetime, r
     """Apply a validated platform event exactly once (refused when dated too far from ``now``)."""
     d = event.detail
     check_event_time(d.occurred_at, now, replayed)
+    if isinstance(d, MemberAdded | MemberRemoved | MemberRoleChanged):
+        # A membership event is not idempotent on the state (a second Member Added of the same user is
+        # refused): another delivery of one applied already is recognised by its record first.
+        stored = ledger.stored(d.account_id, d.event_id)
+        if stored is not None:
+            return Applied(None, effects=stored.effects, duplicate=True, result=stored.result)
     container_id = getattr(d, "container_id", None)
     applied = ledger.apply(d.account_id, d.event_id, _action(event, ledger), [container_id] if container_id else [])
     logger.info(
@@ -119,6 +125,9 @@ def settle_account(account_id: str, at: datetime, event_id: str, ledger: Ledger)
         book = Book(account, ledger.catalog, event_id)
         due_before = account.state.next_check_at
         settle.sweep(book, at)
+        # The controls the forecast timed (a spend cap, a member limit, an alert) are decided now, so a
+        # check due at this very second is not mistaken for one with nothing to do.
+        controls.evaluate(book, book.state.as_of)
         book.sync()
         if not book.entries and not book.effects and forecast.next_check(book.state, ledger.catalog) == due_before:
             return None  # no boundary crossed, no overuse, no mail, the same forecast: write nothing

@@ -12,7 +12,7 @@ sort key                    item
 ``USAGE#D#<YYYY-MM-DD>``    the day's usage aggregate: µcr per hour and attribution (cell)
 ``USAGE#C#<c>#<YYYY-MM-DD>`` the same for one container
 ``SENT#<effect_id>``        an effect of the outbox delivered, or refused for good (a redelivery repeats neither)
-``ACTIVITY#<at>#<event>#<n>`` a change a person made (actor, action, details), written with the change
+``ACTIVITY#<at>#<v>#<n>``   a change a person made (actor, action, details), written with the change
 ``SPENT#<YYYY-MM>#<user>``  what one member's usage deducted in the month (``spent``, added to with ADD)
 ==========================  ===================================================================
 
@@ -79,8 +79,9 @@ ACTIVITY_END = "ACTIVITY#~"
 SPENT = "SPENT#"
 
 
-def activity_sk(at: datetime, event_id: str, number: int) -> str:
-    return f"{ACTIVITY}{format_time(at)}#{event_id}#{number:03d}"
+def activity_sk(at: datetime, version: int, number: int) -> str:
+    """By time, then by the balance's version the change wrote (the order changes committed in)."""
+    return f"{ACTIVITY}{format_time(at)}#{version:012d}#{number:03d}"
 
 
 def activity_bound(at: datetime, end: bool = False) -> str:

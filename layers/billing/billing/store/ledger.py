@@ -337,7 +337,7 @@ class Ledger:
                 for item, actions in usage.member_spending(m, account_id, book.entries):
                     tx.update(item, actions=actions)
                 for number, activity in enumerate(book.activities, start=1):
-                    sk = keys.activity_sk(activity.at, event_id, number)
+                    sk = keys.activity_sk(activity.at, state.version, number)
                     tx.save(m.Item(pk, sk, body=to_json(activity)))
                 for item, item_condition in change.writes:
                     tx.save(item, condition=item_condition)
