@@ -24,9 +24,9 @@ os.environ["AWS_SECRET_ACCESS_KEY"] = "local"
 os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
-from datetime import datetime  # noqa: E402
+from datetime import datetime
 
-import boto3  # noqa: E402
+import boto3
 
 NOW = datetime.fromisoformat("2026-03-10T14:30:00+00:00")
 
