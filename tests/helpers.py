@@ -114,6 +114,9 @@ def deliver_effects(ledger: Ledger, account_id: str, event_id: str, publisher: E
 SOURCES = {
     "Account Created": "platform.accounts",
     "Plan Changed": "platform.accounts",
+    "Member Added": "platform.accounts",
+    "Member Removed": "platform.accounts",
+    "Member Role Changed": "platform.accounts",
     "AI Usage Recorded": "platform.ai",
 }
 

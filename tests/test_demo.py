@@ -23,7 +23,7 @@ def test_demo_prints_statements_and_writes_the_chart(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    for account in ("alice", "bob", "carol", "dave", "erin"):
+    for account in ("alice", "bob", "carol", "dave", "erin", "studio"):
         assert f"{account}  (" in out
         assert (tmp_path / f"ledger-{account}.csv").read_text().startswith("entry_id,")
     # carol ran out: the mail, the final settlement's requests and the purchase that cleared it
@@ -48,8 +48,6 @@ def test_demo_prints_statements_and_writes_the_chart(tmp_path: Path) -> None:
     assert any(m.startswith("bob-alert_triggered-") for m in mails)
     text = next((tmp_path / "mails").glob("erin-spend_cap_reached-*.txt")).read_text()
     assert "To: erin@example.com" in text and "40" in text
-    # the books balance: the daily reconciliation checked all five accounts
-    assert "reconciliation (the daily schedule): 5 accounts checked, 0 differences []" in out
     # frank pays by card through the Stripe stand-in: 100 credits x $0.02 = 200 cents, confirmed by its
     # signed webhook; then an auto top-up charged off-session: 50 free + 100 + 100 = 250 credits
     stripe_part = out.split("payments through Stripe")[1]
@@ -59,5 +57,21 @@ def test_demo_prints_statements_and_writes_the_chart(tmp_path: Path) -> None:
     assert "charged off-session by the outbox, confirmed by the webhook: pur_auto_" in stripe_part
     assert "frank's balance: 250.000000 available (200.000000 purchased)" in stripe_part
     assert "reconciliation: 1 accounts checked, 0 differences" in stripe_part
+    # studio, a team: mia's limit of 20 credits stopped her large run alone (20 / 27.20 h = 44 min 8 s;
+    # the check at 50 min settles 50 min of large = 22.666667 and asks to stop studio-mia), max's went on.
+    assert '"reason": "member_limit", "user_id": "mia"' in out and "Member Limit Reached" in out
+    assert '"container_ids": ["studio-mia"]' in out and '"container_ids": ["studio-max"]' not in out
+    members = out.split("studio's members")[1].split("studio's activity")[0]
+    assert "mia    member   limit   20.000000" in members  # (her spending is this month's: 0 early in a month)
+    assert "olga   owner" in members and "ben    billing" in members
+    activity = out.split("studio's activity")[1]
+    assert "ben       purchase_created" in activity and "olga      member_limit_changed" in activity
+    assert any(m.startswith("studio-member_limit_reached-") for m in mails)
+    recipients = {line for p in (tmp_path / "mails").glob("studio-member_limit_reached-*.txt")
+                  for line in p.read_text().splitlines() if line.startswith("To: ")}
+    assert recipients == {"To: mia@example.com", "To: studio@example.com", "To: olga@example.com",
+                          "To: ben@example.com"}
+    # the books balance: the daily reconciliation checked all six accounts
+    assert "reconciliation (the daily schedule): 6 accounts checked, 0 differences []" in out
     chart = tmp_path / "usage-chart.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 20_000

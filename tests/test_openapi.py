@@ -35,7 +35,7 @@ from tests.travel import mid_month
 FUNCTIONS = {"UsageApiFunction": "usage_api", "AccountApiFunction": "account_api",
              "PaymentWebhookFunction": "payment_webhook"}
 AUTH = {"jwt": "JWT", "iam": "AWS_IAM", "signature": "NONE", "none": "NONE"}
-USER, OTHER, NOBODY = "oa-user", "oa-other", "oa-nobody"
+USER, OTHER, NOBODY, FRIEND = "oa-user", "oa-other", "oa-nobody", "oa-friend"
 OPERATOR = "arn:aws:iam::123456789012:role/operator"
 SECRET = LOCAL_PARAMETERS["PaymentWebhookSecret"]
 
@@ -78,6 +78,20 @@ def test_each_handler_serves_exactly_its_routes(function: str) -> None:
     assert sorted(module.app.bound) == sorted(r.key for r in routes_of(function))
 
 
+def test_every_user_route_declares_its_role_and_the_document_shows_it(document: dict[str, Any]) -> None:
+    """Organizations: each JWT route needs a role in the account acted on (the route table's, nowhere else)."""
+    for route in ROUTES:
+        operation = document["paths"][route.path][route.method.lower()]
+        if route.auth == "jwt":
+            assert route.role in ("owner", "admin", "billing", "member"), route.key
+            assert operation["x-billing-role"] == route.role, route.key
+            assert f"Needs the role `{route.role}`" in operation["description"], route.key
+            assert any(p["name"] == "Billing-Account" for p in operation["parameters"]), route.key
+            assert {"403", "404"} <= set(operation["responses"]), route.key
+        else:
+            assert route.role is None and "x-billing-role" not in operation, route.key
+
+
 def test_every_route_is_documented_with_its_statuses(document: dict[str, Any]) -> None:
     for route in ROUTES:
         operation = document["paths"][route.path][route.method.lower()]
@@ -92,7 +106,7 @@ def test_every_route_is_documented_with_its_statuses(document: dict[str, Any]) -
     assert document["paths"]["/v1/admin/grants"]["post"]["security"] == [{"operatorIam": []}]
     assert document["paths"]["/v1/balance"]["get"]["security"] == [{"userJwt": []}]
     ledger = document["paths"]["/v1/ledger"]["get"]
-    assert {p["name"] for p in ledger["parameters"]} == {"from", "to", "limit", "cursor", "format"}
+    assert {p["name"] for p in ledger["parameters"]} == {"from", "to", "limit", "cursor", "format", "Billing-Account"}
     assert set(ledger["responses"]["200"]["content"]) == {"application/json", "text/csv"}
 
 
@@ -172,6 +186,8 @@ def stack(stripe_stack: StackRunner) -> Iterator[StackRunner]:
           "container_id": "c1"}),
         (USER, "platform.ai", "AI Usage Recorded", now - timedelta(minutes=30),
          {"feature": "snap", "model": "gpt-5-mini", "input_tokens": 100, "output_tokens": 100}),
+        (USER, "platform.accounts", "Member Added", now - timedelta(minutes=20),
+         {"user_id": FRIEND, "role": "member", "email": "f@example.com"}),
     ]
     for i, (account, source, detail_type, at, fields) in enumerate(events):
         detail = {"event_id": f"oa-{i}", "account_id": account, "occurred_at": iso(at), **fields}
@@ -313,6 +329,27 @@ def test_every_real_response_matches_the_document(stack: StackRunner, document: 
     assert answer["handled"] is False
     s.refused(400, "POST /v1/webhooks/stripe", body=ignored,
               headers={**stripe_headers, "Stripe-Signature": sign_stripe(ignored, "whsec_forged_0", stamp)})
+    # ---------------------------------------------------------------- members and activity
+    team = {"Billing-Account": USER}
+    listed_members = s.ok("GET /v1/members", sub=USER)["members"]
+    assert [m["user_id"] for m in listed_members] == [USER, FRIEND]
+    s.refused(404, "GET /v1/members", sub=NOBODY)
+    s.refused(403, "GET /v1/members", sub=FRIEND, headers=team)  # a member: billing needed
+    s.refused(404, "GET /v1/members", sub=NOBODY, headers=team)  # not a member
+    limit = s.ok("PUT /v1/members/{user_id}/limit", f"/v1/members/{FRIEND}/limit", sub=USER,
+                 body={"monthly_limit": "200"})
+    assert limit["monthly_limit"] == "200.000000"
+    s.refused(400, "PUT /v1/members/{user_id}/limit", f"/v1/members/{FRIEND}/limit", sub=USER,
+              body={"monthly_limit": "-1"})
+    s.refused(404, "PUT /v1/members/{user_id}/limit", f"/v1/members/{NOBODY}/limit", sub=USER,
+              body={"monthly_limit": None})
+    activity = s.ok("GET /v1/activity", sub=USER, query={"limit": "2"})
+    assert activity["next_cursor"]
+    rest = s.ok("GET /v1/activity", sub=USER, query={"limit": "100", "cursor": activity["next_cursor"]})
+    actions = [e["action"] for e in activity["entries"] + rest["entries"]]
+    assert {"member_added", "purchase_created", "purchase_refunded", "checked_in", "coupon_redeemed",
+            "settings_changed", "alert_created", "alert_deleted", "member_limit_changed"} == set(actions)
+    s.refused(400, "GET /v1/activity", sub=USER, query={"cursor": "garbage"})
 
     # Every route was called, with its success and (but for the document itself) a refusal.
     assert {key for key, statuses in s.seen.items() if BY_KEY[key].status in statuses} == set(BY_KEY)

@@ -18,11 +18,12 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing import wiring
-from billing.api.http import header, make_resolver, request_json
+from billing.api.http import Caller, header, make_resolver, request_json
 from billing.api.requests import (
     AlertRequest,
     CouponRequest,
     GrantRequest,
+    MemberLimitRequest,
     PurchaseRequest,
     RedeemRequest,
     SettingsRequest,
@@ -38,11 +39,11 @@ from billing.api.views import (
     rendered,
 )
 from billing.observability import logger, metrics, tracer
-from billing.services import account_settings, alerts, grants, payment_calls, purchases
+from billing.services import account_settings, alerts, grants, members, payment_calls, purchases
 from billing.store.idempotency import RequestKey, request_key
 
-app = make_resolver()
 deps = wiring.Wiring()
+app = make_resolver(role_of=lambda account_id, user_id: members.role_of(deps.get(wiring.ledger), account_id, user_id))
 
 
 def _request(scope: str) -> RequestKey:
@@ -56,9 +57,9 @@ def _now() -> datetime:
 
 
 @app.serves("POST /v1/purchases")
-def create_purchase(account_id: str, body: PurchaseRequest) -> dict[str, Any]:
+def create_purchase(account_id: str, body: PurchaseRequest, caller: Caller) -> dict[str, Any]:
     created = purchases.create_purchase(deps.get(wiring.ledger), account_id, body.credits, _request(account_id), _now(),
-                                        deps.get(wiring.payments))
+                                        deps.get(wiring.payments), caller.user_id)
     return rendered(created, purchase_created_view)
 
 
@@ -78,20 +79,23 @@ def get_purchase(purchase_id: str, account_id: str) -> dict[str, Any]:
 
 
 @app.serves("POST /v1/purchases/{purchase_id}/refund")
-def refund(purchase_id: str, account_id: str) -> dict[str, Any]:
-    response = purchases.refund_purchase(deps.get(wiring.ledger), account_id, purchase_id, _request(account_id), _now())
+def refund(purchase_id: str, account_id: str, caller: Caller) -> dict[str, Any]:
+    response = purchases.refund_purchase(deps.get(wiring.ledger), account_id, purchase_id, _request(account_id), _now(),
+                                         caller.user_id)
     metrics.add_metric(name="Refunds", unit="Count", value=1)
     return response
 
 
 @app.serves("POST /v1/check-in")
-def check_in(account_id: str) -> dict[str, Any]:
-    return rendered(grants.check_in(deps.get(wiring.ledger), account_id, _request(account_id), _now()), lot_grant_view)
+def check_in(account_id: str, caller: Caller) -> dict[str, Any]:
+    lot = grants.check_in(deps.get(wiring.ledger), account_id, _request(account_id), _now(), caller.user_id)
+    return rendered(lot, lot_grant_view)
 
 
 @app.serves("POST /v1/coupons/redeem")
-def redeem_coupon(account_id: str, body: RedeemRequest) -> dict[str, Any]:
-    lot = grants.redeem_coupon(deps.get(wiring.ledger), account_id, body.code, _request(account_id), _now())
+def redeem_coupon(account_id: str, body: RedeemRequest, caller: Caller) -> dict[str, Any]:
+    lot = grants.redeem_coupon(deps.get(wiring.ledger), account_id, body.code, _request(account_id), _now(),
+                               caller.user_id)
     return rendered(lot, lot_grant_view)
 
 
@@ -101,8 +105,9 @@ def get_settings(account_id: str) -> dict[str, Any]:
 
 
 @app.serves("PUT /v1/settings")
-def update_settings(account_id: str, body: SettingsRequest) -> dict[str, Any]:
-    return account_settings.update_settings(deps.get(wiring.ledger), account_id, **body.changes())
+def update_settings(account_id: str, body: SettingsRequest, caller: Caller) -> dict[str, Any]:
+    return account_settings.update_settings(deps.get(wiring.ledger), account_id, **body.changes(),
+                                            actor=caller.user_id, now=_now())
 
 
 @app.serves("GET /v1/alerts")
@@ -111,14 +116,24 @@ def list_alerts(account_id: str) -> dict[str, Any]:
 
 
 @app.serves("POST /v1/alerts")
-def create_alert(account_id: str, body: AlertRequest) -> dict[str, Any]:
+def create_alert(account_id: str, body: AlertRequest, caller: Caller) -> dict[str, Any]:
     return alerts.create_alert(deps.get(wiring.ledger), account_id, body.kind, body.threshold, _request(account_id),
-                               _now())
+                               _now(), caller.user_id)
 
 
 @app.serves("DELETE /v1/alerts/{alert_id}")
-def delete_alert(alert_id: str, account_id: str) -> dict[str, Any]:
-    return alerts.delete_alert(deps.get(wiring.ledger), account_id, alert_id)
+def delete_alert(alert_id: str, account_id: str, caller: Caller) -> dict[str, Any]:
+    return alerts.delete_alert(deps.get(wiring.ledger), account_id, alert_id, caller.user_id, _now())
+
+
+@app.serves("GET /v1/members")
+def list_members(account_id: str) -> dict[str, Any]:
+    return {"members": members.list_members(deps.get(wiring.ledger), account_id, _now())}
+
+
+@app.serves("PUT /v1/members/{user_id}/limit")
+def set_member_limit(user_id: str, account_id: str, body: MemberLimitRequest, caller: Caller) -> dict[str, Any]:
+    return members.set_limit(deps.get(wiring.ledger), account_id, user_id, body.limit(), caller.user_id, _now())
 
 
 @app.serves("POST /v1/admin/grants")

@@ -13,15 +13,16 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing import wiring
-from billing.api.http import Response, make_resolver
+from billing.api.http import Caller, Response, make_resolver
 from billing.api.models import AiLog, BalanceView, ContainerLog
 from billing.api.reports import UsageReports
-from billing.api.requests import AiLogParams, ContainerLogParams, LedgerParams, UsageParams
+from billing.api.requests import ActivityParams, AiLogParams, ContainerLogParams, LedgerParams, UsageParams
 from billing.observability import logger, metrics, tracer
+from billing.services import members
 from billing.services.usage import usage_csv
 
-app = make_resolver()
 deps = wiring.Wiring()
+app = make_resolver(role_of=lambda account_id, user_id: members.role_of(deps.get(wiring.ledger), account_id, user_id))
 
 
 def reports() -> UsageReports:
@@ -34,25 +35,25 @@ def get_balance(account_id: str) -> BalanceView:
 
 
 @app.serves("GET /v1/usage")
-def get_usage(account_id: str, query: UsageParams, labels: dict[str, str]) -> dict[str, Any]:
-    return reports().usage(account_id, query.usage_query(labels))
+def get_usage(account_id: str, query: UsageParams, labels: dict[str, str], caller: Caller) -> dict[str, Any]:
+    return reports().usage(account_id, query.usage_query(labels), user=caller.own_usage_only)
 
 
 @app.serves("GET /v1/usage.csv")
-def get_usage_csv(account_id: str, query: UsageParams, labels: dict[str, str]) -> Response[Any]:
-    report = reports().usage(account_id, query.usage_query(labels), "csv")
+def get_usage_csv(account_id: str, query: UsageParams, labels: dict[str, str], caller: Caller) -> Response[Any]:
+    report = reports().usage(account_id, query.usage_query(labels), "csv", user=caller.own_usage_only)
     return Response(status_code=200, content_type="text/csv", body=usage_csv(report),
                     headers={"Content-Disposition": 'attachment; filename="usage.csv"'})
 
 
 @app.serves("GET /v1/usage/containers")
-def get_container_usage(account_id: str, query: ContainerLogParams) -> ContainerLog:
-    return reports().container_log(account_id, query.date)
+def get_container_usage(account_id: str, query: ContainerLogParams, caller: Caller) -> ContainerLog:
+    return reports().container_log(account_id, query.date, user=caller.own_usage_only)
 
 
 @app.serves("GET /v1/usage/ai")
-def get_ai_usage(account_id: str, query: AiLogParams) -> AiLog:
-    return reports().ai_log(account_id, query.limit, query.cursor)
+def get_ai_usage(account_id: str, query: AiLogParams, caller: Caller) -> AiLog:
+    return reports().ai_log(account_id, query.limit, query.cursor, user=caller.own_usage_only)
 
 
 @app.serves("GET /v1/ledger")
@@ -64,6 +65,12 @@ def get_ledger(account_id: str, query: LedgerParams) -> Any:
             headers["X-Next-Cursor"] = export.next_cursor
         return Response(status_code=200, content_type="text/csv", body=export.body, headers=headers)
     return reports().audit_log(account_id, query.from_, query.to, query.limit or 50, query.cursor)
+
+
+@app.serves("GET /v1/activity")
+def list_activity(account_id: str, query: ActivityParams) -> dict[str, Any]:
+    return members.activity_page(deps.get(wiring.ledger), deps.get(wiring.cursor_codec), account_id, query.from_,
+                                 query.to, query.limit, query.cursor)
 
 
 @app.serves("GET /v1/openapi.json")

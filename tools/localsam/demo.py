@@ -21,6 +21,13 @@ month's usage, and the new month's credits pay what was still owed):
 * ``erin`` (Free plan): a monthly spend cap of 40 credits; her long large run is stopped when the
   month's charges reach it, and she keeps the rest of her credits.
 
+``studio`` is a team's account (one credit pool, the Free plan's 50 credits and 100 that ``ben``,
+its billing person, buys): ``olga`` owns it, ``ben`` does its billing, ``mia`` and ``max`` are members.
+``olga`` gives ``mia`` a monthly limit of 20 credits; mia's large run reaches it after 44 minutes (20
+/ 27.20 hours), the periodic check the forecast scheduled stops her run alone (``member_limit``),
+``Member Limit Reached`` is published and mia, the account and its billing people get a mail, while
+max's run goes on; the members list and who-did-what (``/v1/members``, ``/v1/activity``) are printed.
+
 ``bob`` labels his containers (``project``, ``team``) and his AI calls (``api_key``), relabels one
 mid-month, and keeps an alert rule (more than 300 credits spent this month).
 
@@ -58,7 +65,8 @@ OUT = ROOT / "out"
 GIB = 2**30
 WEBHOOK_SECRET = LOCAL_PARAMETERS["PaymentWebhookSecret"]  # the local runner's value for the template's
 OPERATOR = "arn:aws:iam::123456789012:role/billing-operator"
-ACCOUNTS = ("alice", "bob", "carol", "dave", "erin")
+ACCOUNTS = ("alice", "bob", "carol", "dave", "erin", "studio")
+TEAM = {"olga": "owner", "ben": "billing", "mia": "member", "max": "member"}
 
 
 def iso(t: datetime) -> str:
@@ -104,7 +112,8 @@ class Demo:
     def event(self, at: datetime, account: str, detail_type: str, **fields: Any) -> None:
         self.seq += 1
         source = {"Account Created": "platform.accounts", "Plan Changed": "platform.accounts",
-                  "AI Usage Recorded": "platform.ai"}.get(detail_type, "platform.containers")
+                  "Member Added": "platform.accounts", "AI Usage Recorded": "platform.ai"}.get(
+            detail_type, "platform.containers")
         detail = {"event_id": f"demo-{self.seq:05d}", "account_id": account, "occurred_at": iso(at), **fields}
         self.timeline.append((at, source, detail_type, detail))
 
@@ -171,6 +180,7 @@ class Demo:
         self.carol_check = c0 + timedelta(hours=2, minutes=55)
         self.open_runs = {"carol-train": "carol-long"}  # runs whose stop only the platform decides
         self.dave_and_erin()
+        self.studio()
         self.timeline.sort(key=lambda item: item[0])
         self.actions.sort(key=lambda item: item[0])
 
@@ -195,6 +205,33 @@ class Demo:
         self.open_runs["erin-batch"] = "erin-long"
         self.erin_check = e0 + timedelta(hours=2, minutes=30)
 
+    def studio(self) -> None:
+        """A team's account: one pool, four members, a member limit that stops one member's run."""
+        f0 = (self.end - timedelta(days=3)).replace(hour=9, minute=0, second=0)
+        self.event(f0, "studio", "Account Created", email="studio@example.com", plan="free")
+        for user, role in TEAM.items():
+            self.event(f0, "studio", "Member Added", user_id=user, role=role, email=f"{user}@example.com")
+        team = {"Billing-Account": "studio"}
+
+        def buy() -> None:
+            self.pay(self.api("POST", "/v1/purchases", sub="ben", headers=team, body={"credits": 100}))
+
+        self.actions.append((f0 + timedelta(minutes=10), buy))
+        self.actions.append((f0 + timedelta(minutes=15), lambda: self.api(
+            "PUT", "/v1/members/mia/limit", sub="olga", headers=team, body={"monthly_limit": "20"})))
+        for user in ("mia", "max"):
+            self.event(f0 + timedelta(minutes=20), "studio", "Container Created", container_id=f"studio-{user}",
+                       storage_gb=4, user_id=user)
+        # max: two hours of medium (27.20 credits); mia: a large run nobody stops but her limit.
+        self.event(f0 + timedelta(hours=1), "studio", "Container Started", container_id="studio-max",
+                   run_id="max-1", tier="medium", code_supporter=False, user_id="max")
+        self.event(f0 + timedelta(hours=3), "studio", "Container Stopped", container_id="studio-max",
+                   run_id="max-1", traffic_bytes=0, user_id="max")
+        self.event(f0 + timedelta(hours=1), "studio", "Container Started", container_id="studio-mia",
+                   run_id="mia-1", tier="large", code_supporter=False, user_id="mia")
+        self.open_runs["studio-mia"] = "mia-1"
+        self.studio_check = f0 + timedelta(hours=1, minutes=50)  # her limit is due at 1 h 44 min 08 s
+
     # ------------------------------------------------------------------ driving the stack
     def deliver_until(self, until: datetime) -> None:
         while self.timeline and self.timeline[0][0] <= until:
@@ -209,7 +246,7 @@ class Demo:
     def boundary_and_checks(self) -> None:
         """Deliver the timeline, firing the monthly job at the boundary and the periodic check daily."""
         first = self.boundary
-        checks = {self.carol_check, self.erin_check} | ({first} if first else set()) | {
+        checks = {self.carol_check, self.erin_check, self.studio_check} | ({first} if first else set()) | {
             (self.start + timedelta(days=d)).replace(hour=23, minute=55) for d in range(34)
         }
         actions = dict(self.actions)
@@ -252,8 +289,8 @@ class Demo:
 
     # ------------------------------------------------------------------ what users do today
     def api(self, method: str, path: str, sub: str | None = None, iam: str | None = None,
-            body: Any = None, query: dict[str, Any] | None = None) -> Any:
-        response = self.stack.api_request(method, path, sub=sub, iam=iam, body=body, query=query)
+            body: Any = None, query: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Any:
+        response = self.stack.api_request(method, path, sub=sub, iam=iam, body=body, query=query, headers=headers)
         if response.status >= 400:
             raise RuntimeError(f"{method} {path}: {response.status} {response.body}")
         return response.json() if response.headers.get("content-type", "").startswith("application/json") \
@@ -324,6 +361,22 @@ class Demo:
         return {"balance": balance, "usage": usage, "usd": usd, "series": per_resource, "ledger": entries,
                 "purchases": purchases, "ai": ai_log, "settings": settings, "alerts": alerts,
                 "by_project": by_project}
+
+    def team_view(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The team's members (read by ben, its billing person) and who did what (olga, its owner)."""
+        team = {"Billing-Account": "studio"}
+        return (self.api("GET", "/v1/members", sub="ben", headers=team)["members"],
+                self.api("GET", "/v1/activity", sub="olga", headers=team)["entries"])
+
+    @staticmethod
+    def print_team(members: list[dict[str, Any]], activity: list[dict[str, Any]]) -> None:
+        print("\nstudio's members (GET /v1/members as ben, billing):")
+        for m in members:
+            print(f"  {m['user_id']:<6} {m['role']:<8} limit {m['monthly_limit'] or '-':>11}   "
+                  f"spent this month {m['spent_this_month']:>11}   limit reached: {m['limit_reached']}")
+        print("studio's activity (GET /v1/activity as olga, owner):")
+        for e in activity:
+            print(f"  {e['at']} {e['actor']:<9} {e['action']:<22} {json.dumps(e['details'])[:80]}")
 
     def print_statement(self, account: str, s: dict[str, Any]) -> None:
         b, u, d = s["balance"], s["usage"], s["usd"]
@@ -447,10 +500,12 @@ def main(argv: list[str] | None = None) -> int:
             demo.boundary_and_checks()
             demo.today()
             statements = {a: demo.statement(a) for a in ACCOUNTS}
+            team = demo.team_view()
             # The daily reconciliation, through its schedule: every stored balance against its ledger.
             stack.fire_schedule("ReconciliationFunction", "Daily")
         for account, s in statements.items():
             demo.print_statement(account, s)
+        demo.print_team(*team)
         [reconciled] = [e["detail"] for e in stack.published_events("Reconciliation Finished")]
         print(f"\nreconciliation (the daily schedule): {reconciled['accounts_checked']} accounts checked, "
               f"{reconciled['differences']} differences {reconciled['first_differences']}")

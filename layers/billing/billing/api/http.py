@@ -14,6 +14,7 @@ should ever get there: tests check every bad path).
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,9 @@ from pynamodb.exceptions import PynamoDBException
 from billing.api.powertools import APIGatewayHttpResolver, NotFoundError, Response
 from billing.api.requests import NoQuery, parse_query, parse_request, split_labels
 from billing.api.routes import BY_KEY, Route
-from billing.domain.errors import BillingError, Forbidden, InvalidInput, ServiceBusy, Unauthorized
+from billing.domain.errors import BillingError, Forbidden, InvalidInput, NotFound, ServiceBusy, Unauthorized
+from billing.domain.members import require_role
+from billing.domain.roster import Role
 from billing.observability import logger
 
 MAX_BODY_BYTES = 64 * 1024
@@ -34,6 +37,8 @@ MAX_SUB_LENGTH = 255  # OIDC: a sub is at most 255 ASCII characters
 _JSON_KEY = "billing_request_json"  # the parsed body, in the resolver's per-request context
 
 Handler = Callable[..., Any]
+RoleOf = Callable[[str, str], Role | None]  # (account, user) -> the user's role there, None: not a member
+ACCOUNT_HEADER = "billing-account"
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
@@ -56,9 +61,10 @@ class Resolver(APIGatewayHttpResolver):
     """Powertools' HTTP API (payload 2.0) resolver, without its pydantic validation: routes are bound
     from the route table with :meth:`serves`, which validates with msgspec."""
 
-    def __init__(self) -> None:
+    def __init__(self, role_of: RoleOf | None = None) -> None:
         super().__init__()
         self.bound: dict[str, Route] = {}
+        self.role_of = role_of
 
     def serves(self, key: str, guard: Callable[[], None] | None = None) -> Callable[[Handler], Handler]:
         """Bind a handler to the route ``key`` ("METHOD /path" of :data:`billing.api.routes.ROUTES`).
@@ -73,10 +79,15 @@ class Resolver(APIGatewayHttpResolver):
         wants_query = spec.query is not None and spec.query is not NoQuery
 
         def register(func: Handler) -> Handler:
+            wants_caller = "caller" in inspect.signature(func).parameters
+
             def endpoint(**path_parameters: str) -> Response[Any]:
                 kwargs: dict[str, Any] = dict(path_parameters)
                 if spec.auth == "jwt":
-                    kwargs["account_id"] = caller_account(self)
+                    user = caller_account(self)
+                    kwargs["account_id"], role = self.acting_account(user, spec)
+                    if wants_caller:
+                        kwargs["caller"] = Caller(user, role)
                 elif spec.auth == "iam":
                     kwargs["operator"] = operator_identity(self)
                 if guard is not None:
@@ -103,10 +114,27 @@ class Resolver(APIGatewayHttpResolver):
 
         return register
 
+    def acting_account(self, user: str, spec: Route) -> tuple[str, Role]:
+        """The account a user route acts on and the caller's role there: their own account (its
+        owner), or the one ``Billing-Account`` names when they are its member. Not a member, or no
+        such account: the same 404; a role below the route's: a 403 naming the role needed."""
+        named = header(self, ACCOUNT_HEADER)
+        if named is None or named == user:
+            return user, "owner"
+        if not named or len(named) > MAX_SUB_LENGTH or not (named.isascii() and named.isprintable()):
+            raise InvalidInput(f"Billing-Account must be 1 to {MAX_SUB_LENGTH} printable ASCII characters")
+        role = self.role_of(named, user) if self.role_of is not None else None
+        if role is None:
+            raise NotFound(f"no account {named} that you are a member of")
+        if spec.role is not None:
+            require_role(role, spec.role)
+        return named, role
 
-def make_resolver() -> Resolver:
-    """A resolver with the project's error mapping."""
-    app = Resolver()
+
+def make_resolver(role_of: RoleOf | None = None) -> Resolver:
+    """A resolver with the project's error mapping; ``role_of`` answers whether a caller may act on
+    the account a ``Billing-Account`` header names (without it, only on their own)."""
+    app = Resolver(role_of)
 
     @app.exception_handler(BillingError)
     def _domain(exc: BillingError) -> Response[Any]:
@@ -133,6 +161,20 @@ def make_resolver() -> Resolver:
         return error_response(404, "not_found", "no such route")
 
     return app
+
+
+class Caller:
+    """The person behind a user route: their token's ``sub`` and their role in the account acted on."""
+
+    __slots__ = ("role", "user_id")
+
+    def __init__(self, user_id: str, role: Role) -> None:
+        self.user_id, self.role = user_id, role
+
+    @property
+    def own_usage_only(self) -> str | None:
+        """The user a ``member``'s usage reads are restricted to (None: they see everyone's)."""
+        return self.user_id if self.role == "member" else None
 
 
 def caller_account(app: APIGatewayHttpResolver) -> str:

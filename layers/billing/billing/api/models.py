@@ -405,3 +405,35 @@ class PaymentResult(View, kw_only=True):
 
 
 OpenApiDocument = dict[str, Any]
+
+
+# ---------------------------------------------------------------------- organizations
+
+
+class MemberView(View, kw_only=True):
+    """A member of the account: their role, monthly limit and what their usage deducted this month."""
+
+    user_id: str
+    role: Literal["owner", "admin", "billing", "member"]
+    email: str
+    monthly_limit: Credits | None
+    spent_this_month: Credits
+    limit_reached: bool = False
+
+
+class MemberList(View, kw_only=True):
+    members: list[MemberView]
+
+
+class ActivityEntry(View, kw_only=True):
+    at: Time
+    actor: Annotated[str, Meta(description="Who made the change: a user id, or `platform` (membership events).")]
+    action: str
+    details: dict[str, Any]
+
+
+class ActivityPage(View, kw_only=True):
+    """Who changed what, newest first, a page at a time."""
+
+    entries: list[ActivityEntry]
+    next_cursor: str | None

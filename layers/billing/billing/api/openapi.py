@@ -25,7 +25,8 @@ VERSION = "1"
 DESCRIPTION = (
     "The HTTP API of the credit-billing back end (API Gateway HTTP API, payload format 2.0). Credit amounts are "
     "decimal strings with 6 decimals, money is `{\"currency\", \"cents\"}`, times are ISO-8601 UTC with a `Z`. "
-    "User routes take the identity provider's JWT (the account is its `sub`); operator routes take IAM "
+    "User routes take the identity provider's JWT (the account is its `sub`, or the one the `Billing-Account` header "
+    "names when the caller is its member; each route names the role it needs); operator routes take IAM "
     "(SigV4) authorization; the payment webhook is verified by its `Billing-Signature`. Errors are "
     "`{\"error\": {\"code\", \"message\"}}`; no input, however malformed, gets a 5xx or changes anything."
 )
@@ -52,7 +53,8 @@ STATUS_TEXT = {
     201: "Created",
     400: "Malformed: a parameter, header or the body does not validate (the message names the field)",
     401: "No authenticated caller (or, for the webhook, a missing or wrong signature)",
-    403: "Not an operator: the route needs IAM authorization",
+    403: "Not allowed: an operator route needs IAM authorization; a user route a higher role in the account "
+         "(the message names the role needed)",
     404: "Not found (the account, or what the path names)",
     409: "Conflicts with the current state (already done, or the account kept changing: retry)",
     422: "Well-formed but not allowed by the rules (or an Idempotency-Key used with another request)",
@@ -66,6 +68,15 @@ IDEMPOTENCY_KEY = {
                    "request is a 422.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
 }
+BILLING_ACCOUNT = {
+    "name": "Billing-Account",
+    "in": "header",
+    "required": False,
+    "description": "The account to act on when it is not the caller's own (`sub`): one the caller is a member "
+                   "of. Not a member (or no such account): 404; a role below the route's: 403.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+}
+ROLE_NOTE = "Needs the role `{role}` (or higher: member < billing < admin < owner) in the account acted on."
 SIGNATURE = {
     "name": "Billing-Signature",
     "in": "header",
@@ -117,8 +128,11 @@ def _operation(route: Route, schemas: dict[str, Any], ref: dict[int, dict[str, A
         "security": SECURITY[route.auth],
         "x-billing-function": route.function,
     }
-    if route.description:
-        op["description"] = route.description
+    if route.role is not None:
+        op["x-billing-role"] = route.role
+    notes = [route.description, ROLE_NOTE.format(role=route.role) if route.role else ""]
+    if any(notes):
+        op["description"] = " ".join(note for note in notes if note)
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
         for name in route.path_parameters
@@ -127,6 +141,8 @@ def _operation(route: Route, schemas: dict[str, Any], ref: dict[int, dict[str, A
         component = schemas[route.query.__name__]
         required = set(component.get("required", ()))
         parameters += [_parameter(name, prop, name in required) for name, prop in component["properties"].items()]
+    if route.role is not None:
+        parameters.append(BILLING_ACCOUNT)
     if route.idempotent:
         parameters.append(IDEMPOTENCY_KEY)
     if route.auth == "signature":

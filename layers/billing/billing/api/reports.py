@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from billing.api.models import (
     AiLog,
     AiLogEntry,
@@ -123,22 +125,26 @@ class UsageReports:
 
     # ------------------------------------------------------------ monthly usage
 
-    def usage(self, account_id: str, query: UsageQuery, form: Form = "json") -> dict[str, Any]:
-        """The usage report of a range (see :mod:`billing.services.usage`), to be sent as ``form``."""
-        return usage_report(self.ledger, account_id, query, self.clock(), form)
+    def usage(self, account_id: str, query: UsageQuery, form: Form = "json", user: str | None = None) -> dict[str, Any]:
+        """The usage report of a range (see :mod:`billing.services.usage`), to be sent as ``form``;
+        ``user``: only that user's usage (a ``member`` reads their own only)."""
+        return usage_report(self.ledger, account_id, query, self.clock(), form, user=user)
 
     # ------------------------------------------------------------ logs
 
-    def container_log(self, account_id: str, day: str) -> ContainerLog:
+    def container_log(self, account_id: str, day: str, user: str | None = None) -> ContainerLog:
         parse_day(day)
         rows = [row for entry in queries.deductions_of_day(self.ledger.models, account_id, day)
-                for row in _container_rows(entry)]
+                for row in _container_rows(_of_user(entry, user))]
         return ContainerLog(date=day, entries=rows)
 
-    def ai_log(self, account_id: str, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> AiLog:
+    def ai_log(
+        self, account_id: str, limit: int = DEFAULT_LIMIT, cursor: str | None = None, user: str | None = None
+    ) -> AiLog:
         after = self.cursors.decode(account_id, cursor)
         entries, next_key = queries.ai_page(self.ledger.models, account_id, limit, after)
-        rows = [row for entry in entries for row in _ai_rows(entry)]
+        # (a member's page holds only their uses, so it may be shorter than ``limit``; the cursor goes on)
+        rows = [row for entry in entries for row in _ai_rows(_of_user(entry, user))]
         return AiLog(entries=rows, next_cursor=self.cursors.encode(account_id, next_key))
 
     def _range(self, from_: str | None, to: str | None) -> tuple[datetime, datetime | None]:
@@ -182,6 +188,13 @@ class UsageReports:
             after = {"pk": keys.account_pk(account_id), "sk": keys.ledger_sk(last.at, last.entry_id)}
             body, next_cursor = ledger_csv(entries), self.cursors.encode(account_id, after)
         return LedgerCsv(body=body, next_cursor=next_cursor)
+
+
+def _of_user(entry: LedgerEntry, user: str | None) -> LedgerEntry:
+    """The entry with only ``user``'s lines (None: all of them)."""
+    if user is None:
+        return entry
+    return msgspec.structs.replace(entry, lines=[line for line in entry.lines if line.user_id == user])
 
 
 def _container_rows(entry: LedgerEntry) -> list[ContainerLogEntry]:

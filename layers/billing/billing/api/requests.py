@@ -134,6 +134,13 @@ class LedgerParams(Query, kw_only=True):
     format: Literal["json", "csv"] = "json"
 
 
+class ActivityParams(Query, kw_only=True):
+    from_: From | None = field(default=None, name="from")
+    to: To | None = None
+    limit: Limit = 50
+    cursor: Cursor | None = None
+
+
 # ---------------------------------------------------------------------- JSON bodies
 
 
@@ -158,6 +165,25 @@ class AutoTopUpRequest(Body, kw_only=True, forbid_unknown_fields=True):
 
 SpendCap = Annotated[int | str, Meta(description="Credits deducted in a calendar month at which running containers "
                                                  "are stopped.")]
+
+
+class MemberLimitRequest(Body, kw_only=True, forbid_unknown_fields=True):
+    """A member's monthly limit: credits (at least 0), or null for none."""
+
+    monthly_limit: Annotated[int | str | None, Meta(description="Credits a calendar month (at least 0), or null.",
+                                                    examples=["200"])]
+
+    def limit(self) -> int | None:
+        """The limit in µcr (None: no limit); below zero or not a credit amount is a 400."""
+        if self.monthly_limit is None:
+            return None
+        try:
+            micro = micro_of_credits(self.monthly_limit)
+        except ValueError as exc:
+            raise InvalidInput(f"monthly_limit: {exc}") from None
+        if micro < 0:
+            raise InvalidInput("monthly_limit: must be at least 0 credits")
+        return micro
 
 
 class SettingsRequest(Body, kw_only=True, forbid_unknown_fields=True):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from billing.api import models as m
 from billing.api import requests as r
+from billing.domain.roster import Role
 
 Auth = Literal["jwt", "iam", "signature", "none"]
 
@@ -42,6 +43,9 @@ class Route:
     label_filters: bool = False  # label.<key>=<value> parameters besides the query struct's
     csv_only: bool = False  # answers text/csv only (response: the JSON it is made from, for the document)
     description: str = ""
+    # jwt routes: the least role the caller needs in the account the request acts on (their own, or
+    # the one named by ``Billing-Account``); see billing.domain.members and README "Organizations".
+    role: Role | None = None
 
     @property
     def key(self) -> str:
@@ -63,6 +67,8 @@ class Route:
             implied.add(400)
         if self.auth in ("jwt", "signature"):
             implied.add(401)
+        if self.role is not None:
+            implied.update((403, 404))  # a role too low; not a member of the account named
         if self.auth == "iam":
             implied.add(403)
         if self.reads_table:
@@ -83,59 +89,79 @@ USAGE, ACCOUNT, WEBHOOK = "UsageApiFunction", "AccountApiFunction", "PaymentWebh
 ROUTES: tuple[Route, ...] = (
     # ------------------------------------------------------------ the credit-usage page's reads
     Route("GET", "/v1/balance", USAGE, "get_balance", "The balance: lots, accrued usage, burn, hours left",
-          "usage", "jwt", m.BalanceView, errors=(404,)),
+          "usage", "jwt", m.BalanceView, errors=(404,), role="member"),
     Route("GET", "/v1/usage", USAGE, "get_usage", "Usage of a range, by hour, day or month; grouped and filtered",
           "usage", "jwt", m.UsageView, query=r.UsageParams, errors=(404, 422), label_filters=True,
-          description=USAGE_DESCRIPTION),
+          description=USAGE_DESCRIPTION, role="member"),
     Route("GET", "/v1/usage.csv", USAGE, "get_usage_csv", "The same usage report as CSV", "usage", "jwt",
           m.UsageView, query=r.UsageParams, errors=(404, 422), label_filters=True, csv_only=True,
           description="The parameters of `GET /v1/usage`; one row per period (and group): `period`, the group's "
-                      "key (with `group_by`), `amount_<unit>`, `cumulative_<unit>`. Dollars as `12.34`."),
+                      "key (with `group_by`), `amount_<unit>`, `cumulative_<unit>`. Dollars as `12.34`.",
+          role="member"),
     Route("GET", "/v1/usage/containers", USAGE, "get_container_usage", "The container log of a UTC day", "usage",
-          "jwt", m.ContainerLog, query=r.ContainerLogParams),
+          "jwt", m.ContainerLog, query=r.ContainerLogParams, role="member"),
     Route("GET", "/v1/usage/ai", USAGE, "get_ai_usage", "The AI usage log, newest first, paged", "usage", "jwt",
-          m.AiLog, query=r.AiLogParams),
+          m.AiLog, query=r.AiLogParams, role="member"),
     Route("GET", "/v1/ledger", USAGE, "get_ledger", "The audit log (ledger entries) of a range, paged; JSON or CSV",
           "usage", "jwt", m.LedgerPage, query=r.LedgerParams, csv=True,
           description="With `format=csv` the answer is `text/csv` (at most 1,000 rows and 5 MB); `X-Next-Cursor` "
-                      "then carries the next page's cursor."),
+                      "then carries the next page's cursor.", role="billing"),
     Route("GET", "/v1/openapi.json", USAGE, "get_openapi", "This OpenAPI 3.1 document", "meta", "none",
           m.OpenApiDocument, query=None, reads_table=False),
     # ------------------------------------------------------------ purchases and refunds
     Route("POST", "/v1/purchases", ACCOUNT, "create_purchase", "Buy credits: a pending purchase with its price",
           "purchases", "jwt", m.PurchaseCreated, status=201, body=r.PurchaseRequest, errors=(404, 409, 422),
-          idempotent=True),
+          idempotent=True, role="billing"),
     Route("GET", "/v1/purchases", ACCOUNT, "list_purchases", "Purchase and refund history", "purchases", "jwt",
-          m.PurchaseList),
+          m.PurchaseList, role="billing"),
     Route("GET", "/v1/purchases/{purchase_id}", ACCOUNT, "get_purchase", "One purchase, with its receipt once paid",
-          "purchases", "jwt", m.PurchaseDetail, errors=(404,)),
+          "purchases", "jwt", m.PurchaseDetail, errors=(404,), role="billing"),
     Route("POST", "/v1/purchases/{purchase_id}/refund", ACCOUNT, "refund", "Refund a paid purchase's unused credits",
           "purchases", "jwt", m.RefundResult, errors=(404, 409, 422), idempotent=True,
-          description="Within the refund window; the body is ignored (it only fingerprints a keyed request)."),
+          description="Within the refund window; the body is ignored (it only fingerprints a keyed request).",
+          role="billing"),
     # ------------------------------------------------------------ free credits and settings
     Route("POST", "/v1/check-in", ACCOUNT, "check_in", "The daily check-in: a lot of event credits", "credits",
           "jwt", m.LotGrant, status=201, errors=(404, 409, 422), idempotent=True,
-          description="409 when the account has checked in today (UTC). The body is ignored."),
+          description="409 when the account has checked in today (UTC). The body is ignored.", role="billing"),
     Route("POST", "/v1/coupons/redeem", ACCOUNT, "redeem_coupon", "Redeem a coupon code", "credits", "jwt",
-          m.LotGrant, status=201, body=r.RedeemRequest, errors=(404, 409, 422), idempotent=True),
+          m.LotGrant, status=201, body=r.RedeemRequest, errors=(404, 409, 422), idempotent=True, role="billing"),
     Route("POST", "/v1/payment-methods", ACCOUNT, "save_payment_method",
           "Save a card for auto top-up: a Stripe SetupIntent's client_secret", "purchases", "jwt", m.SetupView,
           status=201, errors=(404, 422),
           description="Stripe only (422 otherwise). Confirm the SetupIntent with Stripe.js; the card it saves "
-                      "becomes the customer's default, charged off-session by auto top-up. The body is ignored."),
+                      "becomes the customer's default, charged off-session by auto top-up. The body is ignored.",
+          role="billing"),
     Route("GET", "/v1/settings", ACCOUNT, "get_settings", "The account's settings", "settings", "jwt",
-          m.SettingsView, errors=(404,)),
+          m.SettingsView, errors=(404,), role="billing"),
     Route("PUT", "/v1/settings", ACCOUNT, "update_settings", "Change any of the settings", "settings", "jwt",
           m.SettingsView, body=r.SettingsRequest, errors=(404, 409, 422),
-          description="Any of `credit_mail`, `auto_top_up`, `spend_cap` and `currency`; what the body leaves out "
-                      "stays as it is, `null` turns auto top-up or the spend cap off. An empty body is a 400. The "
-                      "currency changes only while no purchase is pending (else a 409)."),
+          description="Any of `credit_mail`, `auto_top_up`, `spend_cap`, `locale`, `time_zone` and `currency`; what "
+                      "the body leaves out stays as it is, `null` turns auto top-up or the spend cap off. An empty "
+                      "body is a 400. The currency changes only while no purchase is pending (else a 409).",
+          role="billing"),
     Route("GET", "/v1/alerts", ACCOUNT, "list_alerts", "The account's alert rules", "settings", "jwt", m.AlertList,
-          errors=(404,)),
+          errors=(404,), role="billing"),
     Route("POST", "/v1/alerts", ACCOUNT, "create_alert", "Add an alert rule (at most 10)", "settings", "jwt",
-          m.AlertView, status=201, body=r.AlertRequest, errors=(404, 409, 422), idempotent=True),
+          m.AlertView, status=201, body=r.AlertRequest, errors=(404, 409, 422), idempotent=True, role="billing"),
     Route("DELETE", "/v1/alerts/{alert_id}", ACCOUNT, "delete_alert", "Remove an alert rule", "settings", "jwt",
-          m.AlertDeleted, errors=(404, 409)),
+          m.AlertDeleted, errors=(404, 409), role="billing"),
+    # ------------------------------------------------------------ organizations: members and activity
+    Route("GET", "/v1/members", ACCOUNT, "list_members", "The account's members: roles, limits, spending this month",
+          "members", "jwt", m.MemberList, errors=(404,), role="billing",
+          description="Every member with their `role`, `monthly_limit` (credits or null) and `spent_this_month` "
+                      "(what their usage deducted this calendar month, after corrections); the account's own "
+                      "user is listed as its owner."),
+    Route("PUT", "/v1/members/{user_id}/limit", ACCOUNT, "set_member_limit", "Set or remove a member's monthly limit",
+          "members", "jwt", m.MemberView, body=r.MemberLimitRequest, errors=(404, 409, 422), role="admin",
+          description="`{\"monthly_limit\": \"200\"}` (credits, at least 0) or `null` (no limit). When the "
+                      "member's deductions this month reach it, their running containers are asked to stop "
+                      "(`member_limit`). 404 when the user is not a member of the account."),
+    Route("GET", "/v1/activity", USAGE, "list_activity", "Who changed what, newest first, paged", "members",
+          "jwt", m.ActivityPage, query=r.ActivityParams, errors=(404,), role="billing",
+          description="Every change a person made (purchases, refunds, settings, alerts, coupons, check-ins, "
+                      "member roles and limits) with its `actor`, `at`, `action` and `details`; `from`/`to` "
+                      "are UTC days (inclusive)."),
     # ------------------------------------------------------------ operators (IAM)
     Route("POST", "/v1/admin/grants", ACCOUNT, "admin_grant", "Grant credits to an account (operators)", "operators",
           "iam", m.LotGrant, status=201, body=r.GrantRequest, errors=(404, 409, 422), idempotent=True),

@@ -14,7 +14,7 @@ import hashlib
 from datetime import datetime
 from decimal import Decimal
 
-from billing.domain import accrual, forecast, overuse
+from billing.domain import accrual, forecast, members, overuse
 from billing.domain.amounts import MICRO, format_credits, hours_left, money, price_minor
 from billing.domain.clock import month_key
 from billing.domain.model import AlertRule, Container, Purchase
@@ -41,9 +41,11 @@ def _alert_value(book: Book, rule: AlertRule, at: datetime, remaining: int, burn
 
 
 def evaluate(book: Book, at: datetime) -> None:
-    """Alerts, auto top-up and the spend cap after a change, as of ``at``."""
+    """Alerts, auto top-up, the spend cap and member limits after a change, as of ``at``."""
     state = book.state
     _spend_cap(book, at)
+    if state.members:
+        members.evaluate(book, at)
     if not state.alerts and not (state.auto_top_up and state.auto_top_up.enabled):
         return
     if state.month_closing is not None:

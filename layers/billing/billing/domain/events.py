@@ -25,6 +25,9 @@ LabelKey = Annotated[str, Meta(pattern=LABEL_KEY.pattern)]
 LabelValue = Annotated[str, Meta(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
 Labels = Annotated[dict[LabelKey, LabelValue], Meta(max_length=5)]
 Email = Annotated[str, Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+# A platform user (the sub of their token): printable ASCII, up to 128 characters.
+UserId = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[\x20-\x7e]+$")]
+RoleName = Literal["owner", "admin", "billing", "member"]
 
 
 _M = TypeVar("_M", bound="Message")
@@ -74,37 +77,58 @@ class PlanChanged(Detail, frozen=True):
     plan: Literal["free", "membership"]
 
 
-class ContainerCreated(Detail, frozen=True):
+class UsageDetail(Detail, frozen=True, kw_only=True):
+    """A container or AI event: it may name the user whose usage it is."""
+
+    user_id: UserId | None = None
+
+
+class MemberAdded(Detail, frozen=True):
+    user_id: UserId
+    role: RoleName
+    email: Email
+
+
+class MemberRemoved(Detail, frozen=True):
+    user_id: UserId
+
+
+class MemberRoleChanged(Detail, frozen=True):
+    user_id: UserId
+    role: RoleName
+
+
+class ContainerCreated(UsageDetail, frozen=True):
     container_id: NonEmpty
     storage_gb: Count
     labels: Labels | None = None
 
 
-class ContainerStarted(Detail, frozen=True):
+class ContainerStarted(UsageDetail, frozen=True):
     container_id: NonEmpty
     run_id: NonEmpty
     tier: NonEmpty
     code_supporter: bool = False
 
 
-class ContainerStopped(Detail, frozen=True):
+class ContainerStopped(UsageDetail, frozen=True):
     container_id: NonEmpty
     run_id: NonEmpty
     traffic_bytes: Count = 0
 
 
-class ContainerTrafficReported(Detail, frozen=True):
+class ContainerTrafficReported(UsageDetail, frozen=True):
     container_id: NonEmpty
     run_id: NonEmpty
     traffic_bytes: Count
 
 
-class ContainerResized(Detail, frozen=True):
+class ContainerResized(UsageDetail, frozen=True):
     container_id: NonEmpty
     storage_gb: Count
 
 
-class ContainerFact(Detail, frozen=True):
+class ContainerFact(UsageDetail, frozen=True):
     """A container event whose container and time are the whole fact."""
 
     container_id: NonEmpty
@@ -122,14 +146,14 @@ class ContainerDeleted(ContainerFact, frozen=True):
     pass
 
 
-class ContainerLabeled(Detail, frozen=True):
+class ContainerLabeled(UsageDetail, frozen=True):
     """The container's labels from ``occurred_at`` on (they replace the labels it had)."""
 
     container_id: NonEmpty
     labels: Labels
 
 
-class AiUsageRecorded(Detail, frozen=True):
+class AiUsageRecorded(UsageDetail, frozen=True):
     feature: Literal["chat", "snap", "ai_supporter"]
     model: NonEmpty
     input_tokens: Count
@@ -141,6 +165,9 @@ class AiUsageRecorded(Detail, frozen=True):
 DETAILS: dict[tuple[str, str], type[Detail]] = {
     ("platform.accounts", "Account Created"): AccountCreated,
     ("platform.accounts", "Plan Changed"): PlanChanged,
+    ("platform.accounts", "Member Added"): MemberAdded,
+    ("platform.accounts", "Member Removed"): MemberRemoved,
+    ("platform.accounts", "Member Role Changed"): MemberRoleChanged,
     ("platform.containers", "Container Created"): ContainerCreated,
     ("platform.containers", "Container Started"): ContainerStarted,
     ("platform.containers", "Container Stopped"): ContainerStopped,

@@ -30,13 +30,17 @@ def contribution(catalog: PriceCatalog, c: Container) -> Accrual:
     """The container's open accruals as of its facts: running runs, billable storage under each
     plan's allowance (active and not deleted), reported traffic not yet deducted."""
     runs: dict[str, list[int]] = {}
+    users: dict[str, list[int]] = {}
     traffic = 0
     for run in c.runs.values():
         if run.is_running and run.tier is not None:
             key = run.tier + (CS if run.code_supporter else "")
-            group = runs.setdefault(key, [0, 0])
-            group[0] += 1
-            group[1] += _epoch(run.billed_until or run.started_at)  # type: ignore[arg-type]
+            since = _epoch(run.billed_until or run.started_at)  # type: ignore[arg-type]
+            for groups, name in ((runs, key), (users, f"{key}@{run.user_id}" if run.user_id else None)):
+                if name is not None:
+                    group = groups.setdefault(name, [0, 0])
+                    group[0] += 1
+                    group[1] += since
         for month, billable in run.pending_billable.items():
             rate = catalog.at(month_start_of_key(month)).traffic_credits_per_gb
             traffic += to_micro(rate * Decimal(billable) / GIB)
@@ -51,7 +55,7 @@ def contribution(catalog: PriceCatalog, c: Container) -> Accrual:
                 gb = max(0, size - version.free_storage(plan))
                 if gb:
                     storage[plan] = [gb, gb * since]
-    return Accrual(runs=runs, storage=storage, traffic=traffic)
+    return Accrual(runs=runs, storage=storage, traffic=traffic, users=users)
 
 
 def _rates(catalog: PriceCatalog, at: datetime, key: str) -> Decimal:
@@ -74,6 +78,30 @@ def accrued(state: AccountState, catalog: PriceCatalog, at: datetime) -> int:
     return to_micro(total) + state.accrual.traffic
 
 
+def member_runs(state: AccountState, user_id: str) -> dict[str, list[int]]:
+    """The running runs of one member, by ``<tier>[+cs]`` (tier names hold no ``@``; user ids may)."""
+    out: dict[str, list[int]] = {}
+    for name, group in state.accrual.users.items():
+        key, _, user = name.partition("@")
+        if user == user_id:
+            out[key] = group
+    return out
+
+
+def member_accrued(state: AccountState, catalog: PriceCatalog, user_id: str, at: datetime) -> int:
+    """µcr the member's running containers accrued and not deducted yet, as of ``at``."""
+    t = _epoch(at)
+    total = sum((_rates(catalog, at, key) * Decimal(count * t - since) / 3600
+                 for key, (count, since) in member_runs(state, user_id).items()), Decimal(0))
+    return to_micro(total)
+
+
+def member_burn(state: AccountState, catalog: PriceCatalog, user_id: str, at: datetime) -> int:
+    """µcr per hour of the member's running containers."""
+    runs = member_runs(state, user_id)
+    return to_micro(sum((_rates(catalog, at, key) * count for key, (count, _) in runs.items()), Decimal(0)))
+
+
 def hourly_burn(state: AccountState, catalog: PriceCatalog, at: datetime) -> int:
     """µcr per hour: running containers (tier + Code Supporter) and billable storage."""
     total = sum((_rates(catalog, at, key) * count for key, (count, _) in state.accrual.runs.items()), Decimal(0))
@@ -86,6 +114,7 @@ def settled_at(accrual: Accrual, moment: datetime) -> Accrual:
     t = _epoch(moment)
     return Accrual(
         runs={k: [count, count * t] for k, (count, _) in accrual.runs.items()},
+        users={k: [count, count * t] for k, (count, _) in accrual.users.items()},
         storage={p: [gb, gb * t] for p, (gb, _) in accrual.storage.items()},
     )
 
@@ -129,4 +158,13 @@ def next_check(state: AccountState, catalog: PriceCatalog) -> datetime | None:
     if state.spend_cap is not None and state.cap_reached != at.strftime("%Y-%m"):
         room = state.spend_cap - state.month_charged.get(at.strftime("%Y-%m"), 0) - accrued(state, catalog, at)
         due.append(at + timedelta(seconds=max(0, math.ceil(room * 3600 / burn))))
+    month = at.strftime("%Y-%m")
+    for member in state.members.values():  # member limits: the member's running usage reaching it
+        if member.monthly_limit is None or member.limit_reached == month:
+            continue
+        member_rate = member_burn(state, catalog, member.user_id, at)
+        if member_rate > 0:
+            spent = member.spent if member.spent_month == month else 0
+            room = member.monthly_limit - spent - member_accrued(state, catalog, member.user_id, at)
+            due.append(at + timedelta(seconds=max(0, math.ceil(room * 3600 / member_rate))))
     return min(due).astimezone(UTC) if due else None

@@ -18,6 +18,8 @@ from typing import Any, Literal, TypeVar
 import msgspec
 from msgspec import Struct, field
 
+from billing.domain.roster import Member
+
 LotKind = Literal["monthly", "event", "coupon", "promotional", "purchased"]
 Resource = Literal["container", "storage", "traffic", "ai"]
 EntryType = Literal["grant", "deduction", "expiry", "refund", "debt", "correction"]
@@ -81,6 +83,7 @@ class Run(Record, kw_only=True):
     started_at: datetime | None = None
     tier: str | None = None
     code_supporter: bool = False
+    user_id: str | None = None  # who ran it (the platform's user_id on its start or stop)
     stopped_at: datetime | None = None
     billed_until: datetime | None = None  # container time is charged up to here
     # Traffic recorded but not yet deducted, by month of the report: bytes and the billable part.
@@ -114,6 +117,9 @@ class Accrual(Record, kw_only=True):
     runs: dict[str, list[int]] = field(default_factory=dict)
     storage: dict[str, list[int]] = field(default_factory=dict)
     traffic: int = 0
+    # The runs again, per ``"<tier>[+cs]@<user_id>"``: what each member's running containers accrue
+    # (member limits are forecast from it; runs without a user are only in ``runs``).
+    users: dict[str, list[int]] = field(default_factory=dict)
 
     def plus(self, other: Accrual, sign: int = 1) -> Accrual:
         def merge(a: dict[str, list[int]], b: dict[str, list[int]]) -> dict[str, list[int]]:
@@ -128,6 +134,7 @@ class Accrual(Record, kw_only=True):
             runs=merge(self.runs, other.runs),
             storage=merge(self.storage, other.storage),
             traffic=self.traffic + sign * other.traffic,
+            users=merge(self.users, other.users),
         )
 
     @property
@@ -155,6 +162,7 @@ class Container(Record, kw_only=True):
     accrual: Accrual = field(default_factory=Accrual)
     counted: bool = False  # counted among the account's containers (created, not deleted)
     labels: list[tuple[datetime, dict[str, str]]] = field(default_factory=list)  # (from, labels)
+    user_id: str | None = None  # who created it: its storage lines are theirs
 
     def size_at(self, moment: datetime) -> int:
         size = self.sizes[0][1] if self.sizes else 0
@@ -325,6 +333,8 @@ class AccountState(Record, kw_only=True):
     # accounts opened since never had any.
     usage_legacy: bool = True
     usage_spills: list[str] = field(default_factory=list)  # days with a spill item not folded yet
+    # Members besides the account's own user (who is its owner: a personal account needs none).
+    members: dict[str, Member] = field(default_factory=dict)
     version: int = 0
 
     def plan_at(self, moment: datetime) -> Plan:

@@ -40,6 +40,7 @@ from billing.domain.model import (
     Work,
     WorkKind,
 )
+from billing.domain.roster import Activity
 
 Effect = OutboundEvent | Mail | Work | PaymentCall
 
@@ -60,6 +61,7 @@ class Book:
         self.entries: list[LedgerEntry] = []
         self.effects: list[Effect] = []
         self.purchases: list[Purchase] = []  # purchase records this change creates
+        self.activities: list[Activity] = []  # what a person changed: written with the change
         self._lines: list[ChargeLine] = []
         self._corrections: list[ChargeLine] = []
 
@@ -114,6 +116,7 @@ class Book:
                 continue  # nothing to deduct and nothing for the container log
             as_of = min(at, next_month_start(month_start_of_key(month)) - SECOND)
             self._count_charged(as_of, total)
+            self._count_members(month_lines, 1)
             paid_by, debt = lots.pay(self.state, total, as_of, max(self.state.as_of, at))
             self.record("deduction", total - debt, as_of, reason, lines=month_lines, paid_by=paid_by)
             if debt:
@@ -124,6 +127,7 @@ class Book:
         if total:
             for line in self._corrections:  # a month's charges less what was corrected of that month
                 self.state.month_charged[line.month] = self.state.month_charged.get(line.month, 0) - line.amount
+            self._count_members(self._corrections, -1)
             back, _forgiven, written_off = lots.give_back(self.state, total, at)
             self.record("correction", total, at, reason, lines=self._corrections, paid_by=back)
             if written_off:
@@ -134,6 +138,21 @@ class Book:
         """What the month of ``at`` has charged (spend caps and alerts read it)."""
         month = month_key(at)
         self.state.month_charged[month] = self.state.month_charged.get(month, 0) + amount
+
+    def _count_members(self, lines: list[ChargeLine], sign: int) -> None:
+        """What each member's usage deducted in its month (member limits read it)."""
+        for line in lines:
+            member = self.state.members.get(line.user_id) if line.user_id else None
+            if member is None or not line.amount:
+                continue
+            if line.month > member.spent_month:
+                member.spent_month, member.spent = line.month, 0
+            if line.month == member.spent_month:
+                member.spent += sign * line.amount
+
+    def note(self, actor: str, action: str, at: datetime, **details: object) -> None:
+        """Record a change a person made (the account's activity), written with this change."""
+        self.activities.append(Activity(at=at, actor=actor, action=action, details=details))
 
     def create_purchase(self, purchase: Purchase) -> None:
         """A purchase record to write with this change (auto top-up)."""
@@ -203,10 +222,10 @@ class Book:
         detail = {"account_id": self.state.account_id, **detail, "effect_id": self._next_effect_id()}
         self.effects.append(OutboundEvent(detail_type=detail_type, detail=detail))
 
-    def mail(self, template: str, **data: object) -> None:
-        """Send a mail of ``template`` to the account's address once this change commits."""
-        self.effects.append(Mail(effect_id=self._next_effect_id(), template=template, to=self.state.email, data=data,
-                                 locale=self.state.locale or "en", time_zone=self.state.time_zone))
+    def mail(self, template: str, to: str | None = None, **data: object) -> None:
+        """Send a mail of ``template`` to the account's address (or ``to``) once this change commits."""
+        self.effects.append(Mail(effect_id=self._next_effect_id(), template=template, to=to or self.state.email,
+                                 data=data, locale=self.state.locale or "en", time_zone=self.state.time_zone))
 
     def work(self, kind: WorkKind, at: datetime, skip: list[str] | None = None) -> None:
         """Have the work queue settle the account's containers up to ``at`` in chunks (once this

@@ -69,7 +69,7 @@ def run_lines(catalog: PriceCatalog, c: Container, run: Run, start: datetime, en
             resource="container", item=run.tier, month=month_key(a), container_id=c.container_id,
             run_id=run.run_id, tier=run.tier, seconds=after - before, code_supporter=run.code_supporter,
             start=a, end=b, amount=telescoped(version.tier(run.tier).credits_per_hour, before, after),
-            labels=c.labels_at(a) or None,
+            labels=c.labels_at(a) or None, user_id=run.user_id,
         )
         lines.append(time_line)
         cs_rate = version.code_supporter_rate(run.tier)
@@ -137,6 +137,7 @@ def storage_line(
         resource="storage", item="storage", amount=amount, month=month, container_id=c.container_id,
         seconds=int((b - a).total_seconds()), storage_gb=c.size_at(a),
         billable_gb=billable_gb_at(catalog, state, c, a), start=a, end=b, labels=dict(labels) or None,
+        user_id=c.user_id,
     )
 
 
@@ -148,7 +149,7 @@ def traffic_line(catalog: PriceCatalog, c: Container, run: Run, month: str, at: 
     return ChargeLine(
         resource="traffic", item="traffic", month=month, container_id=c.container_id, run_id=run.run_id,
         traffic_bytes=run.pending_traffic[month], amount=to_micro(rate * Decimal(billable) / GIB),
-        labels=c.labels_at(at) or None,
+        labels=c.labels_at(at) or None, user_id=run.user_id,
     )
 
 
@@ -159,12 +160,12 @@ def billable_traffic(free_bytes: int, used_before: int, reported: int) -> int:
 
 def ai_line(
     catalog: PriceCatalog, at: datetime, feature: str, model: str, input_tokens: int, output_tokens: int,
-    container_id: str | None, labels: dict[str, str] | None = None,
+    container_id: str | None, labels: dict[str, str] | None = None, user_id: str | None = None,
 ) -> ChargeLine:
     """One AI use at the token prices of the model it names (an unknown model is an error)."""
     price = catalog.at(at).model(model)
     return ChargeLine(
         resource="ai", item=feature, month=month_key(at), container_id=container_id, model=model,
         input_tokens=input_tokens, output_tokens=output_tokens, start=at, end=at, labels=labels or None,
-        amount=to_micro(price.input * input_tokens + price.output * output_tokens),
+        amount=to_micro(price.input * input_tokens + price.output * output_tokens), user_id=user_id,
     )

@@ -10,7 +10,8 @@ against what its ledger entries give (``../shared/spec/billing-rules.md``, "Cred
   containers listed) against the container items, and each container's part against its own runs
   and storage (:func:`billing.domain.forecast.contribution`);
 * the usage aggregates' hours against the ledger's charge lines (:func:`billing.domain.usage.days_of`),
-  and the month rollups' days against those hours (so against the ledger too).
+  and the month rollups' days against those hours (so against the ledger too);
+* each member's month counter (``SPENT#``) against their charge lines of that month.
 
 The reads are :mod:`billing.store.reconcile_reads`; the run and the command :mod:`billing.services.reconcile`.
 """
@@ -26,7 +27,7 @@ from billing.domain import forecast
 from billing.domain.catalog import PriceCatalog
 from billing.domain.clock import SECOND, format_time, month_key
 from billing.domain.model import SCHEMA, AccountState, Accrual, Container, LedgerEntry
-from billing.domain.usage import Cell, days_of
+from billing.domain.usage import Cell, charged, days_of
 
 Usage = dict[tuple[date, str | None], dict[tuple[int, Cell], int]]  # (day, container): {(hour, cell): µcr}
 DailyUsage = dict[tuple[date, str | None], dict[Cell, int]]  # (day, container): {cell: µcr}, from month rollups
@@ -41,6 +42,26 @@ class AccountItems:
     entries: list[LedgerEntry]
     usage: Usage
     daily: DailyUsage | None = None  # None: not read (the rollups are not checked)
+    spending: dict[tuple[str, str], int] = field(default_factory=dict)  # (month, user): µcr, as stored
+
+
+def ledger_spending(entries: Iterable[LedgerEntry]) -> dict[tuple[str, str], int]:
+    """What each user's charge lines deducted per month (less corrections), zeros left out."""
+    out: dict[tuple[str, str], int] = defaultdict(int)
+    for _at, line, amount in charged(entries):
+        if line.user_id:
+            out[(line.month, line.user_id)] += amount
+    return {key: value for key, value in out.items() if value}
+
+
+def check_spending(stored: dict[tuple[str, str], int], derived: dict[tuple[str, str], int]) -> list[str]:
+    stored = {key: value for key, value in stored.items() if value}
+    return [
+        f"member spending {month} of {user}: stored {stored.get((month, user), 0)} != ledger "
+        f"{derived.get((month, user), 0)}"
+        for month, user in sorted(set(stored) | set(derived))
+        if stored.get((month, user), 0) != derived.get((month, user), 0)
+    ]
 
 
 def ledger_usage(entries: Iterable[LedgerEntry]) -> Usage:
@@ -266,4 +287,5 @@ def check_account(items: AccountItems, catalog: PriceCatalog) -> list[str]:
         + check_containers(items.state, items.containers, catalog)
         + check_usage(items.usage, ledger_usage(items.entries))
         + (check_rollups(items.usage, items.daily) if items.daily is not None else [])
+        + check_spending(items.spending, ledger_spending(items.entries))
     )

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from billing.domain import accrual, attribution, low_balance, overuse, pricing, rollover
+from billing.domain import accrual, attribution, low_balance, members, overuse, pricing, rollover
 from billing.domain.account import Account
 from billing.domain.errors import EventTimeRefused, UnknownAccount
 from billing.domain.model import ChargeLine, Container, Plan, Run
@@ -61,13 +61,14 @@ def plan_changed(book: Book, at: datetime, plan: Plan) -> None:
 
 
 def container_created(
-    book: Book, at: datetime, container_id: str, storage_gb: int, labels: dict[str, str] | None = None
+    book: Book, at: datetime, container_id: str, storage_gb: int, labels: dict[str, str] | None = None,
+    user_id: str | None = None,
 ) -> None:
     with settling(book, at, "container_created"):
         c = accrual.container(book, container_id, at)
         if c.created_at is not None:
             return  # already known: another delivery of the same fact
-        c.created_at = at
+        c.created_at, c.user_id = at, user_id  # its storage is its creator's usage
         c.sizes = sorted([*c.sizes, (at, storage_gb)], key=lambda s: s[0])
         if labels:
             c.labels = sorted([*c.labels, (at, dict(labels))], key=lambda s: s[0])
@@ -77,7 +78,8 @@ def container_created(
 
 
 def container_started(
-    book: Book, at: datetime, container_id: str, run_id: str, tier: str, code_supporter: bool
+    book: Book, at: datetime, container_id: str, run_id: str, tier: str, code_supporter: bool,
+    user_id: str | None = None,
 ) -> None:
     book.catalog.at(at).tier(tier)  # an unknown tier is an error, never a free run
     with settling(book, at, "container_started"):
@@ -86,20 +88,25 @@ def container_started(
         if run is None or run.started_at is not None:
             return  # another delivery of a run already known
         run.started_at, run.tier, run.code_supporter, run.billed_until = at, tier, code_supporter, at
+        run.user_id = user_id or run.user_id  # (a stop that came first may have named the user)
         if run.stopped_at is not None:  # the stop came first: the whole run is settled now
             accrual.settle_run(book, c, run, run.stopped_at)
         accrual.settle_storage(book, c, at)
     if run.is_running:
         overuse.ask_to_stop_again(book, container_id, at)
+        members.stop_if_reached(book, container_id, run.user_id, at)
     low_balance.check(book, at)  # at every container start
 
 
-def container_stopped(book: Book, at: datetime, container_id: str, run_id: str, traffic_bytes: int) -> None:
+def container_stopped(
+    book: Book, at: datetime, container_id: str, run_id: str, traffic_bytes: int, user_id: str | None = None
+) -> None:
     with settling(book, at, "container_stopped"):
         c = accrual.container(book, container_id, at)
         run = accrual.open_run(c, run_id)
         if run is None or run.stopped_at is not None:
             return  # another delivery of a run already known
+        run.user_id = run.user_id or user_id  # the start's user stands; a stop first names it
         accrual.record_traffic(book, run, at, traffic_bytes)
         run.stopped_at = at
         accrual.unbill_run_past(book, c, run, at)
@@ -107,20 +114,22 @@ def container_stopped(book: Book, at: datetime, container_id: str, run_id: str, 
         accrual.settle_storage(book, c, at)
 
 
-def traffic_reported(book: Book, at: datetime, container_id: str, run_id: str, traffic_bytes: int) -> None:
+def traffic_reported(
+    book: Book, at: datetime, container_id: str, run_id: str, traffic_bytes: int, user_id: str | None = None
+) -> None:
     """Traffic is counted now and deducted with the run's next settlement; late traffic of a run
     settled already is deducted at once."""
     with settling(book, at, "late_traffic"):
         c = accrual.container(book, container_id, at)
         run = c.runs.get(run_id)
         if run is None and run_id in c.closed_runs:
-            late = c.runs[run_id] = Run(run_id=run_id)
+            late = c.runs[run_id] = Run(run_id=run_id, user_id=user_id)
             accrual.record_traffic(book, late, at, traffic_bytes)
             accrual.settle_run(book, c, late, at)
             c.runs.pop(run_id, None)
             return
         if run is None:
-            run = c.runs[run_id] = Run(run_id=run_id)
+            run = c.runs[run_id] = Run(run_id=run_id, user_id=user_id)
         accrual.record_traffic(book, run, at, traffic_bytes)
 
 
@@ -180,10 +189,11 @@ def container_labeled(book: Book, at: datetime, container_id: str, labels: dict[
 
 def ai_used(
     book: Book, at: datetime, feature: str, model: str, input_tokens: int, output_tokens: int,
-    container_id: str | None, labels: dict[str, str] | None = None,
+    container_id: str | None, labels: dict[str, str] | None = None, user_id: str | None = None,
 ) -> ChargeLine:
     """One AI use, deducted when reported."""
-    line = pricing.ai_line(book.catalog, at, feature, model, input_tokens, output_tokens, container_id, labels)
+    line = pricing.ai_line(book.catalog, at, feature, model, input_tokens, output_tokens, container_id, labels,
+                           user_id)
     with settling(book, at, "ai_usage"):
         book.charge([line])
     return line

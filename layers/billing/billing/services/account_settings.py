@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -129,6 +130,7 @@ def _pending_purchase(ledger: Ledger, account_id: str) -> bool:
 def update_settings(
     ledger: Ledger, account_id: str, credit_mail: Any = UNSET, auto_top_up: Any = UNSET, spend_cap: Any = UNSET,
     locale: Any = UNSET, time_zone: Any = UNSET, currency: Any = UNSET,
+    actor: str | None = None, now: datetime | None = None,
 ) -> dict[str, Any]:
     """Change what the request names (UNSET: leave it); returns the settings as they are now."""
     if currency is not UNSET and currency not in CURRENCIES:
@@ -173,6 +175,11 @@ def update_settings(
             spent = state.month_charged.get(state.cap_reached or "", 0)
             if state.cap_reached and (state.spend_cap is None or state.spend_cap > spent):
                 state.cap_reached = None
+        changed = {name: value for name, value in
+                   (("credit_mail", credit_mail), ("auto_top_up", auto_top_up), ("spend_cap", spend_cap),
+                    ("locale", locale), ("time_zone", time_zone), ("currency", currency))
+                   if value is not UNSET}
+        book.note(actor or account_id, "settings_changed", now or state.as_of, **changed)
         return Change(book, settings_view(state))
 
     applied = ledger.apply(account_id, event_id, action)

@@ -72,7 +72,8 @@ def normalized_threshold(kind: str, threshold: Any) -> str:
 
 
 def create_alert(
-    ledger: Ledger, account_id: str, kind: str, threshold: Any, req: RequestKey, now: datetime
+    ledger: Ledger, account_id: str, kind: str, threshold: Any, req: RequestKey, now: datetime,
+    actor: str | None = None,
 ) -> dict[str, Any]:
     normalized = normalized_threshold(kind, threshold)
     alert_id = "alr_" + hashlib.sha256(req.event_id.encode()).hexdigest()[:20]
@@ -83,13 +84,16 @@ def create_alert(
             raise RuleViolation(f"an account keeps at most {MAX_ALERTS} alert rules")
         rule = AlertRule(alert_id=alert_id, kind=kind, threshold=normalized, created_at=now)  # type: ignore[arg-type]
         book.state.alerts.append(rule)
+        book.note(actor or account_id, "alert_created", now, alert_id=alert_id, kind=kind, threshold=normalized)
         return Change(book, alert_view(rule))
 
     response, _ = ledger.request(account_id, req, action)
     return response
 
 
-def delete_alert(ledger: Ledger, account_id: str, alert_id: str) -> dict[str, Any]:
+def delete_alert(
+    ledger: Ledger, account_id: str, alert_id: str, actor: str | None = None, now: datetime | None = None
+) -> dict[str, Any]:
     """Remove a rule (a 404 when the account has no such rule, also when it was removed already)."""
     event_id = keys.settings_event_id(uuid.uuid4().hex)
 
@@ -99,6 +103,7 @@ def delete_alert(ledger: Ledger, account_id: str, alert_id: str) -> dict[str, An
         if not any(rule.alert_id == alert_id for rule in rules):
             raise NotFound(f"no alert rule {alert_id[:100]}")
         book.state.alerts = [rule for rule in rules if rule.alert_id != alert_id]
+        book.note(actor or account_id, "alert_deleted", now or book.state.as_of, alert_id=alert_id)
         return Change(book, {"alert_id": alert_id, "deleted": True})
 
     return ledger.apply(account_id, event_id, action).result

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from billing.domain import credits, settle
 from billing.domain.account import Account
+from billing.domain.amounts import format_credits
 from billing.domain.errors import Conflict, InvalidInput, NotFound, RuleViolation
 from billing.domain.model import CreditLot, LotKind, Record
 from billing.domain.posting import Book
@@ -45,12 +46,16 @@ def _coupon_write(models: TableModels, c: Coupon, read_version: int | None) -> W
     return record_write(models, keys.coupon_pk(c.code), keys.COUPON, c, read_version)
 
 
-def check_in(ledger: Ledger, account_id: str, req: RequestKey, now: datetime) -> CreditLot | Rendered:
+def check_in(
+    ledger: Ledger, account_id: str, req: RequestKey, now: datetime, actor: str | None = None
+) -> CreditLot | Rendered:
     def action(account: Account | None) -> Change:
         book = Book(settle.require(account, account_id), ledger.catalog, req.event_id)
         if credits.checked_in_on(book, now):
             raise Conflict("already checked in today (UTC)")
-        return Change(book, keep(credits.check_in(book, now)))
+        lot = credits.check_in(book, now)
+        book.note(actor or account_id, "checked_in", now, lot_id=lot.lot_id, credits=format_credits(lot.granted))
+        return Change(book, keep(lot))
 
     response, _ = ledger.request(account_id, req, action)
     return kept(response, CreditLot)
@@ -81,7 +86,7 @@ def create_coupon(
 
 
 def redeem_coupon(
-    ledger: Ledger, account_id: str, raw_code: str, req: RequestKey, now: datetime
+    ledger: Ledger, account_id: str, raw_code: str, req: RequestKey, now: datetime, actor: str | None = None
 ) -> CreditLot | Rendered:
     code = normalize_code(raw_code)
     if not CODE_PATTERN.match(code):
@@ -104,6 +109,8 @@ def redeem_coupon(
         lot = credits.grant(book, now, "coupon", coupon.credits, expires, f"coupon_{code}")
         state.coupons.append(code)
         coupon.redemptions += 1
+        book.note(actor or account_id, "coupon_redeemed", now, code=code, lot_id=lot.lot_id,
+                  credits=format_credits(lot.granted))
         return Change(book, keep(lot), [_coupon_write(ledger.models, coupon, version)])
 
     response, applied = ledger.request(account_id, req, action)

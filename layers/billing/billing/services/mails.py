@@ -24,7 +24,7 @@ from urllib.parse import urldefrag
 from billing.domain.model import Mail
 
 LOCALES = ("en", "ko")
-TEMPLATES = ("low_balance", "alert_triggered", "spend_cap_reached", "auto_top_up_disabled")
+TEMPLATES = ("low_balance", "alert_triggered", "spend_cap_reached", "auto_top_up_disabled", "member_limit_reached")
 SETTING_ANCHOR = "credit-mail"  # the page's credit-mail switch (web/src/index.html)
 BUY_ANCHOR = "buy"
 
@@ -93,6 +93,9 @@ def _sentences(mail: Mail, messages: dict[str, Any]) -> tuple[str, list[str], di
     if mail.template == "spend_cap_reached":
         return (own["state"].format(spent=_credits(messages, data["spent"]), cap=_credits(messages, data["cap"])),
                 [own["detail"]], {})
+    if mail.template == "member_limit_reached":
+        return (own["state"].format(user=data["user_id"], spent=_credits(messages, data["spent"]),
+                                    limit=_credits(messages, data["limit"])), [own["detail"]], {})
     return (own["state"].format(failures=data["failures"], credits=_credits(messages, data["credits"])),
             [own["detail"]], {})
 

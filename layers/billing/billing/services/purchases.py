@@ -58,7 +58,7 @@ def load_purchase(models: TableModels, purchase_id: str) -> tuple[Purchase, int]
 
 def create_purchase(
     ledger: Ledger, account_id: str, credits_wanted: int, req: RequestKey, now: datetime,
-    payments: PaymentProvider | None = None,
+    payments: PaymentProvider | None = None, actor: str | None = None,
 ) -> Purchase | Rendered:
     """A pending purchase in the account's currency (a keyed repeat gets the purchase as it was first
     answered). With Stripe, its PaymentIntent (idempotent by the purchase's id) on the account's
@@ -102,6 +102,8 @@ def create_purchase(
         if started is not None:
             p.payment_intent_id, p.payment_client_secret = started.payment_intent_id, started.client_secret
             writes.append(payment_reference_write(ledger.models, p))
+        book.note(actor or account_id, "purchase_created", now, purchase_id=purchase_id, credits=credits_wanted,
+                  price=money(p.price_cents, p.currency))
         return Change(book, keep(p), [purchase_write(ledger.models, p, None), *writes])
 
     response, applied = ledger.request(account_id, req, action)
@@ -201,7 +203,7 @@ def settle_usage_so_far(book: Book, at: datetime) -> None:
 
 
 def refund_purchase(
-    ledger: Ledger, account_id: str, purchase_id: str, req: RequestKey, now: datetime
+    ledger: Ledger, account_id: str, purchase_id: str, req: RequestKey, now: datetime, actor: str | None = None
 ) -> dict[str, Any]:
     """Refund a purchase's unused credits (``Refund Issued`` leaves through the outbox)."""
     if not PURCHASE_ID_PATTERN.match(purchase_id):
@@ -238,6 +240,7 @@ def refund_purchase(
         book.emit("Refund Issued", **response)
         if p.payment_intent_id is not None:  # paid at Stripe: the money goes back there, after the commit
             book.payment_call("refund", p, p.refund_id, amount_minor=cents)
+        book.note(actor or account_id, "purchase_refunded", now, **response)
         return Change(book, response, [purchase_write(ledger.models, p, version)])
 
     response, applied = ledger.request(account_id, req, action)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from billing.domain import forecast, rollover, settle
+from billing.domain import controls, forecast, members, rollover, settle
 from billing.domain.account import Account
 from billing.domain.events import (
     AccountCreated,
@@ -23,6 +23,9 @@ from billing.domain.events import (
     ContainerStopped,
     ContainerTrafficReported,
     Detail,
+    MemberAdded,
+    MemberRemoved,
+    MemberRoleChanged,
     PlanChanged,
     PlatformEvent,
     check_event_time,
@@ -39,15 +42,15 @@ def apply_event(book: Book, d: Detail) -> None:
         case PlanChanged():
             settle.plan_changed(book, t, d.plan)
         case ContainerCreated():
-            settle.container_created(book, t, d.container_id, d.storage_gb, d.labels)
+            settle.container_created(book, t, d.container_id, d.storage_gb, d.labels, d.user_id)
         case ContainerLabeled():
             settle.container_labeled(book, t, d.container_id, d.labels)
         case ContainerStarted():
-            settle.container_started(book, t, d.container_id, d.run_id, d.tier, d.code_supporter)
+            settle.container_started(book, t, d.container_id, d.run_id, d.tier, d.code_supporter, d.user_id)
         case ContainerStopped():
-            settle.container_stopped(book, t, d.container_id, d.run_id, d.traffic_bytes)
+            settle.container_stopped(book, t, d.container_id, d.run_id, d.traffic_bytes, d.user_id)
         case ContainerTrafficReported():
-            settle.traffic_reported(book, t, d.container_id, d.run_id, d.traffic_bytes)
+            settle.traffic_reported(book, t, d.container_id, d.run_id, d.traffic_bytes, d.user_id)
         case ContainerResized():
             settle.container_resized(book, t, d.container_id, d.storage_gb)
         case ContainerInactivated():
@@ -57,7 +60,14 @@ def apply_event(book: Book, d: Detail) -> None:
         case ContainerDeleted():
             settle.container_deleted(book, t, d.container_id)
         case AiUsageRecorded():
-            settle.ai_used(book, t, d.feature, d.model, d.input_tokens, d.output_tokens, d.container_id, d.labels)
+            settle.ai_used(book, t, d.feature, d.model, d.input_tokens, d.output_tokens, d.container_id, d.labels,
+                           d.user_id)
+        case MemberAdded():
+            members.member_added(book, t, d.user_id, d.role, d.email)
+        case MemberRemoved():
+            members.member_removed(book, t, d.user_id)
+        case MemberRoleChanged():
+            members.member_role_changed(book, t, d.user_id, d.role)
         case _:
             raise AssertionError(f"no settlement for {type(d).__name__}")  # parse_platform_event admits no other
 
@@ -83,6 +93,12 @@ def settle_platform_event(event: PlatformEvent, ledger: Ledger, now: datetime, r
     """Apply a validated platform event exactly once (refused when dated too far from ``now``)."""
     d = event.detail
     check_event_time(d.occurred_at, now, replayed)
+    if isinstance(d, MemberAdded | MemberRemoved | MemberRoleChanged):
+        # A membership event is not idempotent on the state (a second Member Added of the same user is
+        # refused): another delivery of one applied already is recognised by its record first.
+        stored = ledger.stored(d.account_id, d.event_id)
+        if stored is not None:
+            return Applied(None, effects=stored.effects, duplicate=True, result=stored.result)
     container_id = getattr(d, "container_id", None)
     applied = ledger.apply(d.account_id, d.event_id, _action(event, ledger), [container_id] if container_id else [])
     logger.info(
@@ -109,6 +125,9 @@ def settle_account(account_id: str, at: datetime, event_id: str, ledger: Ledger)
         book = Book(account, ledger.catalog, event_id)
         due_before = account.state.next_check_at
         settle.sweep(book, at)
+        # The controls the forecast timed (a spend cap, a member limit, an alert) are decided now, so a
+        # check due at this very second is not mistaken for one with nothing to do.
+        controls.evaluate(book, book.state.as_of)
         book.sync()
         if not book.entries and not book.effects and forecast.next_check(book.state, ledger.catalog) == due_before:
             return None  # no boundary crossed, no overuse, no mail, the same forecast: write nothing

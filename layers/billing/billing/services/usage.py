@@ -11,7 +11,7 @@ import calendar
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any, Literal
@@ -174,9 +174,16 @@ def _answer_bytes(summary: Summary, conv: Amounts, form: Form) -> int:
     return len(summary.groups) * (len(summary.periods) * (row + 1) + periods) + len(summary.periods) * keys + 128
 
 
-def usage_report(ledger: Ledger, account_id: str, q: UsageQuery, now: datetime, form: Form = "json") -> dict[str, Any]:
+def usage_report(
+    ledger: Ledger, account_id: str, q: UsageQuery, now: datetime, form: Form = "json", user: str | None = None
+) -> dict[str, Any]:
     """The usage report of ``q`` as the API answers it (see interfaces.md), as JSON or (``form``) the
-    CSV of :func:`usage_csv`: a 400 that says how to narrow it when that would be over 5 MB."""
+    CSV of :func:`usage_csv`: a 400 that says how to narrow it when that would be over 5 MB.
+
+    ``user``: a forced filter on that user's usage, whatever ``q`` asks (a ``member`` reads only their
+    own usage: billing-rules.md, "Organizations")."""
+    if user is not None:
+        q = replace(q, filters={**q.filters, "user": user})
     if q.unit not in ("credits", "usd"):
         raise InvalidInput("unit must be credits or usd")
     check_grouping(q)

@@ -14,17 +14,18 @@ from typing import Any
 from billing.domain.clock import format_time
 from billing.domain.errors import InvalidInput
 from billing.domain.model import Container, LedgerEntry, from_json
+from billing.domain.roster import Activity
 from billing.store import keys
 from billing.store.tables import TableModels
 
 PageKey = dict[str, str]
 
 
-def check_page_key(key: PageKey, names: set[str], account_id: str) -> None:
-    """A paging key must be one of this account's ledger keys (InvalidInput otherwise)."""
+def check_page_key(key: PageKey, names: set[str], account_id: str, prefix: str = keys.LEDGER) -> None:
+    """A paging key must be one of this account's ledger (or ``prefix``) keys (InvalidInput otherwise)."""
     if set(key) != names or not all(isinstance(v, str) for v in key.values()):
         raise InvalidInput("invalid cursor")
-    if key["pk"] != keys.account_pk(account_id) or not key["sk"].startswith(keys.LEDGER):
+    if key["pk"] != keys.account_pk(account_id) or not key["sk"].startswith(prefix):
         raise InvalidInput("invalid cursor")
 
 
@@ -52,6 +53,28 @@ def ledger_page(
     page = items[:limit]
     next_key = {"pk": page[-1].pk, "sk": page[-1].sk} if len(items) > limit else None
     return [from_json(i.body, LedgerEntry) for i in page], next_key
+
+
+def activity_page(
+    models: TableModels, account_id: str, start: datetime, end: datetime | None, limit: int, after: PageKey | None
+) -> tuple[list[Activity], PageKey | None]:
+    """The account's activity from ``start`` to ``end`` (inclusive; None: up to now), newest first."""
+    lo = keys.activity_bound(start)
+    hi = keys.activity_bound(end, end=True) if end else keys.ACTIVITY_END
+    if after is not None:
+        check_page_key(after, {"pk", "sk"}, account_id, keys.ACTIVITY)
+        if not lo <= after["sk"] <= hi:
+            raise InvalidInput("invalid cursor: it belongs to another range")
+    item = models.Item
+    items = list(
+        item.query(
+            keys.account_pk(account_id), item.sk.between(lo, hi), limit=limit + 1, scan_index_forward=False,
+            page_size=min(limit + 1, 1000), last_evaluated_key=_dynamo_key(after),
+        )
+    )
+    page = items[:limit]
+    next_key = {"pk": page[-1].pk, "sk": page[-1].sk} if len(items) > limit else None
+    return [from_json(i.body, Activity) for i in page], next_key
 
 
 def deductions_of_day(models: TableModels, account_id: str, day: str) -> Iterator[LedgerEntry]:

@@ -1,0 +1,126 @@
+"""What a member's container stop costs against a personal one (issue 20), on DynamoDB Local.
+
+Three accounts settle the same ``Container Stopped`` (small + Code Supporter, 2.5 hours): a personal
+account (no members, no ``user_id``); a team whose member ran it (``user_id``, the member counted on
+the balance and on the month's ``SPENT#`` counter); the same with a monthly limit on the member (not
+reached: the limit is one more comparison, no read). For each: the DynamoDB requests by operation,
+the items the transaction writes, and the balance item's size. Prints figures only.
+
+Run: ``python -m bench.member_bench [--endpoint URL]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import uuid
+from collections import Counter
+from typing import Any
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ["AWS_ACCESS_KEY_ID"] = "local"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "local"
+os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+from datetime import datetime
+
+import boto3
+
+NOW = datetime.fromisoformat("2026-03-10T14:30:00+00:00")
+
+
+class Counting:
+    """Counts the DynamoDB requests a client makes, and the items each write request writes."""
+
+    def __init__(self) -> None:
+        self.ops: Counter[str] = Counter()
+        self.items = 0
+
+    def attach(self, client: Any) -> None:
+        client.meta.events.register("before-parameter-build.dynamodb.*", self._before)
+
+    def _before(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        self.ops[model.name] += 1
+        if model.name == "TransactWriteItems":
+            self.items += len(params.get("TransactItems", []))
+        elif model.name in ("PutItem", "UpdateItem", "DeleteItem"):
+            self.items += 1
+
+    def reset(self) -> None:
+        self.ops.clear()
+        self.items = 0
+
+
+def event(account: str, detail_type: str, at: str, eid: str, **fields: Any) -> dict[str, Any]:
+    source = "platform.accounts" if detail_type in ("Account Created", "Member Added") else "platform.containers"
+    detail = {"event_id": eid, "account_id": account, "occurred_at": at, **fields}
+    return {"version": "0", "id": eid, "source": source, "detail-type": detail_type, "detail": detail}
+
+
+def run(table: str) -> None:
+    from billing.domain.events import parse_platform_event
+    from billing.services.members import set_limit
+    from billing.services.settlement import settle_platform_event
+    from billing.store.ledger import Ledger
+
+    ledger = Ledger(table_name=table)
+    counting = Counting()
+    m = ledger.models
+    clients = {id(c): c for c in [m.connection.client,
+                                   *(model._get_connection().connection.client
+                                     for model in (m.Account, m.EventRecord, m.Entry, m.Usage, m.Item))]}
+    for client in clients.values():
+        counting.attach(client)
+
+    def settle(raw: dict[str, Any]) -> None:
+        settle_platform_event(parse_platform_event(raw), ledger, NOW)
+
+    cases = {"personal stop": ("bench-personal", None, None), "member's stop": ("bench-team", "mia", None),
+             "member's stop, with a limit": ("bench-limit", "mia", 500_000_000)}
+    print(f"{'case':<30} {'requests':<40} {'items written':>13} {'balance bytes':>14}")
+    for name, (acct, user, limit) in cases.items():
+        settle(event(acct, "Account Created", "2026-03-01T08:00:00Z", f"{acct}-a", email="a@example.com",
+                     plan="free"))
+        if user:
+            settle(event(acct, "Member Added", "2026-03-01T08:00:00Z", f"{acct}-m", user_id=user, role="member",
+                         email="m@example.com"))
+            for other in ("olivia", "bill", "max"):
+                settle(event(acct, "Member Added", "2026-03-01T08:00:00Z", f"{acct}-{other}", user_id=other,
+                             role="owner" if other == "olivia" else "member", email=f"{other}@example.com"))
+        if limit is not None:
+            set_limit(ledger, acct, "mia", limit, "olivia", datetime.fromisoformat("2026-03-01T09:00:00+00:00"))
+        who = {"user_id": user} if user else {}
+        settle(event(acct, "Container Created", "2026-03-01T09:00:00Z", f"{acct}-c", container_id="c1",
+                     storage_gb=10, **who))
+        settle(event(acct, "Container Started", "2026-03-10T12:00:00Z", f"{acct}-s", container_id="c1",
+                     run_id="r1", tier="small", code_supporter=True, **who))
+        counting.reset()
+        settle(event(acct, "Container Stopped", "2026-03-10T14:30:00Z", f"{acct}-x", container_id="c1",
+                     run_id="r1", traffic_bytes=2 * 2**30, **who))
+        requests = ", ".join(f"{op} {n}" for op, n in sorted(counting.ops.items()))
+        state = m.Account.get(f"ACCOUNT#{acct}", "STATE")
+        print(f"{name:<30} {requests:<40} {counting.items:>13} {len(state.body):>14}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoint", default=os.environ.get("DYNAMODB_ENDPOINT"),
+                        help="an already running DynamoDB Local (default: start one)")
+    args = parser.parse_args()
+    from localsam.dynamodb_local import DynamoDBLocal
+    from localsam.template import create_table, load_template
+
+    with contextlib.ExitStack() as stack:
+        endpoint = args.endpoint or stack.enter_context(DynamoDBLocal()).endpoint_url
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
+        table = f"billing-bench-{uuid.uuid4().hex[:8]}"
+        create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template())
+        os.environ["TABLE_NAME"] = table
+        run(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
