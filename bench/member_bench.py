@@ -108,6 +108,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", default=os.environ.get("DYNAMODB_ENDPOINT"),
                         help="an already running DynamoDB Local (default: start one)")
+    parser.add_argument("--short", action="store_true", help="CI's smoke run (the bench is short already)")
     args = parser.parse_args()
     from localsam.dynamodb_local import DynamoDBLocal
     from localsam.template import create_table, load_template

@@ -26,6 +26,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "powertools_init_bench": (r"deferred\s+cpu\s+[\d.]+ ms", r"plain\s+cpu\s+[\d.]+ ms"),
     "month_close_bench": (r"30 accounts .* accounts not rolled into April: 0; dead-letter queues "
                           r"\{'WorkDLQ': 0, 'AsyncFailuresDLQ': 0\}", r"shard_page\s+\d+\s+[\d.]+"),
+    "member_bench": (r"case\s+requests\s+items written", r"member"),
+    "page_bench": (r"first load: \d+ files", r"sent: [\d.]+ KB of a 300 KB budget"),
+    "usage_cost_bench": (r"WCU ratio labelled / one container: [\d.]+",),
     "cost_bench": (r"stop\s+12\s+yes\s+11\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+", r"30-day usage read\s+1\s+no",
                    r"\$1\.25 per million write units"),
 }

@@ -34,7 +34,8 @@ DYNAMODB_GRANTS: dict[str, dict[str, set[str]]] = {
     "ReconciliationFunction": {"table": {"GetItem", "Query", "Scan"}},  # read-only
     "OutboxDispatcherFunction": {"table": {"GetItem", "PutItem"}},  # the sent markers
     "UsageApiFunction": {"table": {"BatchGetItem", "Query"}, "gsi1": {"Query"}},  # read-only
-    "AccountApiFunction": {"table": LEDGER_WRITES, "gsi1": {"Query"}},
+    # GET /v1/members reads the month's member counters (one Query: O(members))
+    "AccountApiFunction": {"table": LEDGER_WRITES | {"Query"}, "gsi1": {"Query"}},
     "PaymentWebhookFunction": {"table": LEDGER_WRITES},
     "WebPageFunction": {},  # static files
 }

@@ -298,7 +298,8 @@ def assert_scenario_effects(account: Account, copies: dict[str, int] | None = No
         assert kept["account_id"] == account.id
         assert without_effect_id(kept) == detail
     [mail] = account.mails()
-    assert "26.353333" in mail["body"] and "0.97" in mail["body"]
+    # shown to people: 26.353333 -> "26.35 credits"; 0.97 h x 60 = 58.2 -> "58 minutes" (under two hours)
+    assert "26.35 credits" in mail["body"] and "58 minutes" in mail["body"]
     assert len(account.sent_marks()) == 4  # each effect remembered once delivered: 3 events and the mail
 
 

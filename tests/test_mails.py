@@ -23,6 +23,7 @@ SAMPLES = {
                         "value": "12.345000", "remaining": "12.345000"},
     "spend_cap_reached": {"cap": "1250.000000", "spent": "1250.004000"},
     "auto_top_up_disabled": {"failures": 3, "credits": "100.000000"},
+    "member_limit_reached": {"user_id": "u7", "limit": "20.000000", "spent": "20.007111"},
 }
 
 

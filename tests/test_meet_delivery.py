@@ -340,7 +340,7 @@ def test_a_mail_refused_for_good_is_dead_lettered_alone_and_the_rest_is_delivere
     report = replayer(stack, account.ledger, T0).replay(stack.queue_urls["OutboxDLQ"])
     assert report.moved["effect"] == 1 and report.kept == []
     [mail] = account.mails()
-    assert "20.000000" in mail["body"]
+    assert "20.00 credits" in mail["body"]  # 20.000000 shown with two decimals
     assert [m for m in waiting(stack, "OutboxDLQ") if account.id in json.dumps(m["body"])] == []
     assert replayer(stack, account.ledger, T0).replay(stack.queue_urls["OutboxDLQ"]).moved["effect"] == 0
     assert len(account.mails()) == 1

@@ -585,9 +585,9 @@ def test_buying_pays_with_stripe_saves_a_card_and_shows_the_receipt(site: dict[s
 
 
 def test_a_team_sees_members_limits_and_activity(site: dict[str, Any], open_page: Any) -> None:
-    """Organizations are not on this branch: GET /v1/members, PUT /v1/members/{id}/limit and GET
-    /v1/activity answer the contract's shapes by route interception. Without them (the real API
-    here answers 404) the team section stays hidden."""
+    """A team's members, limits and activity (GET /v1/members, PUT /v1/members/{id}/limit, GET
+    /v1/activity answer the contract's shapes by route interception, to show every role). A personal
+    account, whose members are its owner alone, is offered no members list."""
     members = {"members": [
         {"user_id": MAIN, "role": "owner", "email": "owner@example.com", "monthly_limit": None,
          "spent_this_month": "1200.500000"},
@@ -612,7 +612,8 @@ def test_a_team_sees_members_limits_and_activity(site: dict[str, Any], open_page
 
     plain = open_page()
     text(plain, "available").to_be_visible()
-    expect(plain.locator("#team")).to_be_hidden()  # the API has no members here: nothing offered
+    # a personal account (its owner alone): no members offered, its own activity still shown
+    expect(plain.locator("#members-block")).to_be_hidden()
 
     page = open_page(before=setup("owner"))
     rows = page.get_by_test_id("members").locator("tbody tr")

@@ -48,7 +48,8 @@ def test_running_out_settles_everything_and_asks_the_platform_to_stop():
     exhausted = stop.outbox[1].detail
     assert (exhausted["account_id"], exhausted["debt"]) == ("acct", "4.508000")
     (mail,) = [e for e in stop.effects if e not in stop.outbox]
-    assert mail.data == {"remaining": "0.000000", "hourly_burn": "0.054000", "hours_left": 0.0}
+    # buy: nothing owed + a day at 0.054/h = 1.296 -> 2 whole credits, raised to the purchase minimum 50
+    assert mail.data == {"remaining": "0.000000", "hourly_burn": "0.054000", "hours_left": 0.0, "buy": 50}
     assert_conserved(a.state)
 
 

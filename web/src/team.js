@@ -48,6 +48,11 @@ export async function loadMembers() {
     const members = data.members || data.entries || [];
     const me = members.find((m) => m.user_id === tokenSubject());
     applyRole(me?.role || (currentBillingAccount() ? "member" : "owner"));
+    if (members.length < 2 && !currentBillingAccount()) {
+      // A personal account (its own user alone) has no members to show; its activity still shows.
+      $("members-block").hidden = true;
+      return;
+    }
     section.hidden = false;
     $("members-nav").hidden = false;
     renderMembers(members);
@@ -134,7 +139,7 @@ export async function loadActivity(reset = true) {
     $("members-nav").hidden = false;
     const tbody = $("activity-body");
     const rows = (data.entries || []).map((e) => el("tr", { "data-testid": "activity-row" },
-      cell(timeText(e.at)), cell(e.actor, "wrap"), cell(actionText(e.action)),
+      cell(timeText(e.at)), el("td", { class: "wrap", "data-no-i18n": "" }, e.actor), cell(actionText(e.action)),
       el("td", { class: "wrap small", "data-no-i18n": "" }, detailsText(e.details))));
     if (reset) tbody.replaceChildren(...rows);
     else tbody.append(...rows);
