@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.usage_cost_bench", description=__doc__)
     parser.add_argument("--containers", type=int, default=10_000)
     parser.add_argument("--stops", type=int, default=10_000)
-    parser.add_argument("--short", action="store_true", help="60 containers and 60 stops (CI's smoke run: it works, not the figure)")
+    parser.add_argument("--short", action="store_true", help="60 containers and 60 stops (CI's smoke run)")
     parser.add_argument("--endpoint", default=os.environ.get("DYNAMODB_ENDPOINT"), help="a running DynamoDB Local")
     args = parser.parse_args(argv)
     if args.short:
