@@ -9,7 +9,7 @@ where the contract is silent are in the README ("Usage report").
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -28,34 +28,21 @@ from billing.api.models import (
 )
 from billing.api.views import entry_view, lot_view, time_or_none
 from billing.domain.amounts import format_credits, hours_left
-from billing.domain.clock import Clock, format_time, next_month_start, parse_time, utc_now
+from billing.domain.clock import Clock, format_time, next_month_start, utc_now
 from billing.domain.errors import InvalidInput, UnknownAccount
 from billing.domain.lots import burn_order
 from billing.domain.model import AccountState, ChargeLine, LedgerEntry
 from billing.domain.projection import project
 from billing.domain.spreadsheet import csv_text
-from billing.services.usage import DAY, MAX_ANSWER_BYTES, Form, UsageQuery, parse_day, usage_report
+from billing.services.usage import EARLIEST, MAX_ANSWER_BYTES, Form, UsageQuery, parse_bound, parse_day, usage_report
 from billing.store import keys, queries
 from billing.store.cursors import CursorCodec
 from billing.store.ledger import Ledger
 
 CSV_MAX_ROWS = 1_000  # an answer reads at most 1,000 items (billing-rules.md); the rest is behind X-Next-Cursor
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 DEFAULT_LIMIT = 50
 AI_TYPES = {"chat": "Chat", "snap": "Snap", "ai_supporter": "AI Supporter"}
 CSV_COLUMNS = ("entry_id", "type", "amount", "at", "reason", "event_id", "lot_id", "paid_by", "lines")
-
-
-def parse_bound(value: str, name: str, end_of_day: bool) -> datetime:
-    """A date (``YYYY-MM-DD``; as ``to`` the day's last second) or an ISO-8601 UTC time."""
-    if DAY.match(value):
-        day = parse_day(value, name)
-        moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return moment + timedelta(days=1, seconds=-1) if end_of_day else moment
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise InvalidInput(f"{name} must be YYYY-MM-DD or an ISO-8601 UTC time") from None
 
 
 def ledger_csv(entries: list[LedgerEntry]) -> str:

@@ -10,18 +10,18 @@ items whatever the usage. Rules are in :mod:`billing.domain.members`.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from billing.domain import members, rollover, settle
 from billing.domain.account import Account
 from billing.domain.amounts import format_credits
-from billing.domain.clock import format_time, month_key, parse_time
+from billing.domain.clock import format_time, month_key
 from billing.domain.errors import InvalidInput, UnknownAccount
 from billing.domain.posting import Book
 from billing.domain.roster import Activity, Member, Role
 from billing.observability import logger
-from billing.services.usage import DAY, parse_day
+from billing.services.usage import EARLIEST, parse_bound
 from billing.store import keys, queries, usage
 from billing.store.cursors import CursorCodec
 from billing.store.ledger import Change, Ledger
@@ -85,26 +85,11 @@ def activity_view(activity: Activity) -> dict[str, Any]:
             "details": activity.details}
 
 
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-def _bound(value: str, name: str, end_of_day: bool) -> datetime:
-    """A day (``YYYY-MM-DD``; as ``to`` up to its last second) or an ISO-8601 UTC time."""
-    if DAY.match(value):
-        day = parse_day(value, name)
-        moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return moment + timedelta(days=1, seconds=-1) if end_of_day else moment
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise InvalidInput(f"{name} must be YYYY-MM-DD or an ISO-8601 UTC time") from None
-
-
 def activity_page(ledger: Ledger, cursors: CursorCodec, account_id: str, from_: str | None, to: str | None,
                   limit: int, cursor: str | None) -> dict[str, Any]:
     """Who changed what in the range, newest first, behind a signed cursor bound to the account."""
-    end = _bound(to, "to", True) if to else None
-    start = _bound(from_, "from", False) if from_ else min(EARLIEST, end or EARLIEST)
+    end = parse_bound(to, "to", True) if to else None
+    start = parse_bound(from_, "from", False) if from_ else min(EARLIEST, end or EARLIEST)
     if end is not None and end < start:
         raise InvalidInput("from must not be after to")
     if ledger.load(account_id) is None:

@@ -17,7 +17,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from billing.domain.amounts import cents_of_micro, format_credits, money
-from billing.domain.clock import format_time, month_start_of_key
+from billing.domain.clock import format_time, month_start_of_key, parse_time
 from billing.domain.errors import InvalidInput, UnknownAccount
 from billing.domain.model import LABEL_KEY, AccountState
 from billing.domain.projection import project
@@ -57,6 +57,21 @@ def parse_day(value: str, name: str = "date") -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise InvalidInput(f"{name} must be a date (YYYY-MM-DD)") from None
+
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # the earliest instant a report or log range names
+
+
+def parse_bound(value: str, name: str, end_of_day: bool) -> datetime:
+    """A date (``YYYY-MM-DD``; as ``to`` the day's last second) or an ISO-8601 UTC time."""
+    if DAY.match(value):
+        day = parse_day(value, name)
+        moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return moment + timedelta(days=1, seconds=-1) if end_of_day else moment
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise InvalidInput(f"{name} must be YYYY-MM-DD or an ISO-8601 UTC time") from None
 
 
 def date_range(q: UsageQuery, today: date) -> tuple[date, date]:
