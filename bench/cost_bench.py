@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = args.endpoint or stack.enter_context(DynamoDBLocal()).endpoint_url
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
         table = f"bench-cost-{uuid.uuid4().hex[:8]}"
-        create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template())
+        create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template(), stream=False)
         ledger = Ledger(table_name=table, sleep=lambda _: None)
         apps = handlers(ledger)
         for n in sizes:

@@ -117,7 +117,7 @@ def main() -> int:
         endpoint = args.endpoint or stack.enter_context(DynamoDBLocal()).endpoint_url
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
         table = f"billing-bench-{uuid.uuid4().hex[:8]}"
-        create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template())
+        create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template(), stream=False)
         os.environ["TABLE_NAME"] = table
         run(table)
     return 0

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = args.endpoint or stack.enter_context(DynamoDBLocal()).endpoint_url
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
         table = f"billing-report-{os.getpid()}-{time.monotonic_ns() % 10**6}"
-        create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template())
+        create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template(), stream=False)
         os.environ["TABLE_NAME"] = table
         ledger = Ledger(table_name=table, sleep=lambda _: None)
         t0 = time.perf_counter()

@@ -493,7 +493,7 @@ def section_one(endpoint: str, args: argparse.Namespace) -> dict[str, Any]:
     from localsam.template import create_table, load_template
 
     table = f"bench-scale-{uuid.uuid4().hex[:8]}"
-    create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template())
+    create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template(), stream=False)
     ledger = Ledger(table_name=table, sleep=lambda _: None)
     print(f"\n(1) one Container Stopped settlement: {args.containers:,} containers and {args.entries:,} ledger "
           "entries vs one container")
@@ -645,7 +645,7 @@ def measure_call_times(endpoint: str, stack: Any, samples: int) -> dict[str, Any
     assert RECORDER is not None
     client = boto3.client("dynamodb", endpoint_url=endpoint)
     table = f"bench-sweeps-{uuid.uuid4().hex[:8]}"
-    create_table(client, table, load_template())
+    create_table(client, table, load_template(), stream=False)
     ledger = Ledger(table_name=table, sleep=lambda _: None)
     for i in range(samples):
         a, b = f"month-{i:03d}", f"check-{i:03d}"
@@ -671,7 +671,7 @@ def measure_call_times(endpoint: str, stack: Any, samples: int) -> dict[str, Any
             sweeps[sweep].append((seconds, Counter(c.op for c in dynamo(calls))))
     # the active index: one shard with PAGE + 1 accounts (keys only, as the sparse index projects them)
     scratch = f"bench-index-{uuid.uuid4().hex[:8]}"
-    create_table(client, scratch, load_template())
+    create_table(client, scratch, load_template(), stream=False)
     bulk_write(client, scratch, [{"pk": {"S": f"ACCOUNT#x{k:04d}"}, "sk": {"S": "STATE"}, "body": {"S": "{}"},
                                   "active_shard": {"S": "ACTIVE#0"}} for k in range(PAGE + 1)])
     models = table_models(scratch)
@@ -991,7 +991,7 @@ def old_worker(endpoint: str, containers: str, old_root: str) -> None:
     os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
     RECORDER = Recorder()
     table = f"bench-old-{uuid.uuid4().hex[:8]}"
-    create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template())
+    create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template(), stream=False)
     ledger = Ledger(table_name=table, sleep=lambda _: None)
 
     def send(raw: dict[str, Any]) -> None:

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
         table = f"billing-bench-{uuid.uuid4().hex[:8]}"
         plain = boto3.client("dynamodb", endpoint_url=endpoint)
-        create_table(plain, table, load_template())
+        create_table(plain, table, load_template(), stream=False)
         os.environ["TABLE_NAME"] = table
         run(args, table, plain)
     if args.import_repeat > 0:

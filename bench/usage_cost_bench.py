@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
         recorder = Recorder()
         table = f"bench-usage-{uuid.uuid4().hex[:8]}"
-        create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template())
+        create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template(), stream=False)
         os.environ["TABLE_NAME"] = table
         ledger = Ledger(table_name=table, sleep=lambda _: None)
         start = time.perf_counter()

@@ -92,7 +92,7 @@ def _template() -> dict:
 def table_name(dynamodb_endpoint: str, _template: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     name = f"billing-{uuid.uuid4().hex[:12]}"
     client = boto3.client("dynamodb", endpoint_url=dynamodb_endpoint)
-    create_table(client, name, _template)
+    create_table(client, name, _template, stream=False)
     monkeypatch.setenv("TABLE_NAME", name)
     yield name
     client.delete_table(TableName=name)
@@ -114,7 +114,7 @@ def module_ledger(dynamodb_endpoint: str, _template: dict) -> Iterator[Ledger]:
     scenario: built once instead of once per test."""
     name = f"billing-{uuid.uuid4().hex[:12]}"
     client = boto3.client("dynamodb", endpoint_url=dynamodb_endpoint)
-    create_table(client, name, _template)
+    create_table(client, name, _template, stream=False)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TABLE_NAME", name)
         yield Ledger(table_name=name, catalog=load_catalog(), sleep=lambda _: None)

@@ -279,7 +279,7 @@ def shared_table() -> str:
         if _TABLE:
             boto3.client("dynamodb").delete_table(TableName=_TABLE["name"])
         _TABLE.update(name=f"model-{uuid.uuid4().hex[:10]}", uses=0)
-        create_table(boto3.client("dynamodb"), _TABLE["name"])
+        create_table(boto3.client("dynamodb"), _TABLE["name"], stream=False)
     _TABLE["uses"] += 1
     return str(_TABLE["name"])
 

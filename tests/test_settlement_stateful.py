@@ -239,7 +239,7 @@ class SettlementMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.table = f"stateful-{uuid.uuid4().hex[:10]}"
-        create_table(boto3.client("dynamodb"), self.table)
+        create_table(boto3.client("dynamodb"), self.table, stream=False)
         self.ledger = Ledger(table_name=self.table, sleep=lambda _: None)
         self.platform = Platform(self.ledger, account_id="acct-s")
         self.clock = T0
