@@ -57,7 +57,7 @@ function resetView() {
     unit: "credits", cumulative: true, periodMode: "range", granularity: "day", month: utcMonth(),
     from: addDays(today, 1 - DEFAULT_DAYS), to: today, resource: "", container: "", label: "", groupBy: "",
     day: today, dayChosen: false, aiCursor: null, auditCursor: null, auditRange: null, auditEntries: [], balance: null,
-    settings: null, lastUsage: null, role: null,
+    settings: null, lastUsage: null, role: null, memberEmails: {},
   });
   for (const kind of Object.keys(state.seq)) nextSeq(kind); // answers still on their way are stale
   keys.clear();

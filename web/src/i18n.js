@@ -58,6 +58,8 @@ export function translateDom(root = document.body) {
   }
   document.documentElement.lang = prefs.lang;
   document.title = t("Credit usage");
+  const help = document.getElementById("help-link"); // the help page (help.html) in the same language
+  if (help) help.setAttribute("href", `page/help.html#${prefs.lang}`);
 }
 
 export function setLanguage(lang) {

@@ -3,13 +3,13 @@
 // when the API offers it (a 404 hides it), and what the user's role may not do is not offered.
 
 import { api, ApiError, currentBillingAccount, setBillingAccount, tokenAccounts, tokenSubject } from "./api.js";
-import { creditsNode, credits, timeText } from "./format.js";
+import { amountText, creditsNode, credits, timeText } from "./format.js";
 import { t } from "./i18n.js";
 import {
   $, busy, cell, clearMessages, el, emptyRow, isStale, labelCells, nextSeq, setText, showError, state,
 } from "./shared.js";
 
-const ROLES = { owner: "Owner", admin: "Admin", member: "Member" };
+const ROLES = { owner: "Owner", admin: "Admin", billing: "Billing", member: "Member" };
 const MANAGERS = new Set(["owner", "admin"]);
 const ACTIVITY_PAGE = 20;
 
@@ -46,6 +46,8 @@ export async function loadMembers() {
     if (isStale("members", seq)) return;
     clearMessages("members-error");
     const members = data.members || data.entries || [];
+    state.memberEmails = Object.fromEntries(members.filter((m) => m.email).map((m) => [m.user_id, m.email]));
+    document.dispatchEvent(new CustomEvent("billing:members"));
     const me = members.find((m) => m.user_id === tokenSubject());
     applyRole(me?.role || (currentBillingAccount() ? "member" : "owner"));
     if (members.length < 2 && !currentBillingAccount()) {
@@ -114,17 +116,60 @@ async function setLimit(member, value) {
   }
 }
 
+// The activity log's actions (the API's names; the dotted ones of an earlier draft of the contract
+// too) and their details, in plain words: no field names, ids left out, amounts as shown elsewhere.
 const ACTIONS = {
+  settings_changed: "changed the settings", member_limit_changed: "set a member's monthly limit",
+  purchase_created: "bought credits", purchase_refunded: "refunded a purchase", alert_created: "added an alert rule",
+  alert_deleted: "deleted an alert rule", member_added: "added a member", member_removed: "removed a member",
+  member_role_changed: "changed a member's role", coupon_redeemed: "redeemed a coupon", checked_in: "checked in",
   "settings.updated": "changed the settings", "member.limit_set": "set a member's monthly limit",
   "purchase.created": "bought credits", "purchase.refunded": "refunded a purchase", "alert.created": "added an alert rule",
   "alert.deleted": "deleted an alert rule", "member.added": "added a member", "member.removed": "removed a member",
-  "member.role_changed": "changed a member's role", "coupon.redeemed": "redeemed a coupon", "check_in": "checked in",
+  "member.role_changed": "changed a member's role", "coupon.redeemed": "redeemed a coupon", check_in: "checked in",
 };
 const actionText = (a) => t(ACTIONS[a] || "made a change");
+const ALERTS = {
+  remaining_below: "Remaining credits fall below {n} credits", hours_left_below: "Hours left fall below {n} hours",
+  spent_this_month_above: "Credits spent this month exceed {n} credits",
+};
+const LANGUAGE_NAMES = { en: "English", ko: "한국어" };
+const memberText = (id) => state.memberEmails?.[id] || id;
+const roleText = (role) => t(ROLES[role] || role);
+const limitText = (v) => (v === null || v === undefined ? t("No limit") : t("{amount} credits", { amount: credits(v) }));
+const onOff = (v) => t(v ? "on" : "off");
+
+function detailText(key, value, d) {
+  switch (key) {
+    case "user_id": return t("Member: {member}", { member: memberText(value) });
+    case "role": return d.previous_role ? t("Role: {from} → {to}", { from: roleText(d.previous_role), to: roleText(value) })
+      : t("Role: {role}", { role: roleText(value) });
+    case "credits": return t("{amount} credits", { amount: credits(value) });
+    case "price": case "refund": return amountText(value);
+    case "monthly_limit": return d.previous_limit !== undefined
+      ? t("Limit: {from} → {to}", { from: limitText(d.previous_limit), to: limitText(value) })
+      : t("Limit: {to}", { to: limitText(value) });
+    case "kind": return t(ALERTS[value] || "Alert rule", { n: d.threshold !== undefined ? credits(d.threshold) : "" });
+    case "code": return t("Coupon {code}", { code: value });
+    case "credit_mail": return t("Credit mail: {state}", { state: onOff(value) });
+    case "spend_cap": return t("Spend cap: {cap}", { cap: limitText(value) });
+    case "auto_top_up": return t("Auto top-up: {state}", { state: onOff(value && value.enabled !== false) });
+    case "locale": return t("Language: {language}", { language: LANGUAGE_NAMES[value] || value || "—" });
+    case "time_zone": return t("Time zone: {zone}", { zone: value || "—" });
+    case "currency": return t("Currency: {currency}", { currency: value });
+    default: return null; // ids (purchase, lot, alert), the address a member's id already names, the threshold
+  }
+}
 
 function detailsText(details) {
-  if (!details || typeof details !== "object") return details ? String(details) : "";
-  return Object.entries(details).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
+  if (!details || typeof details !== "object") return "";
+  return Object.entries(details).map(([k, v]) => detailText(k, v, details)).filter(Boolean).join(" · ");
+}
+
+/** Who: the platform (membership events), or a person by their address when known. */
+function actorCell(actor) {
+  if (actor === "platform") return cell(t("The platform"), "wrap");
+  return el("td", { class: "wrap", "data-no-i18n": "" }, memberText(actor));
 }
 
 export async function loadActivity(reset = true) {
@@ -139,8 +184,8 @@ export async function loadActivity(reset = true) {
     $("members-nav").hidden = false;
     const tbody = $("activity-body");
     const rows = (data.entries || []).map((e) => el("tr", { "data-testid": "activity-row" },
-      cell(timeText(e.at)), el("td", { class: "wrap", "data-no-i18n": "" }, e.actor), cell(actionText(e.action)),
-      el("td", { class: "wrap small", "data-no-i18n": "" }, detailsText(e.details))));
+      cell(timeText(e.at)), actorCell(e.actor), cell(actionText(e.action)),
+      el("td", { class: "wrap small" }, detailsText(e.details))));
     if (reset) tbody.replaceChildren(...rows);
     else tbody.append(...rows);
     if (!tbody.rows.length) emptyRow(tbody, 4, t("No changes yet"));

@@ -4,7 +4,7 @@
 
 import { api } from "./api.js";
 import {
-  amountNumber, amountText, apportion, dayText, daysInclusive, isDay, isMonth, isPositive, monthText,
+  addDays, amountNumber, amountText, apportion, dayText, daysInclusive, isDay, isMonth, isPositive, monthText, utcToday,
 } from "./format.js";
 import { t } from "./i18n.js";
 import {
@@ -117,7 +117,11 @@ function pointLabel(date) {
 }
 
 export const groupKeyText = (key) => (key === null || key === undefined || key === "" || key === "_none"
-  ? t("(no label)") : key === "_other" ? t("(other labels)") : String(key));
+  ? t("(no label)") : key === "_other" ? t("(other labels)")
+    : state.groupBy === "user" ? memberName(String(key)) : String(key));
+
+/** A member as people know them (their address, from the members list), else their id. */
+const memberName = (id) => state.memberEmails?.[id] || id;
 
 function renderUsage(data) {
   const usd = state.unit === "usd";
@@ -288,6 +292,22 @@ export function wireUsage() {
     $("group-label-field").hidden = !label;
     if (label) $("group-label-key").focus();
     else applyFilters({ quiet: true });
+  });
+  // "this week", "this month": the last 7 or 30 days, today included
+  for (const button of document.querySelectorAll("button[data-days]")) {
+    button.addEventListener("click", () => {
+      const today = utcToday();
+      document.querySelector('input[name="period"][value="range"]').checked = true;
+      $("range-fields").hidden = false;
+      $("month-fields").hidden = true;
+      $("range-from").value = addDays(today, 1 - Number(button.dataset.days));
+      $("range-to").value = today;
+      applyFilters();
+    });
+  }
+  // a breakdown by member names them by address once the members list is known
+  document.addEventListener("billing:members", () => {
+    if (state.groupBy === "user" && state.lastUsage) renderUsage(state.lastUsage);
   });
   $("cumulative-toggle").addEventListener("click", (e) => {
     state.cumulative = !state.cumulative;
