@@ -111,3 +111,59 @@ def test_figures_are_rounded_half_up_with_separators() -> None:
 
 def test_an_unknown_locale_falls_back_to_english() -> None:
     assert render(mail("auto_top_up_disabled", "fr"), PAGE).subject == "Auto top-up is off"
+
+
+# ------------------------------------------------- every kind of mail against "Shown to people"
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "low balance, credits left": ("low_balance", {}),
+    "low balance, in debt": ("low_balance", {"remaining": "-2185.388000", "hours_left": 0.0, "buy": 2839}),
+    "low balance, a long time left": ("low_balance", {"remaining": "1234567.891234", "hourly_burn": "1234.567891",
+                                                      "hours_left": 1000.0001, "buy": 29630}),
+    "alert, remaining below": ("alert_triggered", {}),
+    "alert, hours left below": ("alert_triggered", {"kind": "hours_left_below", "threshold": "2.500000",
+                                                    "value": "1.333333"}),
+    "alert, spent this month above": ("alert_triggered", {"kind": "spent_this_month_above",
+                                                          "threshold": "1000.000000", "value": "1000.123456"}),
+    "spend cap reached": ("spend_cap_reached", {}),
+    "auto top-up disabled": ("auto_top_up_disabled", {}),
+    "member limit reached": ("member_limit_reached", {}),
+}
+SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_mail_is_shown_to_people_as_the_rules_say(variant: str, locale: str) -> None:
+    """billing-rules.md, "Shown to people", for the mails: one clear sentence of state first, no
+    heading repeating the subject, the amount to buy (the low-credit mail), links to the page and
+    to the setting that turns the mail off in both parts, figures with at most two decimals."""
+    template, data = VARIANTS[variant]
+    rendered = render(mail(template, locale, **data), PAGE)
+    seen = html_text(rendered.html)
+    lines = [line for line in rendered.text.splitlines() if line.strip()]
+    state = lines[0]
+    assert len(SENTENCE_END.findall(state)) == 1 and SENTENCE_END.search(state[-1]), state  # one sentence
+    assert seen.startswith(state), (state, seen)  # the HTML part opens with the same sentence
+    assert rendered.subject not in rendered.text and rendered.subject not in seen  # no repeated heading
+    for part in (rendered.text, seen):
+        assert not re.search(r"\d\.\d{3,}", part), part  # nothing with more than two decimals
+        assert not re.search(r"\d\.\d(?!\d)\s*(credits|크레딧)", part), part  # credits with exactly two
+        assert not re.search(r"\b[a-z]+_[a-z_]+\b", re.sub(r"https?://\S+", "", part)), part  # no raw code
+    catalog = json.loads(resources.files("billing").joinpath(f"mails/{locale}.json").read_text("utf-8"))
+    # the mail can be turned off from the mail: the setting's link, labelled, in both parts
+    assert f"{catalog['turn_off']}: {PAGE}#credit-mail" in rendered.text
+    assert re.search(rf'<a href="{re.escape(PAGE)}#credit-mail"[^>]*>{re.escape(catalog["turn_off"])}</a>',
+                     rendered.html)
+    if template == "low_balance":  # the amount to buy, said and linked to the page's buy form
+        buy = catalog["credits"].format(amount=f"{int(str(data.get('buy', SAMPLES['low_balance']['buy']))):,}")
+        assert buy in state or buy in lines[1], lines
+        assert f"{PAGE}#buy" in rendered.text and f'href="{PAGE}#buy"' in rendered.html
+        assert buy in catalog["low_balance"]["action"].format(buy=buy) and buy in seen
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_a_low_credit_mail_without_an_amount_still_offers_to_buy(locale: str) -> None:
+    """An effect recorded without ``buy`` (none is suggested) still ends in a whole action label."""
+    rendered = render(mail("low_balance", locale, buy=None), PAGE)
+    action = next(line for line in rendered.text.splitlines() if f"{PAGE}#buy" in line).split(": https://")[0]
+    assert action.strip() == action and len(action) > 3, action

@@ -113,7 +113,8 @@ def render(mail: Mail, link: str) -> RenderedMail:
     own = messages[mail.template]
     state, details, figures = _sentences(mail, messages)
     urls = links(link)
-    action = own["action"].format(**figures)
+    # the low-credit mail names the amount to buy; without one (none suggested) it still offers to buy
+    action = own["action"].format(**figures) if figures.get("buy", True) else own["action_any"]
     action_link = urls["buy_link"] if mail.template == "low_balance" else urls["link"]
     text = _layout("_layout.txt").substitute(
         state=state, details="".join(f"{d}\n\n" for d in details), action=action, action_link=action_link,
