@@ -102,6 +102,11 @@ for (const [from, to] of renamed) {
 }
 await writeFile(index, html);
 
+// The help page (src/help.html, served at page/help.html and revalidated like index.html): the
+// page's stylesheet under its hashed name.
+const help = join(dist, "help.html");
+await writeFile(help, (await readFile(help, "utf8")).replace('href="styles.css"', `href="${cssName}"`));
+
 // Swagger UI (swagger-ui-dist, pinned in package.json) for the API's OpenAPI document, in
 // dist/swagger/: the local runner serves it at /docs/ (tools/localsam/http_api.py, local only). Its
 // page and initializer are written here; the initializer loads GET /v1/openapi.json (same origin).

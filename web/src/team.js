@@ -141,7 +141,7 @@ const onOff = (v) => t(v ? "on" : "off");
 
 function detailText(key, value, d) {
   switch (key) {
-    case "user_id": return t("Member: {member}", { member: memberText(value) });
+    case "user_id": return named(t("Member: {member}", { member: "\u0000" }), memberText(value));
     case "role": return d.previous_role ? t("Role: {from} → {to}", { from: roleText(d.previous_role), to: roleText(value) })
       : t("Role: {role}", { role: roleText(value) });
     case "credits": return t("{amount} credits", { amount: credits(value) });
@@ -150,20 +150,27 @@ function detailText(key, value, d) {
       ? t("Limit: {from} → {to}", { from: limitText(d.previous_limit), to: limitText(value) })
       : t("Limit: {to}", { to: limitText(value) });
     case "kind": return t(ALERTS[value] || "Alert rule", { n: d.threshold !== undefined ? credits(d.threshold) : "" });
-    case "code": return t("Coupon {code}", { code: value });
+    case "code": return named(t("Coupon {code}", { code: "\u0000" }), value);
     case "credit_mail": return t("Credit mail: {state}", { state: onOff(value) });
     case "spend_cap": return t("Spend cap: {cap}", { cap: limitText(value) });
     case "auto_top_up": return t("Auto top-up: {state}", { state: onOff(value && value.enabled !== false) });
     case "locale": return t("Language: {language}", { language: LANGUAGE_NAMES[value] || value || "—" });
-    case "time_zone": return t("Time zone: {zone}", { zone: value || "—" });
+    case "time_zone": return named(t("Time zone: {zone}", { zone: "\u0000" }), value || "—");
     case "currency": return t("Currency: {currency}", { currency: value });
     default: return null; // ids (purchase, lot, alert), the address a member's id already names, the threshold
   }
 }
 
-function detailsText(details) {
-  if (!details || typeof details !== "object") return "";
-  return Object.entries(details).map(([k, v]) => detailText(k, v, details)).filter(Boolean).join(" · ");
+/** A message around a name (an address, a code, a time zone) kept out of translation. */
+function named(message, name) {
+  const [before, after = ""] = message.split("\u0000");
+  return [before, el("span", { translate: "no", text: String(name) }), after];
+}
+
+function detailsNodes(details) {
+  if (!details || typeof details !== "object") return [];
+  const parts = Object.entries(details).map(([k, v]) => detailText(k, v, details)).filter(Boolean);
+  return parts.flatMap((part, i) => [...(i ? [" · "] : []), ...[part].flat()]);
 }
 
 /** Who: the platform (membership events), or a person by their address when known. */
@@ -185,7 +192,7 @@ export async function loadActivity(reset = true) {
     const tbody = $("activity-body");
     const rows = (data.entries || []).map((e) => el("tr", { "data-testid": "activity-row" },
       cell(timeText(e.at)), actorCell(e.actor), cell(actionText(e.action)),
-      el("td", { class: "wrap small" }, detailsText(e.details))));
+      el("td", { class: "wrap small" }, ...detailsNodes(e.details))));
     if (reset) tbody.replaceChildren(...rows);
     else tbody.append(...rows);
     if (!tbody.rows.length) emptyRow(tbody, 4, t("No changes yet"));
