@@ -33,7 +33,7 @@ import pytest
 from localsam.aws import LOCAL_PARAMETERS
 from localsam.http_api import make_jwt
 from localsam.runner import StackRunner
-from tests.test_page import ARGS, CHROMIUM, OUT, Platform, ensure_built, iso, shown
+from tests.test_page import ARGS, CHROMIUM, OUT, WEB, Platform, ensure_built, iso, run_axe, shown
 from tests.travel import mid_month
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -165,7 +165,8 @@ def visible_text(page: Any) -> list[str]:
         if (option ? !option.selected || !option.parentElement.checkVisibility() : !el.checkVisibility()) continue;
         out.push(n.nodeValue.trim());
       }
-      for (const input of document.querySelectorAll('input:not([type=hidden]):not([type=checkbox]):not([type=radio])')) {
+      const fields = 'input:not([type=hidden]):not([type=checkbox]):not([type=radio])';
+      for (const input of document.querySelectorAll(fields)) {
         if (input.checkVisibility() && input.value) out.push(input.value);
       }
       return out;
@@ -255,6 +256,7 @@ def test_a_new_user_on_a_phone_in_korean_answers_everything_from_the_page(team: 
     expect(help_page.locator("#en")).to_be_hidden()
     for term in ("남은 크레딧", "미납", "(라벨 없음)", "월 지출 한도", "최근 7일"):
         expect(help_page.locator("#ko")).to_contain_text(term)
+    run_axe(help_page, (WEB / "dist" / "vendor" / "axe.min.js").read_text(), base, "help ko")
     help_page.goto(f"{base}/page/help.html")  # without a language: English
     expect(help_page.locator("#en")).to_be_visible()
     expect(help_page.locator("#ko")).to_be_hidden()
