@@ -150,8 +150,8 @@ lint: $(STAMP)
 
 run: $(STAMP) web
 	$(BIN)/python -m localsam.demo
-	# the page's main states, in English and Korean, on a desktop and a phone: out/page-*.png
-	PYTHONPATH=$(CURDIR)/layers/billing:$(CURDIR)/tools:$(CURDIR) $(BIN)/python -m pytest tests/test_page.py -q -p no:cacheprovider
+	# the page's main states, in English and Korean, on a desktop and a phone, and the Done-when story: out/page-*.png
+	PYTHONPATH=$(CURDIR)/layers/billing:$(CURDIR)/tools:$(CURDIR) $(BIN)/python -m pytest tests/test_page.py tests/test_page_done.py -q -p no:cacheprovider
 
 # The HTTP API on http://127.0.0.1:3000 like `sam local start-api` (see python -m localsam --help).
 api: $(STAMP) web
