@@ -311,7 +311,7 @@ def test_a_new_user_on_a_phone_in_korean_answers_everything_from_the_page(team: 
     expect(rows).to_have_count(len(by_member))
     shown_members = apportioned(usage["total"], [g["total"] for g in by_member])
     for i, group in enumerate(by_member):
-        expect(rows.nth(i)).to_contain_text(f"{group['key']}@example.com" if group["key"] else "(라벨 없음)")
+        expect(rows.nth(i)).to_contain_text(f"{group['key']}@example.com" if group["key"] else "(멤버 없음)")
         expect(rows.nth(i)).to_contain_text(shown_members[i])
     no_raw_code_nor_long_decimal(page, "usage this week")
     page.screenshot(path=OUT / "page-done-phone-ko-usage.png", full_page=True)

@@ -208,6 +208,7 @@ export default {
   "Enter the label key to break down by (lowercase letters, digits, _).": "나누어 볼 라벨 키를 입력하세요(영문 소문자, 숫자, _).",
   "{from} to {to}": "{from} ~ {to}",
   "(no label)": "(라벨 없음)",
+  "(no member)": "(멤버 없음)",
   "Quick periods": "빠른 기간 선택",
   "Last 7 days": "최근 7일",
   "Last 30 days": "최근 30일",

@@ -117,7 +117,7 @@ function pointLabel(date) {
 }
 
 export const groupKeyText = (key) => (key === null || key === undefined || key === "" || key === "_none"
-  ? t("(no label)") : key === "_other" ? t("(other labels)")
+  ? t(state.groupBy === "user" ? "(no member)" : "(no label)") : key === "_other" ? t("(other labels)")
     : state.groupBy === "user" ? memberName(String(key)) : String(key));
 
 /** A member as people know them (their address, from the members list), else their id. */
