@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -579,3 +581,86 @@ def test_prices_follow_the_accounts_currency_rounded_up_to_its_minor_unit(api: S
     # the KRW purchase refunded in KRW: 150 available, 100 unused of it: 2,800 x 100/100 = 2,800 won
     status, refund = api.call("POST", f"/v1/purchases/{won['purchase_id']}/refund")
     assert (status, refund["refund"]) == (200, {"currency": "KRW", "amount_minor": 2800})
+
+
+# ---------------------------------------------------------------------- exactly once without Stripe's idempotency
+
+
+class LosingAnswers:
+    """A pass-through to the stand-in that loses the answer of the first ``POST <path>``: the request
+    reaches Stripe and is carried out, then the connection drops (a timeout, as the library sees
+    it). localstripe ignores idempotency keys, so only our own look-up keeps a retry from doing it again."""
+
+    def __init__(self, target: str, path: str) -> None:
+        self.lost = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                request = urllib.request.Request(target + self.path, data=body, headers=headers, method=self.command)
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        status, payload = answer.status, answer.read()
+                except urllib.error.HTTPError as refused:  # Stripe's 4xx (a declined card is a 402)
+                    status, payload = refused.code, refused.read()
+                if self.command == "POST" and self.path.split("?")[0] == path and outer.lost == 0:
+                    outer.lost += 1
+                    self.close_connection = True  # done at Stripe, the answer never arrives
+                    return
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.mark.parametrize("number", [CARD_OK, CARD_DECLINED])
+def test_an_auto_top_up_whose_answer_was_lost_is_not_charged_again_on_the_retry(
+        api: StripeApi, clock: FixedClock, local_stripe: LocalStripe, number: str) -> None:
+    save_card(api, number)
+    losing = LosingAnswers(local_stripe.url, "/v1/payment_intents")
+    try:
+        api.outbox.payments = PaymentSide(StripePayments(SECRET_KEY, losing.url), clock)
+        with pytest.raises(ServiceBusy):  # the charge was made, its answer lost: the batch is retried
+            auto_top_up(api, per_month=1)
+        [requested] = api.publisher.of_type("Auto Top-up Requested")
+        assert losing.lost == 1 and len(intents_of(api, requested["purchase_id"])) == 1
+        api.outbox.seen.clear()  # the stream hands the record again; the answers arrive now
+        api.drain()
+    finally:
+        losing.server.shutdown()
+    [intent] = intents_of(api, requested["purchase_id"])  # found by its metadata, not made again
+    [p] = api.call("GET", "/v1/purchases")[1]["purchases"]
+    if number == CARD_OK:
+        assert intent.status == "succeeded" and p["status"] == "pending"  # payment_intent.succeeded confirms it
+    else:  # the declined charge found is the failed auto payment, applied once
+        assert intent.status == "requires_payment_method" and p["status"] == "failed"
+        assert api.call("GET", "/v1/settings")[1]["auto_top_up"]["failed_payments_in_a_row"] == 1
+
+
+def test_an_api_refund_whose_answer_was_lost_is_not_refunded_again_on_the_retry(
+        api: StripeApi, clock: FixedClock, local_stripe: LocalStripe, provider: StripePayments) -> None:
+    purchase = paid(api)
+    losing = LosingAnswers(local_stripe.url, "/v1/refunds")
+    try:
+        api.outbox.payments = PaymentSide(StripePayments(SECRET_KEY, losing.url), clock)
+        with pytest.raises(ServiceBusy):
+            api.call("POST", f"/v1/purchases/{purchase['purchase_id']}/refund")
+        api.outbox.seen.clear()
+        api.drain()
+    finally:
+        losing.server.shutdown()
+    intent = purchase["payment"]["payment_intent_id"]
+    [made] = api.stripe.refunds.list(params={"payment_intent": intent}).data  # made once, found on the retry
+    assert losing.lost == 1 and made.amount == 200  # 100 unused of 100: 200 cents back
