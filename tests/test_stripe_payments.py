@@ -28,6 +28,7 @@ from billing.api.signatures import sign_stripe
 from billing.config import get_config
 from billing.domain.errors import ServiceBusy
 from billing.payments import StripePayments
+from billing.secrets import parse_secret
 from billing.services.outbox import PaymentSide
 from billing.services.reconcile import reconcile
 from billing.store.ledger import Ledger
@@ -664,3 +665,108 @@ def test_an_api_refund_whose_answer_was_lost_is_not_refunded_again_on_the_retry(
     intent = purchase["payment"]["payment_intent_id"]
     [made] = api.stripe.refunds.list(params={"payment_intent": intent}).data  # made once, found on the retry
     assert losing.lost == 1 and made.amount == 200  # 100 unused of 100: 200 cents back
+
+
+# ---------------------------------------------------------------------- the rest of every path, and all of it at once
+
+
+def test_a_dispute_lost_after_it_opened_keeps_the_credits_taken(api: StripeApi, ledger: Ledger) -> None:
+    purchase = paid(api)
+    assert api.event(dispute(purchase, "charge.dispute.created"))[0] == 200
+    assert ledger.load("acct-1").available() == 50 * C  # 150 - the purchase's 100 unused
+    status, body = api.event(dispute(purchase, "charge.dispute.closed", status="lost"))
+    assert (status, body["duplicate"]) == (200, False)
+    state = ledger.load("acct-1")
+    assert state.disputed == [] and state.available() == 50 * C  # lost: nothing comes back
+    assert purchased(ledger) == [(100 * C, 0, True)]
+    assert api.event(dispute(purchase, "charge.dispute.closed", status="lost"))[1]["duplicate"] is True
+    assert not [e for e in Platform(ledger).entries() if e.reason == "dispute_won"]
+    assert_conserved(state)
+    assert reconciled(ledger) == 0
+
+
+def test_the_endpoint_secret_rotates_both_verify_during_the_rotation_then_only_the_new(
+        ledger: Ledger, clock: FixedClock, provider: StripePayments) -> None:
+    Platform(ledger, "acct-1").send("Account Created", "2026-01-01T00:00:00Z", email="a@example.com", plan="free")
+    api = StripeApi(ledger, clock, provider)
+    purchase = api.buy(100)
+    raw = json.dumps(intent_event("payment_intent.succeeded", intent_of(purchase), event_id="evt_rot"))
+    now = int(clock().timestamp())
+    # Stripe's "roll secret": the secret's value in Secrets Manager holds the new and the old one
+    rolling = parse_secret(json.dumps({"current": WHSEC, "previous": OLD_WHSEC}))
+    api.webhook = load_handler("payment_webhook", ledger=ledger, clock=clock, stripe_webhook_secrets=rolling)
+    assert api.stripe_raw(raw, sign_stripe(raw, OLD_WHSEC, now))[1]["status"] == "paid"  # the old one
+    assert api.stripe_raw(raw, sign_stripe(raw, WHSEC, now))[1]["duplicate"] is True  # the new one
+    # the rotation done: the new secret alone, and the old one no longer verifies
+    api.webhook = load_handler("payment_webhook", ledger=ledger, clock=clock,
+                               stripe_webhook_secrets=parse_secret(WHSEC))
+    before = snapshot(ledger)
+    status, body = api.stripe_raw(raw, sign_stripe(raw, OLD_WHSEC, now))
+    assert (status, body["error"]["code"]) == (400, "bad_signature")
+    assert api.stripe_raw(raw, sign_stripe(raw, WHSEC, now))[0] == 200
+    assert snapshot(ledger) == before
+
+
+def deliver_five_at_once(api: StripeApi, event: dict[str, Any]) -> list[tuple[int, Any]]:
+    results: list[tuple[int, Any]] = []
+    threads = [threading.Thread(target=lambda: results.append(api.event(event))) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_every_stripe_path_at_once_leaves_the_books_reconciled(api: StripeApi, ledger: Ledger) -> None:
+    """Each path of the webhook and the outbox on two accounts (USD and KRW), then reconciliation."""
+    # off-session refusals: three declined auto purchases turn auto top-up off (50 credits stay)
+    save_card(api, CARD_DECLINED)
+    auto_top_up(api)
+    api.drain()
+    assert api.call("GET", "/v1/settings")[1]["auto_top_up"]["enabled"] is False
+    # a good card, auto top-up on again: charged off-session, confirmed by its event -> 50 + 100 = 150
+    save_card(api, CARD_OK)
+    auto_top_up(api)
+    api.drain()
+    [*_, requested] = api.publisher.of_type("Auto Top-up Requested")
+    [auto] = intents_of(api, requested["purchase_id"])
+    assert api.event(intent_event("payment_intent.succeeded", auto.to_dict()))[1]["status"] == "paid"
+    # A: paid by card, its event delivered five times at once: +100 once -> 250
+    a = api.buy(100)
+    assert api.pay_with_card(a["payment"]["payment_intent_id"]).status == "succeeded"
+    results = deliver_five_at_once(api, intent_event("payment_intent.succeeded", intent_of(a), "evt_a"))
+    assert sorted(body["duplicate"] for _, body in results) == [False] + [True] * 4
+    # B: failed, then paid -> 350; unknown types and unverifiable requests change nothing
+    b = api.buy(100)
+    assert api.event(intent_event("payment_intent.payment_failed", intent_of(b)))[1]["status"] == "failed"
+    assert api.event(intent_event("payment_intent.succeeded", intent_of(b)))[1]["status"] == "paid"
+    assert api.event({"id": "evt_o", "type": "invoice.paid", "data": {"object": {"id": "in_1"}}})[0] == 200
+    assert api.event(intent_event("payment_intent.succeeded", intent_of(b)), secret="whsec_forged_0123456789")[0] == 400
+    # A refunded through the API: its 100 unused back at the commit (250), at Stripe after it; the
+    # charge.refunded that follows is ours and takes nothing more
+    assert api.call("POST", f"/v1/purchases/{a['purchase_id']}/refund")[0] == 200
+    [made] = api.stripe.refunds.list(params={"payment_intent": a["payment"]["payment_intent_id"]}).data
+    assert api.event(charge_refunded(a, made.amount, made.metadata["refund_id"]))[1]["duplicate"] is True
+    # C: paid (350), refunded in the dashboard (250)
+    c = paid(api)
+    assert api.event(charge_refunded(c, 200))[1]["status"] == "refunded"
+    # D: paid (350), disputed (250), won (350); E: paid (450), disputed (350), lost (350)
+    d, e = paid(api), paid(api)
+    for p, outcome in ((d, "won"), (e, "lost")):
+        dispute_id = f"dp_{p['purchase_id'][-6:]}"
+        assert api.event(dispute(p, "charge.dispute.created", dispute_id=dispute_id))[0] == 200
+        assert api.event(dispute(p, "charge.dispute.closed", status=outcome, dispute_id=dispute_id))[0] == 200
+    assert ledger.load("acct-1").available() == 350 * C
+    # acct-2 in KRW: 100 credits x 28 won = 2,800 won, paid (150), disputed and lost (50)
+    assert api.call("PUT", "/v1/settings", {"currency": "KRW"}, sub="acct-2")[0] == 200
+    won = api.buy(100, sub="acct-2")
+    assert won["price"] == {"currency": "KRW", "amount_minor": 2800}
+    assert api.pay_with_card(won["payment"]["payment_intent_id"]).status == "succeeded"
+    assert api.event(intent_event("payment_intent.succeeded", intent_of(won, "acct-2")))[1]["status"] == "paid"
+    assert api.event(dispute(won, "charge.dispute.created", dispute_id="dp_krw"))[0] == 200
+    assert api.event(dispute(won, "charge.dispute.closed", status="lost", dispute_id="dp_krw"))[0] == 200
+    assert ledger.load("acct-2").available() == 50 * C
+    for account in ("acct-1", "acct-2"):
+        assert_conserved(ledger.load(account))
+    result = reconcile(ledger.models, ledger.catalog, sleep=lambda _: None)
+    assert (result.accounts_checked, result.differences) == (2, 0)
