@@ -770,3 +770,25 @@ def test_every_stripe_path_at_once_leaves_the_books_reconciled(api: StripeApi, l
         assert_conserved(ledger.load(account))
     result = reconcile(ledger.models, ledger.catalog, sleep=lambda _: None)
     assert (result.accounts_checked, result.differences) == (2, 0)
+
+
+def test_a_krw_refund_of_a_partly_used_purchase_is_rounded_up_to_the_whole_won(
+        api: StripeApi, ledger: Ledger) -> None:
+    platform = Platform(ledger, "acct-1")
+    platform.send("Container Created", "2026-01-10T05:00:00Z", container_id="c1", storage_gb=5)  # within 5 GB free
+    platform.send("Container Started", "2026-01-10T06:00:00Z", container_id="c1", run_id="r1", tier="large",
+                  code_supporter=False)
+    platform.send("Container Stopped", "2026-01-10T09:00:00Z", container_id="c1", run_id="r1", traffic_bytes=0)
+    # 3 h large = 3 x 27.20 = 81.60 credits against 50 monthly: 31.60 owed
+    assert ledger.load("acct-1").debt == 31_600_000
+    assert api.call("PUT", "/v1/settings", {"currency": "KRW"})[0] == 200
+    won = paid(api)  # 100 credits x 28 won = 2,800 won; the debt is repaid first: 68.40 of them left
+    assert won["price"] == {"currency": "KRW", "amount_minor": 2800}
+    status, refund = api.call("POST", f"/v1/purchases/{won['purchase_id']}/refund")
+    # 2,800 / 100 x 68.4 = 1,915.2 won, rounded up to the whole won (KRW has no minor unit): 1,916
+    assert (status, refund["refund"], refund["credits"]) == (200, {"currency": "KRW", "amount_minor": 1916},
+                                                             "68.400000")
+    [made] = api.stripe.refunds.list(params={"payment_intent": won["payment"]["payment_intent_id"]}).data
+    assert (made.amount, made.currency) == (1916, "krw")
+    assert_conserved(ledger.load("acct-1"))
+    assert reconciled(ledger) == 0
