@@ -202,23 +202,26 @@ class StripePayments:
 
     def charge_made_before(self, purchase: Purchase, customer_id: str) -> Any | None:
         """The PaymentIntent an earlier attempt charged for the purchase, or None. Every charge that
-        moved (or was refused) money is among the customer's charges; those of the purchase's amount
-        and currency are checked against their intent's metadata. (A PaymentIntent list filtered by
-        customer would be one call, but the stand-in has no such filter; an intent that asked for
-        authentication made no charge, and a second such attempt charges nothing either.)"""
+        moved (or was refused) money is among the customer's charges, listed with their intents
+        expanded (a page of 100 a call); the purchase's is the one whose intent's metadata names it.
+        (A PaymentIntent list filtered by customer would do, but the stand-in has no such filter; an
+        attempt that asked for authentication made no charge, and a second one charges nothing either.)"""
         currency = purchase.currency.lower()
 
-        def candidates() -> list[str]:
-            listed = self.client.charges.list(params={"customer": customer_id, "limit": 100})
-            return [str(c.payment_intent) for c in listed.auto_paging_iter()
-                    if c.payment_intent and c.amount == purchase.price_cents and c.currency == currency]
+        def find() -> Any | None:
+            listed = self.client.charges.list(params={"customer": customer_id, "limit": 100,
+                                                      "expand": ["data.payment_intent"]})
+            for charge in listed.auto_paging_iter():
+                intent = charge.payment_intent
+                if intent is None or charge.amount != purchase.price_cents or charge.currency != currency:
+                    continue
+                if isinstance(intent, str):  # not expanded
+                    intent = self.client.payment_intents.retrieve(intent)
+                if _metadata(intent).get("purchase_id") == purchase.purchase_id:
+                    return intent
+            return None
 
-        for intent_id in self._call("charges.list", candidates):
-            intent = self._call("payment_intents.retrieve",
-                                lambda found=intent_id: self.client.payment_intents.retrieve(found))
-            if _metadata(intent).get("purchase_id") == purchase.purchase_id:
-                return intent
-        return None
+        return self._call("charges.list", find)
 
     def refund(self, payment_intent_id: str | None, amount_minor: int, idempotency_key: str,
                purchase_id: str) -> None:
