@@ -56,6 +56,12 @@ def test_demo_prints_statements_and_writes_the_chart(tmp_path: Path) -> None:
     assert "payment_intent.succeeded delivered and verified: paid, receipt {'number': 'R-" in stripe_part
     assert "charged off-session by the outbox, confirmed by the webhook: pur_auto_" in stripe_part
     assert "frank's balance: 250.000000 available (200.000000 purchased)" in stripe_part
+    # a dashboard refund of the first purchase (all 100 unused) takes them back: 250 - 100 = 150; a
+    # dispute of the auto top-up's charge takes its 100 back (50), and the dispute won returns them (150)
+    assert "refunded in Stripe's dashboard (re_" in stripe_part
+    assert "200 cents): charge.refunded refunded, balance 150.000000 available" in stripe_part
+    assert "Payment Disputed 100.000000 credits taken back, balance 50.000000 available" in stripe_part
+    assert "the dispute is won: the credits return, balance 150.000000 available" in stripe_part
     assert "reconciliation: 1 accounts checked, 0 differences" in stripe_part
     # studio, a team: mia's limit of 20 credits stopped her large run alone (20 / 27.20 h = 44 min 8 s;
     # the check at 50 min settles 50 min of large = 22.666667 and asks to stop studio-mia), max's went on.

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +28,7 @@ from billing.api.signatures import sign_stripe
 from billing.config import get_config
 from billing.domain.errors import ServiceBusy
 from billing.payments import StripePayments
+from billing.secrets import parse_secret
 from billing.services.outbox import PaymentSide
 from billing.services.reconcile import reconcile
 from billing.store.ledger import Ledger
@@ -579,3 +582,213 @@ def test_prices_follow_the_accounts_currency_rounded_up_to_its_minor_unit(api: S
     # the KRW purchase refunded in KRW: 150 available, 100 unused of it: 2,800 x 100/100 = 2,800 won
     status, refund = api.call("POST", f"/v1/purchases/{won['purchase_id']}/refund")
     assert (status, refund["refund"]) == (200, {"currency": "KRW", "amount_minor": 2800})
+
+
+# ---------------------------------------------------------------------- exactly once without Stripe's idempotency
+
+
+class LosingAnswers:
+    """A pass-through to the stand-in that loses the answer of the first ``POST <path>``: the request
+    reaches Stripe and is carried out, then the connection drops (a timeout, as the library sees
+    it). localstripe ignores idempotency keys, so only our own look-up keeps a retry from doing it again."""
+
+    def __init__(self, target: str, path: str) -> None:
+        self.lost = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                request = urllib.request.Request(target + self.path, data=body, headers=headers, method=self.command)
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        status, payload = answer.status, answer.read()
+                except urllib.error.HTTPError as refused:  # Stripe's 4xx (a declined card is a 402)
+                    status, payload = refused.code, refused.read()
+                if self.command == "POST" and self.path.split("?")[0] == path and outer.lost == 0:
+                    outer.lost += 1
+                    self.close_connection = True  # done at Stripe, the answer never arrives
+                    return
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.mark.parametrize("number", [CARD_OK, CARD_DECLINED])
+def test_an_auto_top_up_whose_answer_was_lost_is_not_charged_again_on_the_retry(
+        api: StripeApi, clock: FixedClock, local_stripe: LocalStripe, number: str) -> None:
+    save_card(api, number)
+    losing = LosingAnswers(local_stripe.url, "/v1/payment_intents")
+    try:
+        api.outbox.payments = PaymentSide(StripePayments(SECRET_KEY, losing.url), clock)
+        with pytest.raises(ServiceBusy):  # the charge was made, its answer lost: the batch is retried
+            auto_top_up(api, per_month=1)
+        [requested] = api.publisher.of_type("Auto Top-up Requested")
+        assert losing.lost == 1 and len(intents_of(api, requested["purchase_id"])) == 1
+        api.outbox.seen.clear()  # the stream hands the record again; the answers arrive now
+        api.drain()
+    finally:
+        losing.server.shutdown()
+    [intent] = intents_of(api, requested["purchase_id"])  # found by its metadata, not made again
+    [p] = api.call("GET", "/v1/purchases")[1]["purchases"]
+    if number == CARD_OK:
+        assert intent.status == "succeeded" and p["status"] == "pending"  # payment_intent.succeeded confirms it
+    else:  # the declined charge found is the failed auto payment, applied once
+        assert intent.status == "requires_payment_method" and p["status"] == "failed"
+        assert api.call("GET", "/v1/settings")[1]["auto_top_up"]["failed_payments_in_a_row"] == 1
+
+
+def test_an_api_refund_whose_answer_was_lost_is_not_refunded_again_on_the_retry(
+        api: StripeApi, clock: FixedClock, local_stripe: LocalStripe, provider: StripePayments) -> None:
+    purchase = paid(api)
+    losing = LosingAnswers(local_stripe.url, "/v1/refunds")
+    try:
+        api.outbox.payments = PaymentSide(StripePayments(SECRET_KEY, losing.url), clock)
+        with pytest.raises(ServiceBusy):
+            api.call("POST", f"/v1/purchases/{purchase['purchase_id']}/refund")
+        api.outbox.seen.clear()
+        api.drain()
+    finally:
+        losing.server.shutdown()
+    intent = purchase["payment"]["payment_intent_id"]
+    [made] = api.stripe.refunds.list(params={"payment_intent": intent}).data  # made once, found on the retry
+    assert losing.lost == 1 and made.amount == 200  # 100 unused of 100: 200 cents back
+
+
+# ---------------------------------------------------------------------- the rest of every path, and all of it at once
+
+
+def test_a_dispute_lost_after_it_opened_keeps_the_credits_taken(api: StripeApi, ledger: Ledger) -> None:
+    purchase = paid(api)
+    assert api.event(dispute(purchase, "charge.dispute.created"))[0] == 200
+    assert ledger.load("acct-1").available() == 50 * C  # 150 - the purchase's 100 unused
+    status, body = api.event(dispute(purchase, "charge.dispute.closed", status="lost"))
+    assert (status, body["duplicate"]) == (200, False)
+    state = ledger.load("acct-1")
+    assert state.disputed == [] and state.available() == 50 * C  # lost: nothing comes back
+    assert purchased(ledger) == [(100 * C, 0, True)]
+    assert api.event(dispute(purchase, "charge.dispute.closed", status="lost"))[1]["duplicate"] is True
+    assert not [e for e in Platform(ledger).entries() if e.reason == "dispute_won"]
+    assert_conserved(state)
+    assert reconciled(ledger) == 0
+
+
+def test_the_endpoint_secret_rotates_both_verify_during_the_rotation_then_only_the_new(
+        ledger: Ledger, clock: FixedClock, provider: StripePayments) -> None:
+    Platform(ledger, "acct-1").send("Account Created", "2026-01-01T00:00:00Z", email="a@example.com", plan="free")
+    api = StripeApi(ledger, clock, provider)
+    purchase = api.buy(100)
+    raw = json.dumps(intent_event("payment_intent.succeeded", intent_of(purchase), event_id="evt_rot"))
+    now = int(clock().timestamp())
+    # Stripe's "roll secret": the secret's value in Secrets Manager holds the new and the old one
+    rolling = parse_secret(json.dumps({"current": WHSEC, "previous": OLD_WHSEC}))
+    api.webhook = load_handler("payment_webhook", ledger=ledger, clock=clock, stripe_webhook_secrets=rolling)
+    assert api.stripe_raw(raw, sign_stripe(raw, OLD_WHSEC, now))[1]["status"] == "paid"  # the old one
+    assert api.stripe_raw(raw, sign_stripe(raw, WHSEC, now))[1]["duplicate"] is True  # the new one
+    # the rotation done: the new secret alone, and the old one no longer verifies
+    api.webhook = load_handler("payment_webhook", ledger=ledger, clock=clock,
+                               stripe_webhook_secrets=parse_secret(WHSEC))
+    before = snapshot(ledger)
+    status, body = api.stripe_raw(raw, sign_stripe(raw, OLD_WHSEC, now))
+    assert (status, body["error"]["code"]) == (400, "bad_signature")
+    assert api.stripe_raw(raw, sign_stripe(raw, WHSEC, now))[0] == 200
+    assert snapshot(ledger) == before
+
+
+def deliver_five_at_once(api: StripeApi, event: dict[str, Any]) -> list[tuple[int, Any]]:
+    results: list[tuple[int, Any]] = []
+    threads = [threading.Thread(target=lambda: results.append(api.event(event))) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_every_stripe_path_at_once_leaves_the_books_reconciled(api: StripeApi, ledger: Ledger) -> None:
+    """Each path of the webhook and the outbox on two accounts (USD and KRW), then reconciliation."""
+    # off-session refusals: three declined auto purchases turn auto top-up off (50 credits stay)
+    save_card(api, CARD_DECLINED)
+    auto_top_up(api)
+    api.drain()
+    assert api.call("GET", "/v1/settings")[1]["auto_top_up"]["enabled"] is False
+    # a good card, auto top-up on again: charged off-session, confirmed by its event -> 50 + 100 = 150
+    save_card(api, CARD_OK)
+    auto_top_up(api)
+    api.drain()
+    [*_, requested] = api.publisher.of_type("Auto Top-up Requested")
+    [auto] = intents_of(api, requested["purchase_id"])
+    assert api.event(intent_event("payment_intent.succeeded", auto.to_dict()))[1]["status"] == "paid"
+    # A: paid by card, its event delivered five times at once: +100 once -> 250
+    a = api.buy(100)
+    assert api.pay_with_card(a["payment"]["payment_intent_id"]).status == "succeeded"
+    results = deliver_five_at_once(api, intent_event("payment_intent.succeeded", intent_of(a), "evt_a"))
+    assert sorted(body["duplicate"] for _, body in results) == [False] + [True] * 4
+    # B: failed, then paid -> 350; unknown types and unverifiable requests change nothing
+    b = api.buy(100)
+    assert api.event(intent_event("payment_intent.payment_failed", intent_of(b)))[1]["status"] == "failed"
+    assert api.event(intent_event("payment_intent.succeeded", intent_of(b)))[1]["status"] == "paid"
+    assert api.event({"id": "evt_o", "type": "invoice.paid", "data": {"object": {"id": "in_1"}}})[0] == 200
+    assert api.event(intent_event("payment_intent.succeeded", intent_of(b)), secret="whsec_forged_0123456789")[0] == 400
+    # A refunded through the API: its 100 unused back at the commit (250), at Stripe after it; the
+    # charge.refunded that follows is ours and takes nothing more
+    assert api.call("POST", f"/v1/purchases/{a['purchase_id']}/refund")[0] == 200
+    [made] = api.stripe.refunds.list(params={"payment_intent": a["payment"]["payment_intent_id"]}).data
+    assert api.event(charge_refunded(a, made.amount, made.metadata["refund_id"]))[1]["duplicate"] is True
+    # C: paid (350), refunded in the dashboard (250)
+    c = paid(api)
+    assert api.event(charge_refunded(c, 200))[1]["status"] == "refunded"
+    # D: paid (350), disputed (250), won (350); E: paid (450), disputed (350), lost (350)
+    d, e = paid(api), paid(api)
+    for p, outcome in ((d, "won"), (e, "lost")):
+        dispute_id = f"dp_{p['purchase_id'][-6:]}"
+        assert api.event(dispute(p, "charge.dispute.created", dispute_id=dispute_id))[0] == 200
+        assert api.event(dispute(p, "charge.dispute.closed", status=outcome, dispute_id=dispute_id))[0] == 200
+    assert ledger.load("acct-1").available() == 350 * C
+    # acct-2 in KRW: 100 credits x 28 won = 2,800 won, paid (150), disputed and lost (50)
+    assert api.call("PUT", "/v1/settings", {"currency": "KRW"}, sub="acct-2")[0] == 200
+    won = api.buy(100, sub="acct-2")
+    assert won["price"] == {"currency": "KRW", "amount_minor": 2800}
+    assert api.pay_with_card(won["payment"]["payment_intent_id"]).status == "succeeded"
+    assert api.event(intent_event("payment_intent.succeeded", intent_of(won, "acct-2")))[1]["status"] == "paid"
+    assert api.event(dispute(won, "charge.dispute.created", dispute_id="dp_krw"))[0] == 200
+    assert api.event(dispute(won, "charge.dispute.closed", status="lost", dispute_id="dp_krw"))[0] == 200
+    assert ledger.load("acct-2").available() == 50 * C
+    for account in ("acct-1", "acct-2"):
+        assert_conserved(ledger.load(account))
+    result = reconcile(ledger.models, ledger.catalog, sleep=lambda _: None)
+    assert (result.accounts_checked, result.differences) == (2, 0)
+
+
+def test_a_krw_refund_of_a_partly_used_purchase_is_rounded_up_to_the_whole_won(
+        api: StripeApi, ledger: Ledger) -> None:
+    platform = Platform(ledger, "acct-1")
+    platform.send("Container Created", "2026-01-10T05:00:00Z", container_id="c1", storage_gb=5)  # within 5 GB free
+    platform.send("Container Started", "2026-01-10T06:00:00Z", container_id="c1", run_id="r1", tier="large",
+                  code_supporter=False)
+    platform.send("Container Stopped", "2026-01-10T09:00:00Z", container_id="c1", run_id="r1", traffic_bytes=0)
+    # 3 h large = 3 x 27.20 = 81.60 credits against 50 monthly: 31.60 owed
+    assert ledger.load("acct-1").debt == 31_600_000
+    assert api.call("PUT", "/v1/settings", {"currency": "KRW"})[0] == 200
+    won = paid(api)  # 100 credits x 28 won = 2,800 won; the debt is repaid first: 68.40 of them left
+    assert won["price"] == {"currency": "KRW", "amount_minor": 2800}
+    status, refund = api.call("POST", f"/v1/purchases/{won['purchase_id']}/refund")
+    # 2,800 / 100 x 68.4 = 1,915.2 won, rounded up to the whole won (KRW has no minor unit): 1,916
+    assert (status, refund["refund"], refund["credits"]) == (200, {"currency": "KRW", "amount_minor": 1916},
+                                                             "68.400000")
+    [made] = api.stripe.refunds.list(params={"payment_intent": won["payment"]["payment_intent_id"]}).data
+    assert (made.amount, made.currency) == (1916, "krw")
+    assert_conserved(ledger.load("acct-1"))
+    assert reconciled(ledger) == 0

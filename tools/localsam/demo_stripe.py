@@ -8,11 +8,17 @@ that hands each delivery, unchanged, to ``POST /v1/webhooks/stripe`` in this thr
 runs one function at a time, as its process environment is each function's.) He then saves a card
 (``POST /v1/payment-methods``, the SetupIntent confirmed) and turns auto top-up on below 200 credits:
 the auto purchase is charged off-session by the outbox's consumer and confirmed by the stand-in's
-webhook. The stack's clock is the stand-in's present (the signatures it makes are dated by it).
+webhook. Then his first purchase is refunded in Stripe's dashboard (a refund made at the stand-in
+directly, not through our API) and the auto top-up's charge is disputed: both take the purchase's
+unused credits back; the dispute is won and they return. localstripe sends no ``charge.refunded``
+and has no disputes: those two events are built here from the stand-in's own Charge (a Dispute
+object of Stripe's documented shape) and signed with the endpoint's secret, as Stripe signs them.
+The stack's clock is the stand-in's present (the signatures it makes are dated by it).
 """
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -21,8 +27,10 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from billing.api.signatures import sign_stripe
 from localsam.dynamodb_local import free_port
 from localsam.runner import StackRunner
+from localsam.stripe_local import WEBHOOK_SECRET
 
 ACCOUNT = "frank"
 TEST_CARD = "4242424242424242"
@@ -133,9 +141,50 @@ def run(dynamodb_endpoint: str | None) -> list[str]:
                      f"{auto['status']}, {auto['price']}")
         balance = stack.api_request("GET", "/v1/balance", sub=ACCOUNT).json()
         lines.append(f"  frank's balance: {balance['available']} available ({balance['purchased']} purchased)")
+
+        # A refund made in Stripe's dashboard (not through our API): the stand-in refunds the charge;
+        # Stripe would then send charge.refunded, which the stand-in does not: built from its Charge.
+        refund = stripe.refunds.create(params={"payment_intent": intent_id})
+        charge = stripe.charges.retrieve(_id(stripe.payment_intents.retrieve(intent_id).latest_charge))
+        answer = _deliver(stack, "charge.refunded", charge.to_dict(), holder["clock"]())
+        balance = stack.api_request("GET", "/v1/balance", sub=ACCOUNT).json()
+        lines.append(f"frank's first purchase is refunded in Stripe's dashboard ({refund.id}, {refund.amount} cents): "
+                     f"charge.refunded {answer['status']}, balance {balance['available']} available")
+        # A dispute of the auto top-up's charge (the stand-in has none: Stripe's Dispute object)
+        auto_detail = stack.api_request("GET", f"/v1/purchases/{auto['purchase_id']}", sub=ACCOUNT).json()
+        auto_intent = stripe.payment_intents.retrieve(auto_detail["receipt"]["payment_reference"])
+        disputed = {"id": "dp_demo_frank", "object": "dispute", "amount": auto_intent.amount,
+                    "currency": auto_intent.currency, "charge": _id(auto_intent.latest_charge),
+                    "payment_intent": auto_intent.id, "reason": "fraudulent", "status": "needs_response",
+                    "created": int(holder["clock"]().timestamp())}
+        _deliver(stack, "charge.dispute.created", disputed, holder["clock"]())
+        stack.drain()
+        balance = stack.api_request("GET", "/v1/balance", sub=ACCOUNT).json()
+        lines.append(f"the auto top-up's charge is disputed: Payment Disputed "
+                     f"{stack.published_events('Payment Disputed')[-1]['detail']['credits']} credits taken back, "
+                     f"balance {balance['available']} available")
+        _deliver(stack, "charge.dispute.closed", {**disputed, "status": "won"}, holder["clock"]())
+        balance = stack.api_request("GET", "/v1/balance", sub=ACCOUNT).json()
+        lines.append(f"  the dispute is won: the credits return, balance {balance['available']} available")
         stack.fire_schedule("ReconciliationFunction", "Daily")
         done = [e["detail"] for e in stack.published_events("Reconciliation Finished")][-1]  # this table's run
         lines.append(f"  reconciliation: {done['accounts_checked']} accounts checked, "
                      f"{done['differences']} differences")
         inbox.server.shutdown()
     return lines
+
+
+def _id(obj: Any) -> str:
+    """An object's id, whether the stand-in expanded it or not."""
+    return str(getattr(obj, "id", obj))
+
+
+def _deliver(stack: StackRunner, kind: str, obj: dict[str, Any], now: datetime) -> Any:
+    """An event the stand-in cannot send, in Stripe's shape, signed with the endpoint's secret and
+    posted to the webhook route as Stripe would."""
+    raw = json.dumps({"id": f"evt_demo_{kind.replace('.', '_')}", "object": "event", "type": kind,
+                      "created": int(now.timestamp()), "data": {"object": obj}})
+    answer = stack.api_request("POST", "/v1/webhooks/stripe", body=raw.encode(), headers={
+        "content-type": "application/json", "stripe-signature": sign_stripe(raw, WEBHOOK_SECRET, int(now.timestamp()))})
+    assert answer.status == 200, answer.json()
+    return answer.json()

@@ -5,9 +5,12 @@
   charged by the platform's payment integration (``Auto Top-up Requested``); nothing is called here.
 * :class:`StripePayments`: Stripe, through Stripe's own library (``stripe``, a ``StripeClient`` per
   adapter: no module-level key, so two configurations never share state). Every call that creates
-  something carries an idempotency key (the purchase's id, the refund's id), so a retried request
-  or a redelivered outbox effect never charges or refunds twice. ``api_base`` is Stripe's address,
-  or the local stand-in's (localstripe) in tests and ``make run``.
+  something carries an idempotency key (the purchase's id, the refund's id). Exactly-once does not
+  rest on Stripe honouring those keys (the local stand-in ignores them): the calls that move money
+  (an off-session charge, a refund) first look at Stripe for what an earlier attempt whose answer
+  was lost made (:meth:`StripePayments.charge_made_before`, :meth:`StripePayments.refund_made_before`)
+  and are sent once, without the library's own retries, so a retry is always ours and looks first.
+  ``api_base`` is Stripe's address, or the local stand-in's (localstripe) in tests and ``make run``.
 
 Stripe unreachable, throttling or failing on its side is a :class:`ServiceBusy` (a 503 with
 Retry-After for a request; a retried batch for the outbox). A declined or authentication-requiring
@@ -178,6 +181,11 @@ class StripePayments:
 
     def charge_saved_card(self, purchase: Purchase, customer_id: str | None, setup_id: str | None,
                           idempotency_key: str) -> ChargeOutcome | None:
+        if customer_id is not None:
+            earlier = self.charge_made_before(purchase, customer_id)
+            if earlier is not None:  # an earlier attempt's answer was lost: its outcome, no new charge
+                logger.info("off-session charge found", purchase_id=purchase.purchase_id, payment_intent_id=earlier.id)
+                return _charge_outcome(earlier)
         card = self.saved_card(customer_id, setup_id) if customer_id else None
         if card is None or customer_id is None:
             return ChargeOutcome(False, None, "no_saved_card")
@@ -186,23 +194,71 @@ class StripePayments:
                 params={"amount": purchase.price_cents, "currency": purchase.currency.lower(),
                         "customer": customer_id, "payment_method": card, "confirm": True, "off_session": True,
                         "metadata": {"purchase_id": purchase.purchase_id, "account_id": purchase.account_id}},
-                options={"idempotency_key": f"purchase-{idempotency_key}"}))
+                options={"idempotency_key": f"purchase-{idempotency_key}", "max_network_retries": 0}))
         except self._stripe.CardError as exc:
             intent_id = getattr(getattr(exc.error, "payment_intent", None), "id", None) if exc.error else None
             return ChargeOutcome(False, intent_id, str(exc.code or "card_declined"))
-        if intent.status == "requires_action":  # the bank wants the cardholder: off-session, a refusal
-            return ChargeOutcome(False, str(intent.id), "authentication_required")
-        return ChargeOutcome(intent.status in ("succeeded", "processing"), str(intent.id),
-                             "" if intent.status in ("succeeded", "processing") else str(intent.status))
+        return _charge_outcome(intent)
+
+    def charge_made_before(self, purchase: Purchase, customer_id: str) -> Any | None:
+        """The PaymentIntent an earlier attempt charged for the purchase, or None. Every charge that
+        moved (or was refused) money is among the customer's charges, listed with their intents
+        expanded (a page of 100 a call); the purchase's is the one whose intent's metadata names it.
+        (A PaymentIntent list filtered by customer would do, but the stand-in has no such filter; an
+        attempt that asked for authentication made no charge, and a second one charges nothing either.)"""
+        currency = purchase.currency.lower()
+
+        def find() -> Any | None:
+            listed = self.client.charges.list(params={"customer": customer_id, "limit": 100,
+                                                      "expand": ["data.payment_intent"]})
+            for charge in listed.auto_paging_iter():
+                intent = charge.payment_intent
+                if intent is None or charge.amount != purchase.price_cents or charge.currency != currency:
+                    continue
+                if isinstance(intent, str):  # not expanded
+                    intent = self.client.payment_intents.retrieve(intent)
+                if _metadata(intent).get("purchase_id") == purchase.purchase_id:
+                    return intent
+            return None
+
+        return self._call("charges.list", find)
 
     def refund(self, payment_intent_id: str | None, amount_minor: int, idempotency_key: str,
                purchase_id: str) -> None:
         if payment_intent_id is None:
             return  # paid through the signed webhook: nothing at Stripe to give back
+        if self.refund_made_before(payment_intent_id, idempotency_key):
+            logger.info("refund found", purchase_id=purchase_id, refund_id=idempotency_key)
+            return
         try:
             self._call("refunds.create", lambda: self.client.refunds.create(
                 params={"payment_intent": payment_intent_id, "amount": amount_minor,
                         "metadata": {"refund_id": idempotency_key, "purchase_id": purchase_id}},
-                options={"idempotency_key": f"refund-{idempotency_key}"}))
+                options={"idempotency_key": f"refund-{idempotency_key}", "max_network_retries": 0}))
         except self._stripe.InvalidRequestError as exc:
             raise PaymentRefused(str(exc.code or "refund_refused"), str(exc.user_message or exc)[:500]) from exc
+
+    def refund_made_before(self, payment_intent_id: str, refund_id: str) -> bool:
+        """Whether an earlier attempt made the refund (its answer lost): found by our id in its metadata."""
+
+        def made() -> bool:
+            listed = self.client.refunds.list(params={"payment_intent": payment_intent_id, "limit": 100})
+            return any(_metadata(r).get("refund_id") == refund_id for r in listed.auto_paging_iter())
+
+        return bool(self._call("refunds.list", made))
+
+
+def _metadata(obj: Any) -> dict[str, Any]:
+    metadata = getattr(obj, "metadata", None)
+    return dict(metadata.to_dict()) if metadata is not None else {}
+
+
+def _charge_outcome(intent: Any) -> ChargeOutcome:
+    """An off-session PaymentIntent's outcome: paid, or a refusal with Stripe's code."""
+    status = str(intent.status)
+    if status in ("succeeded", "processing"):
+        return ChargeOutcome(True, str(intent.id))
+    if status == "requires_action":  # the bank wants the cardholder: off-session, a refusal
+        return ChargeOutcome(False, str(intent.id), "authentication_required")
+    error = getattr(intent, "last_payment_error", None)
+    return ChargeOutcome(False, str(intent.id), str(getattr(error, "code", None) or status))
