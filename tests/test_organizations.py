@@ -195,12 +195,43 @@ ROLES = {"olivia": "owner", "adam": "admin", "bill": "billing", "mia": "member"}
 ORDER = ["member", "billing", "admin", "owner"]
 
 
+# The role each user route needs, written from billing-rules.md ("Organizations"), not read from the
+# route table: a member reads the balance and their own usage; billing people buy, refund, set and
+# read everything of the account (the ledger names every member's usage); owners and admins set
+# members' limits. Every route of the route table is named here or in NOT_USER_ROUTES, so a route
+# added to the table without a row here fails the matrix test.
+MATRIX = {
+    "GET /v1/balance": "member", "GET /v1/usage": "member", "GET /v1/usage.csv": "member",
+    "GET /v1/usage/containers": "member", "GET /v1/usage/ai": "member",
+    "GET /v1/ledger": "billing", "POST /v1/purchases": "billing", "GET /v1/purchases": "billing",
+    "GET /v1/purchases/{purchase_id}": "billing", "POST /v1/purchases/{purchase_id}/refund": "billing",
+    "POST /v1/check-in": "billing", "POST /v1/coupons/redeem": "billing", "POST /v1/payment-methods": "billing",
+    "GET /v1/settings": "billing", "PUT /v1/settings": "billing", "GET /v1/alerts": "billing",
+    "POST /v1/alerts": "billing", "DELETE /v1/alerts/{alert_id}": "billing", "GET /v1/members": "billing",
+    "GET /v1/activity": "billing", "PUT /v1/members/{user_id}/limit": "admin",
+}
+NOT_USER_ROUTES = {  # operator (IAM), signed webhooks, the public OpenAPI document: no account header
+    "GET /v1/openapi.json", "POST /v1/admin/grants", "POST /v1/admin/coupons", "POST /v1/webhooks/payments",
+    "POST /v1/webhooks/stripe",
+}
+
+
+def test_the_role_matrix_names_every_route_of_the_route_table() -> None:
+    table = {route.key: route.role for route in ROUTES if route.auth == "jwt"}
+    assert {route.key for route in ROUTES if route.auth != "jwt"} == NOT_USER_ROUTES
+    missing, extra = set(table) - set(MATRIX), set(MATRIX) - set(table)
+    assert not missing, f"user routes without a row in the role matrix: {sorted(missing)}"
+    assert not extra, f"rows of the role matrix for routes the table does not have: {sorted(extra)}"
+    assert table == MATRIX  # each route needs the role the rules give it
+
+
 def test_every_user_route_by_every_role_member_or_not(ledger: Ledger, clock: FixedClock) -> None:
     team = open_team(ledger, clock, ROLES)
     Platform(ledger, "stranger").send("Account Created", "2026-01-01T00:00:00Z", email="s@example.com", plan="free")
     jwt_routes = [route for route in ROUTES if route.auth == "jwt"]
-    assert jwt_routes and all(route.role in ORDER for route in jwt_routes)
+    assert {route.key for route in jwt_routes} == set(MATRIX)  # the matrix below covers every user route
     for route in jwt_routes:
+        assert route.role == MATRIX[route.key], route.key
         for user, role in ROLES.items():
             status, body = team.route(route, user)
             if ORDER.index(role) < ORDER.index(route.role or "member"):
