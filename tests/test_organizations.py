@@ -189,6 +189,42 @@ def test_user_id_on_usage_events_is_validated_and_carried_onto_every_charge_line
     assert report.differences == 0, report.details
 
 
+def test_reconciliation_counts_member_aggregates_and_finds_a_tampered_one(ledger: Ledger, clock: FixedClock) -> None:
+    import boto3
+
+    from billing.domain.usage import Cell
+    from billing.store.usage import attribute
+
+    team = open_team(ledger, clock, {"olivia": "owner", "mia": "member", "max": "member"})
+    team.send("Container Created", "2026-01-10T08:00:00Z", container_id="c1", storage_gb=5, user_id="mia")
+    team.send("Container Started", "2026-01-10T08:00:00Z", container_id="c1", run_id="r1", tier="small",
+              user_id="mia")
+    team.send("Container Stopped", "2026-01-10T09:00:00Z", container_id="c1", run_id="r1", user_id="mia")
+    team.send("AI Usage Recorded", "2026-01-10T09:00:00Z", feature="chat", model="gpt-5-nano", input_tokens=1000,
+              output_tokens=0, user_id="max")
+    # mia: one hour of small = 6.80 (5 GB is within the free allowance); max: 1000 x 0.000004 = 0.004.
+    report = reconcile(ledger.models, ledger.catalog, accounts=[TEAM], sleep=lambda _: None)
+    assert (report.accounts_checked, report.differences) == (1, 0), report.details
+    client = boto3.client("dynamodb")
+
+    def add(sk: str, name: str, amount: int) -> None:
+        key = {"pk": {"S": keys.account_pk(TEAM)}, "sk": {"S": sk}}
+        client.update_item(TableName=ledger.models.table_name, Key=key, UpdateExpression="ADD #n :v",
+                           ExpressionAttributeNames={"#n": name}, ExpressionAttributeValues={":v": {"N": str(amount)}})
+
+    # One µcr more on mia's month counter (what GET /v1/members shows): found, against her lines.
+    add(keys.spent_sk("2026-01", "mia"), "spent", 1)
+    report = reconcile(ledger.models, ledger.catalog, accounts=[TEAM], sleep=lambda _: None)
+    assert report.details == {TEAM: ["member spending 2026-01 of mia: stored 6800001 != ledger 6800000"]}
+    add(keys.spent_sk("2026-01", "mia"), "spent", -1)
+    assert reconcile(ledger.models, ledger.catalog, accounts=[TEAM], sleep=lambda _: None).differences == 0
+    # One µcr more in a cell attributed to mia (group_by=user reads it): found, against the day's lines
+    # (6.80 + 0.004 = 6.804 charged on 2026-01-10).
+    add("USAGE#D#2026-01-10", attribute(8, Cell("container", "small", user="mia")), 1)
+    report = reconcile(ledger.models, ledger.catalog, accounts=[TEAM], sleep=lambda _: None)
+    assert report.details == {TEAM: ["usage 2026-01-10 (account): 1 cells differ, stored 6804001 != ledger 6804000"]}
+
+
 # ---------------------------------------------------------------------------- the role matrix
 
 ROLES = {"olivia": "owner", "adam": "admin", "bill": "billing", "mia": "member"}
