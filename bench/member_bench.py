@@ -114,7 +114,6 @@ def stops(ledger: Any, counting: Counting, settle: Any) -> None:
     from billing.services.settlement import settle_account
     from billing.store import keys
 
-    m = ledger.models
     start = datetime.fromisoformat("2026-03-01T09:00:00+00:00")
     check = datetime.fromisoformat("2026-03-10T15:00:00+00:00")  # 3 h of 8.76 = 26.28 >= 20
     print(f"{'stop':<30} {'requests':<40} {'items written':>13} {'effects':>14}")
