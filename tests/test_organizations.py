@@ -145,6 +145,11 @@ def test_membership_events_keep_the_roster_and_refuse_bad_input_writing_nothing(
     with pytest.raises(BillingError, match="no account ghost"):
         ghost.send("Member Added", "2026-01-04T00:00:00Z", user_id="a", role="owner", email="a@example.com")
     assert snapshot(ledger) == before
+    for detail_type, fields in (("Member Removed", {"user_id": "a"}), ("Member Role Changed",
+                                                                       {"user_id": "a", "role": "admin"})):
+        with pytest.raises(BillingError, match="no account ghost"):
+            ghost.send(detail_type, "2026-01-04T00:00:00Z", **fields)
+        assert snapshot(ledger) == before
     # With a second owner, the first may go; the account's own id stays its owner for its own token.
     team.send("Member Role Changed", "2026-01-05T00:00:00Z", user_id="bill", role="owner")
     team.send("Member Removed", "2026-01-05T00:00:00Z", user_id="olivia")
@@ -313,7 +318,8 @@ def test_nothing_in_a_path_or_a_body_reaches_another_account(ledger: Ledger, clo
 def test_member_limit_requests_refuse_bad_amounts_and_record_who_changed_what(ledger: Ledger,
                                                                              clock: FixedClock) -> None:
     team = open_team(ledger, clock, ROLES)
-    for bad in ("-1", "abc", "1.0000001", 2.5, True, {"a": 1}):
+    for bad in ("-1", "abc", "1.0000001", 2.5, True, {"a": 1}, "NaN", "Infinity", "-0.000001", "", " 5", "1e3",
+                -5, [], "5 credits"):
         before = snapshot(ledger)
         status, body = team.call("PUT", "/v1/members/mia/limit", {"monthly_limit": bad}, sub="adam")
         assert status == 400, (bad, body)
