@@ -102,6 +102,42 @@ def run(table: str) -> None:
         requests = ", ".join(f"{op} {n}" for op, n in sorted(counting.ops.items()))
         state = m.Account.get(f"ACCOUNT#{acct}", "STATE")
         print(f"{name:<30} {requests:<40} {counting.items:>13} {len(state.body):>14}")
+    stops(ledger, counting, settle)
+
+
+def stops(ledger: Any, counting: Counting, settle: Any) -> None:
+    """The settlement that asks a running container to stop: a member's limit reached against the
+    account's spend cap reached (today's stop of a whole account), both found by the forecast check
+    with one small + Code Supporter run (8.76 credits an hour) and a 20-credit limit or cap."""
+    from billing.services.account_settings import update_settings
+    from billing.services.members import set_limit
+    from billing.services.settlement import settle_account
+    from billing.store import keys
+
+    start = datetime.fromisoformat("2026-03-01T09:00:00+00:00")
+    check = datetime.fromisoformat("2026-03-10T15:00:00+00:00")  # 3 h of 8.76 = 26.28 >= 20
+    print(f"{'stop':<30} {'requests':<40} {'items written':>13} {'effects':>14}")
+    for name, acct, user in (("spend cap reached", "bench-cap", None), ("member limit reached", "bench-mlim", "mia")):
+        settle(event(acct, "Account Created", "2026-03-01T08:00:00Z", f"{acct}-a", email="a@example.com",
+                     plan="membership"))
+        if user:
+            settle(event(acct, "Member Added", "2026-03-01T08:00:00Z", f"{acct}-m", user_id=user, role="member",
+                         email="m@example.com"))
+            set_limit(ledger, acct, user, 20_000_000, acct, start)
+        else:
+            update_settings(ledger, acct, spend_cap="20", actor=acct, now=start)
+        who = {"user_id": user} if user else {}
+        settle(event(acct, "Container Created", "2026-03-01T09:00:00Z", f"{acct}-c", container_id="c1",
+                     storage_gb=10, **who))
+        settle(event(acct, "Container Started", "2026-03-10T12:00:00Z", f"{acct}-s", container_id="c1",
+                     run_id="r1", tier="small", code_supporter=True, **who))
+        counting.reset()
+        event_id = keys.check_sweep_event_id(check)
+        settle_account(acct, check, event_id, ledger)
+        requests = ", ".join(f"{op} {n}" for op, n in sorted(counting.ops.items()))
+        stored = ledger.stored(acct, event_id)
+        effects = len(stored.effects) if stored else 0
+        print(f"{name:<30} {requests:<40} {counting.items:>13} {effects:>14}")
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
-from billing.domain.errors import InvalidInput, UnknownAccount, UnknownPriceItem
+from billing.domain.errors import BillingError, InvalidInput, UnknownAccount, UnknownPriceItem
 from billing.observability import logger
 from tests.helpers import Platform
 
@@ -106,3 +106,39 @@ def test_lambda_handler_fails_the_invocation(ledger, table_name):
     p.advance_clock(event)
     with pytest.raises(UnknownPriceItem):
         p.handler.lambda_handler(event, Context())
+
+
+def member_event(detail_type: str, account_id: str = "acct-1", **fields: Any) -> dict[str, Any]:
+    detail = {"event_id": "bad-m", "account_id": account_id, "occurred_at": "2026-03-02T05:00:00Z", **fields}
+    return {"source": "platform.accounts", "detail-type": detail_type, "detail": detail}
+
+
+MEMBER_CASES = [
+    ("a role that does not exist", member_event("Member Added", user_id="eve", role="root", email="e@example.com"),
+     "role"),
+    ("a role change to no role", member_event("Member Role Changed", user_id="olivia", role="superuser"), "role"),
+    ("removing the last owner", member_event("Member Removed", user_id="olivia"), "last owner"),
+    ("demoting the last owner", member_event("Member Role Changed", user_id="olivia", role="billing"), "last owner"),
+    ("an unknown account", member_event("Member Added", "nobody", user_id="a", role="member", email="a@example.com"),
+     "no account nobody"),
+    ("another account's member", member_event("Member Removed", user_id="zed"), "not a member"),
+    ("a user_id too long", member_event("Member Added", user_id="u" * 129, role="member", email="u@example.com"),
+     "user_id"),
+]
+
+
+@pytest.mark.parametrize(("name", "event", "reason"), MEMBER_CASES, ids=[c[0] for c in MEMBER_CASES])
+def test_a_refused_membership_event_is_dead_lettered_with_its_reason_and_writes_nothing(ledger, table_name, name,
+                                                                                        event, reason):
+    p = Platform(ledger)
+    base(p)
+    p.send("Member Added", "2026-03-02T02:00:00Z", user_id="olivia", role="owner", email="o@example.com")
+    other = Platform(ledger, "acct-2")
+    other.send("Account Created", "2026-03-01T00:00:00Z", email="two@example.com", plan="free")
+    other.send("Member Added", "2026-03-02T02:00:00Z", user_id="zed", role="member", email="z@example.com")
+    before = table_items(table_name)
+    with capture_logs() as records, pytest.raises(BillingError):
+        p.deliver(event)  # the intake refuses it, or the settlement of the queued event does
+    assert table_items(table_name) == before
+    rejected = [r for r in records if r.getMessage() == "event rejected"]
+    assert rejected and reason in rejected[0].reason, [r.__dict__.get("reason") for r in records]

@@ -444,3 +444,64 @@ def test_an_event_that_runs_out_settles_and_stops_each_container_once(ledger: Le
 def test_an_event_that_runs_out_asks_to_inactivate_each_container_once(ledger: Ledger) -> None:
     _, ids, asked = run_out_by_event(ledger)
     assert {cid: n for (kind, cid), n in asked.items() if kind.startswith("Cont")} == dict.fromkeys(ids, 1)
+
+
+def test_a_member_limit_on_a_large_account_stops_every_running_container_of_that_member(ledger: Ledger) -> None:
+    """More containers than the balance lists: the change that reaches the limit loads none of them,
+    so the member's running containers are settled and asked to stop through the work queue, in
+    chunks; the other member's run on."""
+    from tests.test_account_api import FixedClock
+    from tests.test_organizations import Team
+
+    account = "big-team"
+    team = Team(ledger, FixedClock("2026-03-01T00:00:00Z"), account)
+    team.send("Account Created", "2026-03-01T00:00:00Z", email="team@example.com", plan="membership")
+    for user in ("mia", "max"):
+        team.send("Member Added", "2026-03-01T00:00:00Z", user_id=user, role="member", email=f"{user}@example.com")
+    team.at("2026-03-02T00:00:00Z")
+    status, body = team.call("PUT", "/v1/members/mia/limit", {"monthly_limit": "40"}, sub=account, account=None)
+    assert status == 200, body
+    ids = [f"c{i:03d}" for i in range(25)]
+    hers, his = ids[:22], ids[22:]  # 22 of mia's and 3 of max's, more than LISTED (20)
+    for i, cid in enumerate(ids):
+        user = "mia" if cid in hers else "max"
+        # 5 GB is within Membership's 15 free GB: only run time is charged.
+        team.send("Container Created", "2026-03-02T00:00:00Z", container_id=cid, storage_gb=5, user_id=user)
+        team.send("Container Started", "2026-03-02T00:00:00Z", container_id=cid, run_id=f"r{i}", tier="micro",
+                  code_supporter=False, user_id=user)
+    assert p_state(ledger, account).container_ids is None  # the balance lists none of them
+    assert team.published("Stop Containers Requested") == []
+
+    # The forecast check at 01:00: mia's 22 micro runs accrued 22 x 1.96 = 43.12 >= her 40.
+    jobs = Jobs(ledger)
+    jobs.run("periodic_check", "2026-03-02T01:00:00Z")
+    assert jobs.kinds["containers"] >= 2  # her containers went through chunks
+    stops = jobs.publisher.of_type("Stop Containers Requested")
+    asked = [cid for detail in stops for cid in detail["container_ids"]]
+    assert sorted(asked) == hers  # every one of her running containers, each once, none of max's
+    assert {(d["reason"], d["user_id"]) for d in stops} == {("member_limit", "mia")}
+    reached = jobs.publisher.of_type("Member Limit Reached")
+    assert [(d["user_id"], d["limit"], d["spent"]) for d in reached] == [("mia", "40.000000", "43.120000")]
+    state = p_state(ledger, account)
+    # Her 22 runs settled to 01:00: 22 x 1.96 = 43.12 deducted from the pool and on her counter;
+    # max's 3 runs go on unsettled (3 x 1.96 an hour accruing), the account is not exhausted.
+    assert state.members["mia"].spent == micro(22 * RATE["micro"]) == 43_120_000
+    assert state.members["mia"].limit_reached == "2026-03"
+    assert state.totals.charged == 43_120_000 and not state.exhausted
+    assert_conserved(state)
+    for cid in his:
+        assert all(run.billed_until in (None, parse_time("2026-03-02T00:00:00Z"))
+                   for run in ledger.container(account, cid).runs.values())
+    for cid in hers:
+        assert all(run.billed_until == parse_time("2026-03-02T01:00:00Z")
+                   for run in ledger.container(account, cid).runs.values())
+    # Run again, and late: nothing is asked twice.
+    jobs.run("periodic_check", "2026-03-02T01:00:00Z")
+    jobs.run("periodic_check", "2026-03-02T01:05:00Z")
+    assert len(jobs.publisher.of_type("Member Limit Reached")) == 1
+    stops = jobs.publisher.of_type("Stop Containers Requested")
+    assert sorted(cid for d in stops for cid in d["container_ids"]) == hers
+
+
+def p_state(ledger: Ledger, account_id: str) -> Any:
+    return ledger.load(account_id)

@@ -145,6 +145,11 @@ def test_membership_events_keep_the_roster_and_refuse_bad_input_writing_nothing(
     with pytest.raises(BillingError, match="no account ghost"):
         ghost.send("Member Added", "2026-01-04T00:00:00Z", user_id="a", role="owner", email="a@example.com")
     assert snapshot(ledger) == before
+    for detail_type, fields in (("Member Removed", {"user_id": "a"}), ("Member Role Changed",
+                                                                       {"user_id": "a", "role": "admin"})):
+        with pytest.raises(BillingError, match="no account ghost"):
+            ghost.send(detail_type, "2026-01-04T00:00:00Z", **fields)
+        assert snapshot(ledger) == before
     # With a second owner, the first may go; the account's own id stays its owner for its own token.
     team.send("Member Role Changed", "2026-01-05T00:00:00Z", user_id="bill", role="owner")
     team.send("Member Removed", "2026-01-05T00:00:00Z", user_id="olivia")
@@ -189,18 +194,85 @@ def test_user_id_on_usage_events_is_validated_and_carried_onto_every_charge_line
     assert report.differences == 0, report.details
 
 
+def test_reconciliation_counts_member_aggregates_and_finds_a_tampered_one(ledger: Ledger, clock: FixedClock) -> None:
+    import boto3
+
+    from billing.domain.usage import Cell
+    from billing.store.usage import attribute
+
+    team = open_team(ledger, clock, {"olivia": "owner", "mia": "member", "max": "member"})
+    team.send("Container Created", "2026-01-10T08:00:00Z", container_id="c1", storage_gb=5, user_id="mia")
+    team.send("Container Started", "2026-01-10T08:00:00Z", container_id="c1", run_id="r1", tier="small",
+              user_id="mia")
+    team.send("Container Stopped", "2026-01-10T09:00:00Z", container_id="c1", run_id="r1", user_id="mia")
+    team.send("AI Usage Recorded", "2026-01-10T09:00:00Z", feature="chat", model="gpt-5-nano", input_tokens=1000,
+              output_tokens=0, user_id="max")
+    # mia: one hour of small = 6.80 (5 GB is within the free allowance); max: 1000 x 0.000004 = 0.004.
+    report = reconcile(ledger.models, ledger.catalog, accounts=[TEAM], sleep=lambda _: None)
+    assert (report.accounts_checked, report.differences) == (1, 0), report.details
+    client = boto3.client("dynamodb")
+
+    def add(sk: str, name: str, amount: int) -> None:
+        key = {"pk": {"S": keys.account_pk(TEAM)}, "sk": {"S": sk}}
+        client.update_item(TableName=ledger.models.table_name, Key=key, UpdateExpression="ADD #n :v",
+                           ExpressionAttributeNames={"#n": name}, ExpressionAttributeValues={":v": {"N": str(amount)}})
+
+    # One µcr more on mia's month counter (what GET /v1/members shows): found, against her lines.
+    add(keys.spent_sk("2026-01", "mia"), "spent", 1)
+    report = reconcile(ledger.models, ledger.catalog, accounts=[TEAM], sleep=lambda _: None)
+    assert report.details == {TEAM: ["member spending 2026-01 of mia: stored 6800001 != ledger 6800000"]}
+    add(keys.spent_sk("2026-01", "mia"), "spent", -1)
+    assert reconcile(ledger.models, ledger.catalog, accounts=[TEAM], sleep=lambda _: None).differences == 0
+    # One µcr more in a cell attributed to mia (group_by=user reads it): found, against the day's lines
+    # (6.80 + 0.004 = 6.804 charged on 2026-01-10).
+    add("USAGE#D#2026-01-10", attribute(8, Cell("container", "small", user="mia")), 1)
+    report = reconcile(ledger.models, ledger.catalog, accounts=[TEAM], sleep=lambda _: None)
+    assert report.details == {TEAM: ["usage 2026-01-10 (account): 1 cells differ, stored 6804001 != ledger 6804000"]}
+
+
 # ---------------------------------------------------------------------------- the role matrix
 
 ROLES = {"olivia": "owner", "adam": "admin", "bill": "billing", "mia": "member"}
 ORDER = ["member", "billing", "admin", "owner"]
 
 
+# The role each user route needs, written from billing-rules.md ("Organizations"), not read from the
+# route table: a member reads the balance and their own usage; billing people buy, refund, set and
+# read everything of the account (the ledger names every member's usage); owners and admins set
+# members' limits. Every route of the route table is named here or in NOT_USER_ROUTES, so a route
+# added to the table without a row here fails the matrix test.
+MATRIX = {
+    "GET /v1/balance": "member", "GET /v1/usage": "member", "GET /v1/usage.csv": "member",
+    "GET /v1/usage/containers": "member", "GET /v1/usage/ai": "member",
+    "GET /v1/ledger": "billing", "POST /v1/purchases": "billing", "GET /v1/purchases": "billing",
+    "GET /v1/purchases/{purchase_id}": "billing", "POST /v1/purchases/{purchase_id}/refund": "billing",
+    "POST /v1/check-in": "billing", "POST /v1/coupons/redeem": "billing", "POST /v1/payment-methods": "billing",
+    "GET /v1/settings": "billing", "PUT /v1/settings": "billing", "GET /v1/alerts": "billing",
+    "POST /v1/alerts": "billing", "DELETE /v1/alerts/{alert_id}": "billing", "GET /v1/members": "billing",
+    "GET /v1/activity": "billing", "PUT /v1/members/{user_id}/limit": "admin",
+}
+NOT_USER_ROUTES = {  # operator (IAM), signed webhooks, the public OpenAPI document: no account header
+    "GET /v1/openapi.json", "POST /v1/admin/grants", "POST /v1/admin/coupons", "POST /v1/webhooks/payments",
+    "POST /v1/webhooks/stripe",
+}
+
+
+def test_the_role_matrix_names_every_route_of_the_route_table() -> None:
+    table = {route.key: route.role for route in ROUTES if route.auth == "jwt"}
+    assert {route.key for route in ROUTES if route.auth != "jwt"} == NOT_USER_ROUTES
+    missing, extra = set(table) - set(MATRIX), set(MATRIX) - set(table)
+    assert not missing, f"user routes without a row in the role matrix: {sorted(missing)}"
+    assert not extra, f"rows of the role matrix for routes the table does not have: {sorted(extra)}"
+    assert table == MATRIX  # each route needs the role the rules give it
+
+
 def test_every_user_route_by_every_role_member_or_not(ledger: Ledger, clock: FixedClock) -> None:
     team = open_team(ledger, clock, ROLES)
     Platform(ledger, "stranger").send("Account Created", "2026-01-01T00:00:00Z", email="s@example.com", plan="free")
     jwt_routes = [route for route in ROUTES if route.auth == "jwt"]
-    assert jwt_routes and all(route.role in ORDER for route in jwt_routes)
+    assert {route.key for route in jwt_routes} == set(MATRIX)  # the matrix below covers every user route
     for route in jwt_routes:
+        assert route.role == MATRIX[route.key], route.key
         for user, role in ROLES.items():
             status, body = team.route(route, user)
             if ORDER.index(role) < ORDER.index(route.role or "member"):
@@ -246,7 +318,8 @@ def test_nothing_in_a_path_or_a_body_reaches_another_account(ledger: Ledger, clo
 def test_member_limit_requests_refuse_bad_amounts_and_record_who_changed_what(ledger: Ledger,
                                                                              clock: FixedClock) -> None:
     team = open_team(ledger, clock, ROLES)
-    for bad in ("-1", "abc", "1.0000001", 2.5, True, {"a": 1}):
+    for bad in ("-1", "abc", "1.0000001", 2.5, True, {"a": 1}, "NaN", "Infinity", "-0.000001", "", " 5", "1e3",
+                -5, [], "5 credits"):
         before = snapshot(ledger)
         status, body = team.call("PUT", "/v1/members/mia/limit", {"monthly_limit": bad}, sub="adam")
         assert status == 400, (bad, body)

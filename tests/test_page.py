@@ -634,9 +634,11 @@ def test_a_team_sees_members_limits_and_activity(site: dict[str, Any], open_page
 
 
 def test_the_account_switcher_acts_on_the_chosen_account(site: dict[str, Any], browser: Any) -> None:
-    """The switcher lists the token's `accounts`; the chosen one is sent as `Billing-Account` (the
-    organizations' backend is not on this branch: GET /v1/balance answers the other account's balance
-    by route interception when the header names it)."""
+    """The platform's link names the organization's account with the token (`#token=…&account=<id>`;
+    no token claim lists a user's accounts): the page opens on it, sending it as `Billing-Account`,
+    and the switcher offers it and the user's own account. (GET /v1/balance answers the other
+    account's balance by route interception when the header names it.) A token with an `accounts`
+    claim and no link offers nothing more: the claim is not read."""
     broke = api(site, "/v1/balance", sub=EXHAUSTED)
     headers: list[str | None] = []
 
@@ -650,16 +652,24 @@ def test_the_account_switcher_acts_on_the_chosen_account(site: dict[str, Any], b
 
     page = browser.new_page()
     page.route(lambda url: url.endswith("/v1/balance"), balance)
-    jwt = make_jwt({"sub": MAIN, "exp": int(time.time()) + 3600, "accounts": [MAIN, EXHAUSTED]})
-    page.goto(site["base"] + f"/#token={jwt}")
+    jwt = make_jwt({"sub": MAIN, "exp": int(time.time()) + 3600})
+    page.goto(site["base"] + f"/#token={jwt}&account={EXHAUSTED}")
     switcher = page.get_by_test_id("account-switcher")
     expect(switcher).to_be_visible()
-    text(page, "available").to_have_text(shown(api(site, "/v1/balance")["available"]))
-    switcher.select_option(EXHAUSTED)
     expect(page.get_by_test_id("exhausted-banner")).to_be_visible()
     text(page, "debt").to_have_text(shown(broke["debt"]))
-    assert headers[0] is None and headers[-1] == EXHAUSTED
+    assert headers[0] == EXHAUSTED and "account=" not in page.url  # the link leaves the address bar
+    switcher.select_option(MAIN)
+    text(page, "available").to_have_text(shown(api(site, "/v1/balance")["available"]))
+    assert headers[-1] is None
     page.close()
+
+    claimed = browser.new_page()
+    jwt = make_jwt({"sub": MAIN, "exp": int(time.time()) + 3600, "accounts": [MAIN, EXHAUSTED]})
+    claimed.goto(site["base"] + f"/#token={jwt}")
+    text(claimed, "available").to_have_text(shown(api(site, "/v1/balance")["available"]))
+    expect(claimed.get_by_test_id("account-switcher")).to_be_hidden()
+    claimed.close()
 
 
 # ------------------------------------------------------------- Korean, phone, accessibility

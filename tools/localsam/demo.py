@@ -533,8 +533,11 @@ def serve(stack: StackRunner, port: int) -> None:
     """Keep the stack up: the API and the credit-usage page, until Ctrl-C."""
     base = stack.serve_api(port=port)
     token = make_jwt({"sub": "bob", "exp": int(time.time()) + 7 * 86400})
+    ben = make_jwt({"sub": "ben", "exp": int(time.time()) + 7 * 86400})
     print(f"\nthe credit-usage page: {base}/  (sign in as one of {', '.join(ACCOUNTS)})"
           f"\n  or straight in as bob: {base}/#token={token}"
+          f"\n  or as ben into studio's billing (the platform's link names the team): "
+          f"{base}/#token={ben}&account=studio"
           f"\nthe API's document: {base}/v1/openapi.json   Swagger UI: {base}/docs"
           "\nCtrl-C stops the stack.")
     with contextlib.suppress(KeyboardInterrupt):

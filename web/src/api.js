@@ -2,6 +2,7 @@
 // same origin, with `Authorization: Bearer <token>`.
 
 const TOKEN_KEY = "billing.token";
+const LINKED_KEY = "billing.accounts"; // the accounts the platform's link named, for this tab
 export const GENERIC_ERROR = "Something went wrong, try again";
 
 // An API mounted under a prefix (e.g. a stage path) can be named in <meta name="billing-api-base">.
@@ -19,6 +20,13 @@ export function takeTokenFromUrl() {
   if (!token) return false;
   sessionStorage.setItem(TOKEN_KEY, token);
   params.delete("token");
+  // The platform's link to an organization's billing names that account with the token
+  // (`#token=<jwt>&account=<id>`): the page opens on it and offers it in the switcher for this tab.
+  // Whether the user may act on it is the API's answer to `Billing-Account`, never the link's.
+  const named = params.getAll("account").filter(validAccountId);
+  sessionStorage.setItem(LINKED_KEY, JSON.stringify(named));
+  params.delete("account");
+  billingAccount = null; // a new hand-over: its link says which account to open
   const rest = params.toString();
   history.replaceState(history.state, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
   return true;
@@ -51,15 +59,27 @@ export function tokenSubject() {
   return token ? claims(token)?.sub ?? null : null;
 }
 
-/** The accounts the platform says the user belongs to (the token's `accounts` claim), if any. */
-export function tokenAccounts() {
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  const list = token ? claims(token)?.accounts : null;
-  return Array.isArray(list) ? list.filter((a) => typeof a === "string" && a.length <= 200) : [];
+/** An account id the `Billing-Account` header may carry (printable ASCII, as the API checks). */
+function validAccountId(id) {
+  return typeof id === "string" && id.length > 0 && id.length <= 200 && /^[\x21-\x7e]+$/.test(id);
+}
+
+/** The accounts the platform's link named with the token (`#token=…&account=<id>`), first the one
+ *  to open on. No token claim lists a user's accounts (interfaces.md defines none), and the billing
+ *  API mirrors memberships only to authorize a request: the platform, which owns them, names the
+ *  account it sends the user to. */
+export function linkedAccounts() {
+  try {
+    const list = JSON.parse(sessionStorage.getItem(LINKED_KEY) || "[]");
+    return Array.isArray(list) ? list.filter(validAccountId) : [];
+  } catch {
+    return [];
+  }
 }
 
 export function clearToken() {
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(LINKED_KEY);
 }
 
 /** Local sign-in is offered only on a development host or with `?local=1`. */
@@ -81,6 +101,7 @@ export function signInLocally(account) {
   const header = base64url(JSON.stringify({ alg: "none", typ: "JWT" }));
   const payload = base64url(JSON.stringify({ sub: account, exp: Math.floor(Date.now() / 1000) + 3600 }));
   sessionStorage.setItem(TOKEN_KEY, `${header}.${payload}.`);
+  sessionStorage.removeItem(LINKED_KEY);
 }
 
 // ---- Idempotency-Key -------------------------------------------------------------------

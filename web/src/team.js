@@ -2,7 +2,7 @@
 // members with their monthly limits and spending, and the activity log. Each part is shown only
 // when the API offers it (a 404 hides it), and what the user's role may not do is not offered.
 
-import { api, ApiError, currentBillingAccount, setBillingAccount, tokenAccounts, tokenSubject } from "./api.js";
+import { api, ApiError, currentBillingAccount, linkedAccounts, setBillingAccount, tokenSubject } from "./api.js";
 import { amountText, creditsNode, credits, timeText } from "./format.js";
 import { t } from "./i18n.js";
 import {
@@ -13,10 +13,13 @@ const ROLES = { owner: "Owner", admin: "Admin", billing: "Billing", member: "Mem
 const MANAGERS = new Set(["owner", "admin"]);
 const ACTIVITY_PAGE = 20;
 
-/** Shows the account switcher when the token names more than one account the user belongs to. */
+/** Opens the page on the account the platform's link named (if any) and shows the account switcher
+ *  when there is more than the user's own account to choose from. */
 export function renderSwitcher(onSwitch) {
   const own = tokenSubject();
-  const accounts = [...new Set([own, ...tokenAccounts()].filter(Boolean))];
+  const linked = linkedAccounts();
+  if (!currentBillingAccount() && linked.length && linked[0] !== own) setBillingAccount(linked[0]);
+  const accounts = [...new Set([own, ...linked].filter(Boolean))];
   const field = $("account-switcher-field");
   field.hidden = accounts.length < 2;
   if (accounts.length < 2) return;

@@ -133,28 +133,34 @@ def _running_of(book: Book, user_id: str) -> list[str]:
 def evaluate(book: Book, at: datetime) -> None:
     """Every member limit after a change, as of ``at`` (only members with a limit are looked at)."""
     month = month_key(at)
-    for member in book.state.members.values():
+    limited = [m for m in book.state.members.values() if m.monthly_limit is not None or m.limit_reached]
+    if limited:
+        book.sync()
+    for member in limited:
+        # What the member's usage deducted, and what their running containers accrued and not
+        # deducted yet (on a large account, those the member-limit work has not settled yet).
+        accrued = forecast.member_accrued(book.state, book.catalog, member.user_id, at)
         if member.limit_reached and (member.limit_reached != month or member.monthly_limit is None
-                                     or spent(member, month) < member.monthly_limit):
+                                     or spent(member, month) + accrued < member.monthly_limit):
             member.limit_reached = None  # a new month, no limit, or corrections brought it back under
         if member.monthly_limit is None or member.limit_reached == month:
             continue
-        accrued = forecast.member_accrued(book.state, book.catalog, member.user_id, at)
         if spent(member, month) + accrued < member.monthly_limit:
             continue
         _reach(book, member, at, month)
 
 
 def _reach(book: Book, member: Member, at: datetime, month: str) -> None:
-    """The member's running usage is deducted now, so their month's figure is what it is at the limit."""
+    """The member's running usage is deducted now, so their month's figure is what it is at the limit.
+    An account with more containers than one change reaches (``Containers.complete``) has the rest of
+    the member's running containers settled and asked to stop by the work queue (:func:`finish_limit`
+    on each chunk); until then their part is counted from the aggregates (what they accrued)."""
     assert member.monthly_limit is not None
     debt_before = book.state.debt
-    for c in book.containers.reachable(book.state):
-        for run in list(c.runs.values()):
-            if run.is_running and run.user_id == member.user_id:
-                accrual.settle_run(book, c, run, at)
+    reached = _settle_runs_of(book, member.user_id, at)
     overuse.flush_event(book, at, "member_limit_settlement", debt_before)
-    used = spent(member, month)
+    book.sync()  # the aggregates now hold only the member's runs this change did not reach
+    used = spent(member, month) + forecast.member_accrued(book.state, book.catalog, member.user_id, at)
     if used < member.monthly_limit:
         return
     member.limit_reached = month
@@ -162,9 +168,37 @@ def _reach(book: Book, member: Member, at: datetime, month: str) -> None:
     running = _running_of(book, member.user_id)
     if running:
         book.emit("Stop Containers Requested", container_ids=running, reason=MEMBER_LIMIT, user_id=member.user_id)
+    if not book.containers.complete(book.state):
+        book.work("member_limit", at, skip=reached, user_id=member.user_id)
     book.emit("Member Limit Reached", user_id=member.user_id, limit=limit, spent=shown)
     for to in recipients(book, member):
         book.mail("member_limit_reached", to=to, user_id=member.user_id, limit=limit, spent=shown)
+
+
+def _settle_runs_of(book: Book, user_id: str, at: datetime) -> list[str]:
+    """Settle the member's running runs this change reaches up to ``at``; returns their containers."""
+    settled = set()
+    for c in book.containers.reachable(book.state):
+        for run in list(c.runs.values()):
+            if run.is_running and run.user_id == user_id:
+                accrual.settle_run(book, c, run, at)
+                settled.add(c.container_id)
+    return sorted(settled)
+
+
+def finish_limit(book: Book, user_id: str, at: datetime, skip: frozenset[str] = frozenset()) -> None:
+    """One chunk of a member limit reached on a large account: the member's runs in the loaded
+    containers are settled up to ``at`` and, while the limit is still reached, the running ones are
+    asked to stop (but those in ``skip``, which the change that reached it asked about already)."""
+    debt_before = book.state.debt
+    _settle_runs_of(book, user_id, at)
+    overuse.flush_event(book, at, "member_limit_settlement", debt_before)
+    member = book.state.members.get(user_id)
+    if member is None or member.limit_reached != month_key(at):
+        return  # removed, or the limit was raised or removed since: settled, nothing to stop
+    running = [cid for cid in _running_of(book, user_id) if cid not in skip]
+    if running:
+        book.emit("Stop Containers Requested", container_ids=running, reason=MEMBER_LIMIT, user_id=user_id)
 
 
 def recipients(book: Book, member: Member) -> list[str]:

@@ -424,7 +424,7 @@ class Mail(Record, kw_only=True, tag="mail", tag_field="effect"):
     time_zone: str | None = None
 
 
-WorkKind = Literal["final_settlement", "month_close"]
+WorkKind = Literal["final_settlement", "month_close", "member_limit"]
 
 
 class Work(Record, kw_only=True, tag="work", tag_field="effect"):
@@ -436,6 +436,7 @@ class Work(Record, kw_only=True, tag="work", tag_field="effect"):
     account_id: str
     at: datetime
     skip: list[str] = field(default_factory=list)  # containers the asking change settled and asked about
+    user_id: str | None = None  # member_limit: the member whose running containers are settled and stopped
 
 
 PaymentCallKind = Literal["charge_off_session", "refund"]

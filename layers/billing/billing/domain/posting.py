@@ -227,12 +227,13 @@ class Book:
         self.effects.append(Mail(effect_id=self._next_effect_id(), template=template, to=to or self.state.email,
                                  data=data, locale=self.state.locale or "en", time_zone=self.state.time_zone))
 
-    def work(self, kind: WorkKind, at: datetime, skip: list[str] | None = None) -> None:
+    def work(self, kind: WorkKind, at: datetime, skip: list[str] | None = None, user_id: str | None = None) -> None:
         """Have the work queue settle the account's containers up to ``at`` in chunks (once this
         change commits): for accounts whose accruing containers are too many to list. ``skip``: the
-        containers this change settled and asked about already (not asked about twice)."""
+        containers this change settled and asked about already (not asked about twice); ``user_id``:
+        the member whose containers alone the work is about (a member limit)."""
         self.effects.append(Work(effect_id=self._next_effect_id(), kind=kind, account_id=self.state.account_id, at=at,
-                                 skip=sorted(skip or [])))
+                                 skip=sorted(skip or []), user_id=user_id))
 
     def payment_call(self, kind: PaymentCallKind, purchase: Purchase, idempotency_key: str,
                      customer_id: str | None = None, amount_minor: int | None = None) -> None:

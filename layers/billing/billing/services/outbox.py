@@ -98,7 +98,8 @@ def _send(effect: Effect, publisher: EventPublisher, mailer: MailSender, work_qu
         publisher.publish([effect])
         metrics.add_metric(name="EventsPublished", unit="Count", value=1)
     elif isinstance(effect, Work):
-        message = ContainerWork(account_id=effect.account_id, kind=effect.kind, at=effect.at, skip=tuple(effect.skip))
+        message = ContainerWork(account_id=effect.account_id, kind=effect.kind, at=effect.at, skip=tuple(effect.skip),
+                                user_id=effect.user_id)
         work_queue.send_batch([sweeps.body(message)])
     else:
         rendered = render(effect, buy_credits_url)

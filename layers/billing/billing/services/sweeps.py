@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta
 
 from billing.adapters import MessageQueue
-from billing.domain import accrual, overuse
+from billing.domain import accrual, members, overuse
 from billing.domain.account import LISTED, Account
 from billing.domain.clock import SECOND, format_time, month_key, month_start
 from billing.domain.events import Message, UtcTime, parse_message
@@ -80,6 +80,7 @@ class ContainerWork(Message, frozen=True, kw_only=True, tag="containers", tag_fi
     at: UtcTime
     cursor: str | None = None  # the last container of the previous chunk
     skip: tuple[str, ...] = ()  # containers the change that asked for the work settled and asked about
+    user_id: str | None = None  # member_limit: only this member's running containers
 
 
 WorkMessage = ShardPage | AccountSweep | ContainerWork
@@ -143,15 +144,17 @@ def sweep_page(page: ShardPage, ledger: Ledger, queue: MessageQueue) -> int:
 
 def settle_containers(work: ContainerWork, ledger: Ledger, queue: MessageQueue) -> None:
     """Settle one chunk of the account's accruing containers up to ``work.at``, then queue the next."""
-    ids, last = queries.accruing_containers(ledger.models, work.account_id, LISTED, work.cursor)
+    ids, last = queries.accruing_containers(ledger.models, work.account_id, LISTED, work.cursor, work.user_id)
     # The last chunk (even an empty one) ends the work: the month's check, or Credits Exhausted.
-    event_id = keys.container_work_event_id(work.kind, work.at, ids[0] if ids else "#end")
+    event_id = keys.container_work_event_id(work.kind, work.at, ids[0] if ids else "#end", work.user_id)
 
     def action(account: Account | None) -> Change | None:
         if account is None:
             return None
         book = Book(account, ledger.catalog, event_id)
-        if work.kind == "month_close":
+        if work.kind == "member_limit":
+            members.finish_limit(book, work.user_id or "", work.at, frozenset(work.skip))
+        elif work.kind == "month_close":
             for c in book.containers.loaded.values():
                 accrual.settle_container(book, c, work.at)
             book.flush(work.at - SECOND, "month_end_settlement")
@@ -170,7 +173,7 @@ def settle_containers(work: ContainerWork, ledger: Ledger, queue: MessageQueue) 
     ledger.apply(work.account_id, event_id, action, ids)
     if last:
         queue.send_batch([body(ContainerWork(account_id=work.account_id, kind=work.kind, at=work.at, cursor=last,
-                                             skip=work.skip))])
+                                             skip=work.skip, user_id=work.user_id))])
     logger.info("containers settled", account_id=work.account_id, event_id=event_id, kind=work.kind,
                 containers=len(ids), more=bool(last))
 

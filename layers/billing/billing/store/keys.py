@@ -193,9 +193,11 @@ def check_sweep_event_id(at: datetime) -> str:
     return f"sweep:check:{format_time(at)}"
 
 
-def container_work_event_id(kind: str, at: datetime, first_container: str) -> str:
-    """A chunk of account-wide container work: its kind, its time and where the chunk starts."""
-    return f"work:{kind}:{format_time(at)}:{len(first_container)}:{first_container}"
+def container_work_event_id(kind: str, at: datetime, first_container: str, user_id: str | None = None) -> str:
+    """A chunk of account-wide container work: its kind, its time, where the chunk starts, and the
+    member it is about (a member limit; two members may reach theirs at one time)."""
+    about = f":{len(user_id)}:{user_id}" if user_id is not None else ""
+    return f"work:{kind}:{format_time(at)}:{len(first_container)}:{first_container}{about}"
 
 
 def settings_event_id(nonce: str) -> str:

@@ -150,10 +150,11 @@ def due_accounts(
 
 
 def accruing_containers(
-    models: TableModels, account_id: str, limit: int, after: str | None
+    models: TableModels, account_id: str, limit: int, after: str | None, user_id: str | None = None
 ) -> tuple[list[str], str | None]:
     """Up to ``limit`` of the account's containers with open accruals, after container ``after``
-    (a chunk of account-wide work), and where the next chunk starts (None: this was the last)."""
+    (a chunk of account-wide work), and where the next chunk starts (None: this was the last).
+    With ``user_id``: only the containers where that member has a run running (a member limit)."""
     account = models.Account
     pk = keys.account_pk(account_id)
     start = {"pk": pk, "sk": keys.container_sk(after)} if after else None
@@ -164,7 +165,10 @@ def accruing_containers(
     )
     for item in results:
         c = from_json(item.body, Container)
-        if not c.accrual.empty or c.runs:
+        if user_id is not None:
+            if any(run.is_running and run.user_id == user_id for run in c.runs.values()):
+                ids.append(c.container_id)
+        elif not c.accrual.empty or c.runs:
             ids.append(c.container_id)
         if len(ids) == limit:
             return ids, c.container_id
