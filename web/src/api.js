@@ -24,7 +24,8 @@ export function takeTokenFromUrl() {
   // (`#token=<jwt>&account=<id>`): the page opens on it and offers it in the switcher for this tab.
   // Whether the user may act on it is the API's answer to `Billing-Account`, never the link's.
   const named = params.getAll("account").filter(validAccountId);
-  sessionStorage.setItem(LINKED_KEY, JSON.stringify(named));
+  if (named.length) sessionStorage.setItem(LINKED_KEY, JSON.stringify(named));
+  else sessionStorage.removeItem(LINKED_KEY); // a hand-over naming no account forgets an earlier one
   params.delete("account");
   billingAccount = null; // a new hand-over: its link says which account to open
   const rest = params.toString();
