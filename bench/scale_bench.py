@@ -773,6 +773,13 @@ def assumed_times(spec: str) -> dict[str, Any]:
             "Query": ms["query"], "SendMessageBatch": ms["sqs"], "due_found": 0}
 
 
+def work_timeout() -> int:
+    """WorkFunction's Timeout in template.yaml (s)."""
+    from localsam.template import load_template
+
+    return int(load_template()["Resources"]["WorkFunction"]["Properties"]["Timeout"])
+
+
 def section_three(endpoint: str, stack: Any, args: argparse.Namespace) -> dict[str, Any]:
     times = assumed_times(args.assume) if args.assume else measure_call_times(endpoint, stack, args.samples)
     from billing.services.sweeps import PAGE
@@ -805,6 +812,10 @@ def section_three(endpoint: str, stack: Any, args: argparse.Namespace) -> dict[s
         worst = out[sweep][-1]["worst"]
         print(f"      slowest invocation at {args.accounts[-1]:,}: {worst.kind}, calls {dict(worst.calls)}, "
               f"CPU {worst.cpu * 1e3:.0f} ms")
+        timeout = work_timeout()
+        print(f"      its estimate {worst.estimate:.2f} s = {worst.estimate / timeout:.1%} of WorkFunction's "
+              f"{timeout} s timeout ({'under' if worst.estimate < timeout / 2 else 'NOT under'} half); assumed: "
+              "its calls one after another at the per-call times above, plus its CPU time here")
     n = args.accounts[-1]
     print(f"    previous design (issue 10): the month job queued every account from one invocation: {n // 10:,} "
           f"SendMessageBatch calls, about {n // 10 * times['SendMessageBatch']:.0f} s at the time measured here "
