@@ -41,7 +41,6 @@ import os
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -49,7 +48,19 @@ from typing import Any
 
 import botocore.client
 
-from bench.scale_bench import KB, Context, api_event, bulk_write, ev, handler, iso, item_size, settle, sqs_event
+from bench import local
+from bench.scale_bench import (
+    KB,
+    Context,
+    api_event,
+    ev,
+    handler,
+    iso,
+    item_size,
+    save_clones,
+    settle,
+    sqs_event,
+)
 
 WRITE_PRICE = 1.25  # $ per million write request units, on-demand, us-east-1, Standard table class
 READ_PRICE = 0.25  # $ per million read request units (a strongly consistent read of 4 KB is 1 unit)
@@ -204,11 +215,7 @@ class Meter:
 def build(ledger: Any, account: str, n: int, labelled: bool) -> None:
     """The account with ``n`` running containers ``c00000``...: the first through the settlement
     service, the others its clones (see the module's docstring)."""
-    from billing.domain import forecast
-    from billing.domain.account import Containers
-    from billing.domain.clock import format_time
-    from billing.domain.model import Accrual, clone, to_json
-    from billing.store import keys
+    from billing.domain.model import Accrual, clone
 
     labels = (lambda k: {"labels": {"team": f"t{k:05d}"}}) if labelled else (lambda k: {})
     settle(ledger, ev(account, "Account Created", iso(OPEN), f"{account}-open", email="c@example.com",
@@ -231,21 +238,7 @@ def build(ledger: Any, account: str, n: int, labelled: bool) -> None:
         if labelled:
             c.labels = [(at, {"team": f"t{k:05d}"}) for at, _ in c.labels]
         clones[cid] = c
-    pk = keys.account_pk(account)
-    state = ledger.load(account)
-    version = state.version
-    containers = Containers(loaded=clones)
-    containers.mark_unsaved()
-    written = containers.sync(state, ledger.catalog, state.as_of)
-    m = ledger.models
-    bulk_write(m.connection.client, m.table_name, [ledger._container_item(pk, c).serialize() | {
-        "pk": {"S": pk}, "sk": {"S": keys.container_sk(c.container_id)}} for c in written])
-    state.next_check_at = forecast.next_check(state, ledger.catalog)
-    state.version = version + 1
-    due = format_time(state.next_check_at) if state.next_check_at else None
-    m.Account(pk, keys.STATE, body=to_json(state), version=state.version, as_of=format_time(state.as_of),
-              active_shard=keys.active_shard(account), due_shard=keys.due_shard(account) if due else None,
-              due_at=due).save(condition=m.Account.version == version)
+    save_clones(ledger, account, clones)
 
 
 def day_traffic(ledger: Any, account: str, n: int, prior: int) -> tuple[int, str | None]:
@@ -348,21 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [1, 12] if args.short else [int(x) for x in args.containers.split(",")]
 
-    import boto3
-
     from billing.store.ledger import Ledger
-    from localsam.dynamodb_local import DynamoDBLocal
-    from localsam.template import create_table, load_template
 
     print(f"cost_bench: python {sys.version.split()[0]}; units by DynamoDB's billing rules; on-demand us-east-1: "
           f"${WRITE_PRICE} per million write units, ${READ_PRICE} per million read units")
     meter = Meter()
     rows: list[tuple[int, bool, int, str | None, dict[str, Units | str]]] = []
-    with contextlib.ExitStack() as stack, open(os.devnull, "w") as devnull:
-        endpoint = args.endpoint or stack.enter_context(DynamoDBLocal()).endpoint_url
-        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
-        table = f"bench-cost-{uuid.uuid4().hex[:8]}"
-        create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template(), stream=False)
+    with local.dynamodb_local(args.endpoint) as endpoint, open(os.devnull, "w") as devnull:
+        table = local.new_table(endpoint, "bench-cost")
         ledger = Ledger(table_name=table, sleep=lambda _: None)
         apps = handlers(ledger)
         for n in sizes:

@@ -12,21 +12,14 @@ Run: ``python -m bench.member_bench [--endpoint URL]``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import uuid
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ["AWS_ACCESS_KEY_ID"] = "local"
-os.environ["AWS_SECRET_ACCESS_KEY"] = "local"
-os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
-os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+from bench import local
 
-from datetime import datetime
-
-import boto3
+local.environment()
 
 NOW = datetime.fromisoformat("2026-03-10T14:30:00+00:00")
 
@@ -146,15 +139,7 @@ def main() -> int:
                         help="an already running DynamoDB Local (default: start one)")
     parser.add_argument("--short", action="store_true", help="CI's smoke run (the bench is short already)")
     args = parser.parse_args()
-    from localsam.dynamodb_local import DynamoDBLocal
-    from localsam.template import create_table, load_template
-
-    with contextlib.ExitStack() as stack:
-        endpoint = args.endpoint or stack.enter_context(DynamoDBLocal()).endpoint_url
-        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
-        table = f"billing-bench-{uuid.uuid4().hex[:8]}"
-        create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template(), stream=False)
-        os.environ["TABLE_NAME"] = table
+    with local.bench_table(args.endpoint, "billing-bench") as (_, table):
         run(table)
     return 0
 

@@ -33,19 +33,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ["AWS_REGION"] = os.environ["AWS_DEFAULT_REGION"]
-os.environ["AWS_ACCESS_KEY_ID"] = "local"
-os.environ["AWS_SECRET_ACCESS_KEY"] = "local"
-os.environ.pop("AWS_SESSION_TOKEN", None)
-os.environ.pop("AWS_PROFILE", None)
-os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
-os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
-os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+from bench import local
 
-import warnings
+local.environment()
 
-import botocore.client
+import warnings  # noqa: E402
+
+import botocore.client  # noqa: E402
 
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
@@ -214,7 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     counts = [30] if args.short else [int(x) for x in args.accounts.split(",")]
 
     from billing.services.sweeps import PAGE
-    from localsam.dynamodb_local import DynamoDBLocal
     from localsam.runner import StackRunner
 
     print(f"month_close_bench: python {sys.version.split()[0]}, {os.cpu_count()} cores, load average "
@@ -222,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
           f"timeout {TIMEOUT_S} s")
     requests = Requests()
     clock = [SETUP_AT]
-    with contextlib.ExitStack() as stack_:
-        endpoint = args.endpoint or stack_.enter_context(DynamoDBLocal()).endpoint_url
+    with local.dynamodb_local(args.endpoint) as endpoint:
         for n in counts:
             clock[0] = SETUP_AT
             with StackRunner(dynamodb_endpoint=endpoint, clock=lambda: clock[0]) as stack:

@@ -24,18 +24,11 @@ import warnings
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ["AWS_ACCESS_KEY_ID"] = "local"
-os.environ["AWS_SECRET_ACCESS_KEY"] = "local"
-os.environ.pop("AWS_SESSION_TOKEN", None)
-os.environ.pop("AWS_PROFILE", None)
-os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
-os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
-os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "CreditBillingBench")
-os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+from bench import local
 
-import boto3
-import botocore.client
+local.environment()
+
+import botocore.client  # noqa: E402
 
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
@@ -67,17 +60,7 @@ class Reads:
         base._make_api_call = wrapped
 
 
-class Context:
-    function_name = "UsageApiFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:UsageApiFunction"
-    aws_request_id = "bench"
-    log_group_name = "/aws/lambda/UsageApiFunction"
-    log_stream_name = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
+Context = local.LambdaContext
 
 
 def http_event(sub: str) -> dict[str, Any]:
@@ -161,16 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     from billing import wiring
     from billing.store.cursors import CursorCodec
     from billing.store.ledger import Ledger
-    from localsam.dynamodb_local import DynamoDBLocal
     from localsam.runtime import function_module
-    from localsam.template import create_table, load_template
 
-    with contextlib.ExitStack() as stack:
-        endpoint = args.endpoint or stack.enter_context(DynamoDBLocal()).endpoint_url
-        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
-        table = f"billing-report-{os.getpid()}-{time.monotonic_ns() % 10**6}"
-        create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template(), stream=False)
-        os.environ["TABLE_NAME"] = table
+    with local.bench_table(args.endpoint, "billing-report") as (_, table):
         ledger = Ledger(table_name=table, sleep=lambda _: None)
         t0 = time.perf_counter()
         seed(ledger, "acct-small", 10)

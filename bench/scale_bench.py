@@ -47,16 +47,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ["AWS_REGION"] = os.environ["AWS_DEFAULT_REGION"]
-os.environ["AWS_ACCESS_KEY_ID"] = "local"
-os.environ["AWS_SECRET_ACCESS_KEY"] = "local"
-os.environ.pop("AWS_SESSION_TOKEN", None)
-os.environ.pop("AWS_PROFILE", None)
-os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
-os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
-os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "CreditBillingBench")
-os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+if str(ROOT) not in sys.path:  # run as a script too
+    sys.path.insert(0, str(ROOT))
+
+from bench import local  # noqa: E402
+
+local.environment()
 
 import warnings  # noqa: E402
 
@@ -77,30 +73,7 @@ WRITE_OPS = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactW
 # ---------------------------------------------------------------------------------------------- sizes
 
 
-def value_size(value: dict[str, Any]) -> int:
-    """The size DynamoDB gives an attribute value (its documented rules: strings and binaries by
-    their bytes, numbers 1 byte per two significant digits + 1, maps and lists 3 bytes + elements)."""
-    (kind, v), = value.items()
-    if kind == "S":
-        return len(v.encode())
-    if kind == "N":
-        digits = v.lstrip("-").replace(".", "").strip("0") or "0"
-        return (len(digits) + 1) // 2 + 1
-    if kind == "B":
-        return len(v)
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind == "M":
-        return 3 + sum(len(k.encode()) + value_size(x) + 1 for k, x in v.items())
-    if kind == "L":
-        return 3 + sum(value_size(x) + 1 for x in v)
-    if kind in ("SS", "NS", "BS"):
-        return sum(value_size({kind[0]: x}) for x in v)
-    raise ValueError(kind)
-
-
-def item_size(item: dict[str, Any] | None) -> int:
-    return sum(len(k.encode()) + value_size(v) for k, v in (item or {}).items())
+value_size, item_size = local.value_size, local.item_size
 
 
 def wcu(size: int, transactional: bool) -> int:
@@ -230,17 +203,7 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Context:
-    function_name = "bench"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
-    aws_request_id = "00000000-0000-0000-0000-000000000001"
-    log_group_name = "/aws/lambda/bench"
-    log_stream_name = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+Context = local.LambdaContext
 
 
 def sqs_event(bodies: list[str], arn: str = "arn:aws:sqs:us-east-1:123456789012:q") -> dict[str, Any]:
@@ -350,9 +313,9 @@ def build_account(ledger: Any, account: str, n_containers: int, n_entries: int) 
     container, clones of the two containers with ids of their own, written with BatchWriteItem, the
     balance's aggregates brought in step by the domain's own ``Containers.sync``. Returns the id of a
     running container."""
-    from billing.domain import credits, forecast
-    from billing.domain.account import Account, Containers
-    from billing.domain.clock import format_time, parse_time
+    from billing.domain import credits
+    from billing.domain.account import Account
+    from billing.domain.clock import parse_time
     from billing.domain.model import Accrual, clone
     from billing.domain.posting import Book
     from billing.domain.usage import days_of
@@ -412,22 +375,33 @@ def build_account(ledger: Any, account: str, n_containers: int, n_entries: int) 
             r.run_id = f"r-{cid}"
             c.runs[r.run_id] = r
         clones[cid] = c
+    save_clones(ledger, account, clones)
+    return running
+
+
+def save_clones(ledger: Any, account: str, clones: dict[str, Any]) -> None:
+    """New containers (not counted yet) written with BatchWriteItem, the balance's aggregates brought
+    in step by the domain's own ``Containers.sync``, the balance put on its version."""
+    from billing.domain import forecast
+    from billing.domain.account import Containers
+    from billing.domain.clock import format_time
+    from billing.domain.model import to_json
+    from billing.store import keys
+
+    m, pk = ledger.models, keys.account_pk(account)
     state = ledger.load(account)
     version = state.version
     containers = Containers(loaded=clones)
     containers.mark_unsaved()
     written = containers.sync(state, ledger.catalog, state.as_of)
-    bulk_write(client, m.table_name, [ledger._container_item(pk, c).serialize() | {
+    bulk_write(m.connection.client, m.table_name, [ledger._container_item(pk, c).serialize() | {
         "pk": {"S": pk}, "sk": {"S": keys.container_sk(c.container_id)}} for c in written])
     state.next_check_at = forecast.next_check(state, ledger.catalog)
     state.version = version + 1
     due = format_time(state.next_check_at) if state.next_check_at else None
-    from billing.domain.model import to_json
-
     m.Account(pk, keys.STATE, body=to_json(state), version=state.version, as_of=format_time(state.as_of),
               active_shard=keys.active_shard(account), due_shard=keys.due_shard(account) if due else None,
               due_at=due).save(condition=m.Account.version == version)
-    return running
 
 
 def measure_settlement(ledger: Any, account: str, container: str) -> dict[str, Any]:
@@ -490,11 +464,8 @@ def _items_read(call: Call) -> list[dict[str, Any]]:
 
 def section_one(endpoint: str, args: argparse.Namespace) -> dict[str, Any]:
     from billing.store.ledger import Ledger
-    from localsam.template import create_table, load_template
 
-    table = f"bench-scale-{uuid.uuid4().hex[:8]}"
-    create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template(), stream=False)
-    ledger = Ledger(table_name=table, sleep=lambda _: None)
+    ledger = Ledger(table_name=local.new_table(endpoint, "bench-scale"), sleep=lambda _: None)
     print(f"\n(1) one Container Stopped settlement: {args.containers:,} containers and {args.entries:,} ledger "
           "entries vs one container")
     results = {}
@@ -640,13 +611,10 @@ def measure_call_times(endpoint: str, stack: Any, samples: int) -> dict[str, Any
     from billing.store import keys, queries
     from billing.store.ledger import Ledger
     from billing.store.tables import table_models
-    from localsam.template import create_table, load_template
 
     assert RECORDER is not None
     client = boto3.client("dynamodb", endpoint_url=endpoint)
-    table = f"bench-sweeps-{uuid.uuid4().hex[:8]}"
-    create_table(client, table, load_template(), stream=False)
-    ledger = Ledger(table_name=table, sleep=lambda _: None)
+    ledger = Ledger(table_name=local.new_table(endpoint, "bench-sweeps"), sleep=lambda _: None)
     for i in range(samples):
         a, b = f"month-{i:03d}", f"check-{i:03d}"
         settle(ledger, ev(a, "Account Created", "2026-03-01T00:00:00Z", f"{a}-o", email="m@example.com", plan="free"))
@@ -670,8 +638,7 @@ def measure_call_times(endpoint: str, stack: Any, samples: int) -> dict[str, Any
                 seconds = time.perf_counter() - start
             sweeps[sweep].append((seconds, Counter(c.op for c in dynamo(calls))))
     # the active index: one shard with PAGE + 1 accounts (keys only, as the sparse index projects them)
-    scratch = f"bench-index-{uuid.uuid4().hex[:8]}"
-    create_table(client, scratch, load_template(), stream=False)
+    scratch = local.new_table(endpoint, "bench-index")
     bulk_write(client, scratch, [{"pk": {"S": f"ACCOUNT#x{k:04d}"}, "sk": {"S": "STATE"}, "body": {"S": "{}"},
                                   "active_shard": {"S": "ACTIVE#0"}} for k in range(PAGE + 1)])
     models = table_models(scratch)
@@ -806,6 +773,13 @@ def assumed_times(spec: str) -> dict[str, Any]:
             "Query": ms["query"], "SendMessageBatch": ms["sqs"], "due_found": 0}
 
 
+def work_timeout() -> int:
+    """WorkFunction's Timeout in template.yaml (s)."""
+    from localsam.template import load_template
+
+    return int(load_template()["Resources"]["WorkFunction"]["Properties"]["Timeout"])
+
+
 def section_three(endpoint: str, stack: Any, args: argparse.Namespace) -> dict[str, Any]:
     times = assumed_times(args.assume) if args.assume else measure_call_times(endpoint, stack, args.samples)
     from billing.services.sweeps import PAGE
@@ -838,6 +812,10 @@ def section_three(endpoint: str, stack: Any, args: argparse.Namespace) -> dict[s
         worst = out[sweep][-1]["worst"]
         print(f"      slowest invocation at {args.accounts[-1]:,}: {worst.kind}, calls {dict(worst.calls)}, "
               f"CPU {worst.cpu * 1e3:.0f} ms")
+        timeout = work_timeout()
+        print(f"      its estimate {worst.estimate:.2f} s = {worst.estimate / timeout:.1%} of WorkFunction's "
+              f"{timeout} s timeout ({'under' if worst.estimate < timeout / 2 else 'NOT under'} half); assumed: "
+              "its calls one after another at the per-call times above, plus its CPU time here")
     n = args.accounts[-1]
     print(f"    previous design (issue 10): the month job queued every account from one invocation: {n // 10:,} "
           f"SendMessageBatch calls, about {n // 10 * times['SendMessageBatch']:.0f} s at the time measured here "
@@ -912,15 +890,12 @@ def main(argv: list[str] | None = None) -> int:
     args.accounts = [int(x) for x in args.accounts.split(",")]
     sections = {int(x) for x in args.sections.split(",")}
 
-    from localsam.dynamodb_local import DynamoDBLocal
     from localsam.runner import StackRunner
 
     started = time.perf_counter()
     print(f"scale_bench: python {sys.version.split()[0]}, {os.cpu_count()} cores, load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    with contextlib.ExitStack() as stack_:
-        endpoint = args.endpoint or stack_.enter_context(DynamoDBLocal()).endpoint_url
-        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
+    with local.dynamodb_local(args.endpoint) as endpoint:
         RECORDER = Recorder()
         # The local stack's sections first: DynamoDB Local keeps every table's stream records in one
         # store, and after (1) has written its 110,000 items, reading the stack's stream slows down.

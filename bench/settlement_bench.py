@@ -34,16 +34,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ["AWS_REGION"] = os.environ["AWS_DEFAULT_REGION"]
-os.environ["AWS_ACCESS_KEY_ID"] = "local"
-os.environ["AWS_SECRET_ACCESS_KEY"] = "local"
-os.environ.pop("AWS_SESSION_TOKEN", None)
-os.environ.pop("AWS_PROFILE", None)
-os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
-os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "credit-billing")
-os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "CreditBilling")
-os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
+from bench import local  # noqa: E402
+
+local.environment(log_level="INFO", metrics=True)
 
 import boto3  # noqa: E402
 import botocore.client  # noqa: E402
@@ -159,17 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.short:
         args.runs, args.warmup, args.lambda_runs, args.import_repeat = 4, 1, 1, 0
 
-    from localsam.dynamodb_local import DynamoDBLocal
-    from localsam.template import create_table, load_template
-
-    with contextlib.ExitStack() as stack:
-        endpoint = args.endpoint or stack.enter_context(DynamoDBLocal()).endpoint_url
-        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
-        table = f"billing-bench-{uuid.uuid4().hex[:8]}"
-        plain = boto3.client("dynamodb", endpoint_url=endpoint)
-        create_table(plain, table, load_template(), stream=False)
-        os.environ["TABLE_NAME"] = table
-        run(args, table, plain)
+    with local.bench_table(args.endpoint, "billing-bench") as (endpoint, table):
+        run(args, table, boto3.client("dynamodb", endpoint_url=endpoint))
     if args.import_repeat > 0:
         print("(d) import time of each handler module / import boto3, fresh processes (target <= 1.5)")
         import_bench.PYTHON = args.import_python

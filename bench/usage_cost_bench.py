@@ -20,32 +20,29 @@ figures in bench/README.md are from full runs.
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import gzip
 import json
 import math
 import os
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ["AWS_REGION"] = os.environ["AWS_DEFAULT_REGION"]
-os.environ["AWS_ACCESS_KEY_ID"] = "local"
-os.environ["AWS_SECRET_ACCESS_KEY"] = "local"
-os.environ.pop("AWS_SESSION_TOKEN", None)
-os.environ.pop("AWS_PROFILE", None)
-os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
-os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
-os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "CreditBillingBench")
-os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
-for path in (ROOT / "layers" / "billing", ROOT / "tools", ROOT):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(ROOT) not in sys.path:  # run as a script too
+    sys.path.insert(0, str(ROOT))
+
+from bench import local  # noqa: E402
+
+local.environment()
 
 import warnings  # noqa: E402
 
@@ -56,21 +53,6 @@ warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 KB = 1024
 DAY = "2026-03-10"
-
-
-def value_size(value: dict[str, Any]) -> int:
-    """DynamoDB's documented size of an attribute value (strings by bytes, numbers by digits)."""
-    (kind, v), = value.items()
-    if kind == "S":
-        return len(v.encode())
-    if kind == "N":
-        digits = v.lstrip("-").replace(".", "").strip("0") or "0"
-        return (len(digits) + 1) // 2 + 1
-    return len(json.dumps(v))
-
-
-def item_size(item: dict[str, Any] | None) -> int:
-    return sum(len(k.encode()) + value_size(v) for k, v in (item or {}).items())
 
 
 class Recorder:
@@ -116,9 +98,29 @@ def settle(ledger: Any, detail_type: str, account: str, at: str, **fields: Any) 
     settle_platform_event(event, ledger, event.detail.occurred_at)
 
 
+def fund(ledger: Any, account: str, credits_: int) -> None:
+    """A purchased lot of ``credits_``, granted as the purchase does (a real change): the day's stops
+    stay paid for. An account in debt writes a second ledger entry a stop (the part not covered), a
+    cost of the debt, not of the labels (Membership's 1,000 credits last about 3,000 of these stops)."""
+    from billing.domain import credits
+    from billing.domain import settle as rules
+    from billing.domain.clock import parse_time
+    from billing.domain.posting import Book
+    from billing.store.ledger import Change
+
+    def action(state: Any) -> Any:
+        book = Book(rules.require(state, account), ledger.catalog, f"{account}-fund")
+        credits.grant(book, parse_time("2026-03-01T00:00:01Z"), "purchased", credits_ * 1_000_000, None,
+                      "credits_purchased", purchase_id=f"{account}-fund")
+        return Change(book)
+
+    ledger.apply(account, f"{account}-fund", action)
+
+
 def build(ledger: Any, account: str, containers: int, stops: int, labelled: bool) -> None:
     settle(ledger, "Account Created", account, "2026-03-01T00:00:00Z", email=f"{account}@example.com",
            plan="membership")
+    fund(ledger, account, 1 + stops // 2)  # a 10-minute micro run is 0.326667 credits
     for i in range(containers):
         labels = {"project": f"p{i:05d}", "team": f"t{i % 7}"} if labelled else None
         settle(ledger, "Container Created", account, "2026-03-01T00:00:00Z", container_id=f"c{i}", storage_gb=5,
@@ -141,18 +143,21 @@ def measure_stop(ledger: Any, recorder: Recorder, account: str, container: str) 
                traffic_bytes=0)
     [(_, params, response)] = [c for c in calls if c[0] == "TransactWriteItems"]
     client = boto3.client("dynamodb")
-    sizes, usage_items = [], 0
+    sizes, usage_items, kinds = [], 0, []
     for t in params["TransactItems"]:
         (_, body), = t.items()
         key = body.get("Key") or {k: body["Item"][k] for k in ("pk", "sk")}
         usage_items += key["sk"]["S"].startswith("USAGE#")
-        sizes.append(item_size(client.get_item(TableName=body["TableName"], Key=key, ConsistentRead=True).get("Item")))
+        sk = key["sk"]["S"]
+        kinds.append("#".join(sk.split("#")[:2]) if sk.startswith("USAGE#") else sk.split("#")[0])
+        stored = client.get_item(TableName=body["TableName"], Key=key, ConsistentRead=True).get("Item")
+        sizes.append(local.item_size(stored))
     consumed = response.get("ConsumedCapacity") or []
     table = sum((r.get("Table") or {}).get("CapacityUnits", 0) for r in consumed)
     total = sum(r.get("CapacityUnits", 0) for r in consumed)
     return {"items": len(sizes), "usage_items": usage_items, "largest": max(sizes),
             "wcu": sum(max(1, math.ceil(s / KB)) * 2 for s in sizes), "wcu_local": table, "wcu_local_indexes": total,
-            "requests": len(calls)}
+            "requests": len(calls), "kinds": ", ".join(f"{k} x{n}" if n > 1 else k for k, n in Counter(kinds).items())}
 
 
 def read(ledger: Any, recorder: Recorder, account: str, query: dict[str, str]) -> dict[str, Any]:
@@ -169,9 +174,10 @@ def read(ledger: Any, recorder: Recorder, account: str, query: dict[str, str]) -
     module.deps.dependency_overrides[wiring.clock] = lambda: (lambda: now)
     event = {"version": "2.0", "routeKey": "GET /v1/usage", "rawPath": "/v1/usage",
              "rawQueryString": "&".join(f"{k}={v}" for k, v in query.items()), "queryStringParameters": query,
-             "headers": {}, "requestContext": {"http": {"method": "GET", "path": "/v1/usage"}, "stage": "$default",
-                                               "authorizer": {"jwt": {"claims": {"sub": account}}},
-                                               "requestId": "r", "routeKey": "GET /v1/usage"}, "isBase64Encoded": False}
+             "headers": {"accept-encoding": "gzip"},  # as a browser or `curl --compressed` asks
+             "requestContext": {"http": {"method": "GET", "path": "/v1/usage"}, "stage": "$default",
+                                "authorizer": {"jwt": {"claims": {"sub": account}}},
+                                "requestId": "r", "routeKey": "GET /v1/usage"}, "isBase64Encoded": False}
     context = type("Context", (), {"function_name": "usage-api", "memory_limit_in_mb": 512,
                                    "invoked_function_arn": "arn:aws:lambda:us-east-1:1:function:usage-api",
                                    "aws_request_id": "r"})()
@@ -182,10 +188,14 @@ def read(ledger: Any, recorder: Recorder, account: str, query: dict[str, str]) -
     queries = [c for c in calls if c[0] == "Query"]
     items = [i for _, _, r in queries for i in r.get("Items", [])]
     body = answer.get("body") or ""
+    sent = len(body.encode())
+    if answer.get("isBase64Encoded"):  # gzipped (the client takes gzip): API Gateway sends the decoded bytes
+        zipped = base64.b64decode(body)
+        body, sent = gzip.decompress(zipped).decode(), len(zipped)
     message = json.loads(body).get("error", {}).get("message") if answer["statusCode"] != 200 else None
     return {"status": answer["statusCode"], "requests": len(calls), "queries": len(queries), "items": len(items),
-            "bytes": sum(stored_size(i) for i in items), "answer_bytes": len(body.encode()), "seconds": seconds,
-            "message": message}
+            "bytes": sum(stored_size(i) for i in items), "answer_bytes": len(body.encode()), "sent_bytes": sent,
+            "seconds": seconds, "message": message}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,22 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.short:
         args.containers, args.stops = 60, 60
     from billing.store.ledger import Ledger
-    from localsam.dynamodb_local import DynamoDBLocal
-    from localsam.template import create_table, load_template
 
     print(f"usage_cost_bench: python {sys.version.split()[0]}, {os.cpu_count()} cores, load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    with ExitStack() as stack:
-        endpoint = args.endpoint or stack.enter_context(DynamoDBLocal()).endpoint_url
-        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
+    with local.bench_table(args.endpoint, "bench-usage") as (_, table):
         recorder = Recorder()
-        table = f"bench-usage-{uuid.uuid4().hex[:8]}"
-        create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, load_template(), stream=False)
-        os.environ["TABLE_NAME"] = table
         ledger = Ledger(table_name=table, sleep=lambda _: None)
         start = time.perf_counter()
-        build(ledger, "acct-plain", 1, 0, labelled=False)
-        build(ledger, "acct-labelled", args.containers, args.stops, labelled=True)
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the services' EMF lines
+            build(ledger, "acct-plain", 1, 0, labelled=False)
+            build(ledger, "acct-labelled", args.containers, args.stops, labelled=True)
         print(f"    built: {args.containers:,} labelled containers, {args.stops:,} labelled stops on {DAY} "
               f"in {time.perf_counter() - start:.0f} s")
         plain = measure_stop(ledger, recorder, "acct-plain", "c0")
@@ -227,11 +231,12 @@ def main(argv: list[str] | None = None) -> int:
                           ("WCU reported by DynamoDB Local (table)", "wcu_local"),
                           ("WCU reported, table + GSI1", "wcu_local_indexes"), ("DynamoDB requests", "requests")):
             print(f"    {name:44} {plain[key]:>12,} {big[key]:>12,}")
+        print(f"    its items, 1 container: {plain['kinds']}\n    its items, labelled:    {big['kinds']}")
         ratio = big["wcu"] / plain["wcu"]
         print(f"    WCU ratio labelled / one container: {ratio:.2f} computed "
               f"({'within' if abs(ratio - 1) <= 0.10 else 'OUTSIDE'} +-10%), "
               f"{big['wcu_local_indexes'] / max(plain['wcu_local_indexes'], 1):.2f} reported with GSI1")
-        print("\n(2) GET /v1/usage over 366 days (2025-12-01 .. 2026-11-30), labelled account")
+        print("\n(2) GET /v1/usage over 366 days (2025-12-01 .. 2026-11-30), labelled account, Accept-Encoding: gzip")
         base = {"from": "2025-12-01", "to": "2026-11-30"}
         for name, query in (("by day, grouped by label:project", {**base, "group_by": "label:project"}),
                             ("by month, grouped by label:team", {**base, "granularity": "month",
@@ -242,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             r = read(ledger, recorder, "acct-labelled", query)
             verdict = "answers" if r["status"] == 200 else f"400: {r['message']}"
             print(f"    {name:36} status {r['status']}, {r['queries']} queries, {r['items']:,} items, "
-                  f"{r['bytes'] / 2**20:.2f} MB read, answer {r['answer_bytes'] / 2**20:.2f} MB, "
+                  f"{r['bytes'] / 2**20:.2f} MB read, answer {r['answer_bytes'] / 2**20:.2f} MB "
+                  f"({r['sent_bytes'] / 2**20:.2f} MB gzipped), "
                   f"{r['seconds'] * 1000:.0f} ms: {verdict}")
     return 0
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import PynamoDBException
 
+from billing.api.compression import compress_response
 from billing.api.powertools import APIGatewayHttpResolver, NotFoundError, Response
 from billing.api.requests import NoQuery, parse_query, parse_request, split_labels
 from billing.api.routes import BY_KEY, Route
@@ -30,6 +31,9 @@ from billing.domain.errors import BillingError, Forbidden, InvalidInput, NotFoun
 from billing.domain.members import require_role
 from billing.domain.roster import Role
 from billing.observability import logger
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 20
@@ -65,6 +69,10 @@ class Resolver(APIGatewayHttpResolver):
         super().__init__()
         self.bound: dict[str, Route] = {}
         self.role_of = role_of
+
+    def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        """The answer, gzipped when the client takes it and it is worth it (:mod:`billing.api.compression`)."""
+        return compress_response(super().resolve(event, context), event.get("headers"))
 
     def serves(self, key: str, guard: Callable[[], None] | None = None) -> Callable[[Handler], Handler]:
         """Bind a handler to the route ``key`` ("METHOD /path" of :data:`billing.api.routes.ROUTES`).
