@@ -621,14 +621,25 @@ class BillingMachine(RuleBasedStateMachine):
         """The end of every change of the account: the spend cap, then the member limits, as of the
         account's clock."""
         self.m.spend_cap(self.m.as_of)
+        reached = len(self.m.limits_reached)
         self.m.member_limits(self.m.as_of)
+        PLAYED["member limit reached"] += len(self.m.limits_reached) - reached
 
-    @initialize(stripe=st.booleans())
-    def payment_provider(self, stripe: bool) -> None:
+    @initialize(stripe=st.booleans(), roster=st.lists(
+        st.tuples(st.sampled_from(USERS), st.sampled_from(ROLES), st.one_of(st.none(), st.integers(1, 30))),
+        max_size=3, unique_by=lambda member: member[0]))
+    def payment_provider_and_members(self, stripe: bool, roster: list[tuple[str, str, int | None]]) -> None:
         """The deployment's payment provider: Stripe (the port's fake: PaymentIntents, off-session
-        charges and refunds in memory, its events signed as Stripe signs them) or the signed webhook."""
+        charges and refunds in memory, its events signed as Stripe signs them) or the signed webhook;
+        and the members the account has from the start, some with a monthly limit (so that the steps
+        that follow meet them)."""
         self.w.stripe.enabled = stripe
         PLAYED["provider " + self.w.stripe.name] += 1
+        for user, role, _ in roster:
+            self.membership(user, "Member Added", role)
+        for user, _, limit in roster:
+            if limit is not None:
+                self.member_limit(user, limit)
 
     @staticmethod
     def user_fields(user: str | None) -> dict[str, str]:
@@ -1412,8 +1423,9 @@ class BillingMachine(RuleBasedStateMachine):
         self._pending_auto()
         known = sorted(pid for pid, p in self.purchases.items()
                        if p["intent"] and (p["intent_known"] or not by_charge))
-        if not known:
-            return None
+        if not known:  # a purchase first (Stripe's events are about one)
+            self.buy(data.draw(st.sampled_from([50, 100, 333])), keyed=False)
+            return self._stripe_purchase(data, by_charge)
         pid = data.draw(st.sampled_from(known))
         return pid, self.purchases[pid]
 
@@ -1459,6 +1471,7 @@ class BillingMachine(RuleBasedStateMachine):
             return
         pid, p = chosen
         m, intent, status_was = self.m, p["intent"], p["status"]
+        PLAYED[f"Stripe {kind}"] += 1
         money = {"amount": p["cents"], "currency": p["currency"].lower(), "created": int(self.now.timestamp())}
         if kind in ("payment_intent.succeeded", "payment_intent.payment_failed", "forged"):
             obj = {"id": intent, "object": "payment_intent", **money,
