@@ -72,6 +72,7 @@ SECRET = "model-webhook-secret"
 STRIPE_SECRET = "whsec_model_0123456789"
 USERS = ("u1", "u2", "u3")  # the platform users who may be the account's members (the account's own user: its owner)
 ROLES = ("owner", "admin", "billing", "member")
+LIMITS = st.sampled_from([0, 1, 2, 5, 12, 40])  # credits a month: a few minutes to hours of a run
 # The catalog's price of a credit in each currency sold, and the digits of its minor unit
 # (billing-rules.md "Real payments"; domain/prices/default.json): USD 0.02, EUR 0.019, KRW 28 (no minor unit).
 CREDIT_PRICE = {"USD": (2, 100, 2), "EUR": (19, 1000, 2), "KRW": (28, 1, 0)}  # (numerator, denominator, digits)
@@ -626,7 +627,7 @@ class BillingMachine(RuleBasedStateMachine):
         PLAYED["member limit reached"] += len(self.m.limits_reached) - reached
 
     @initialize(stripe=st.booleans(), roster=st.lists(
-        st.tuples(st.sampled_from(USERS), st.sampled_from(ROLES), st.one_of(st.none(), st.integers(1, 30))),
+        st.tuples(st.sampled_from(USERS), st.sampled_from(ROLES), st.one_of(st.none(), LIMITS)),
         max_size=3, unique_by=lambda member: member[0]))
     def payment_provider_and_members(self, stripe: bool, roster: list[tuple[str, str, int | None]]) -> None:
         """The deployment's payment provider: Stripe (the port's fake: PaymentIntents, off-session
@@ -1392,7 +1393,7 @@ class BillingMachine(RuleBasedStateMachine):
             m.members[user].role = role
         self.commit_model()
 
-    @rule(user=st.sampled_from(USERS), limit=st.one_of(st.none(), st.integers(0, 40)))
+    @rule(user=st.sampled_from(USERS), limit=st.one_of(st.none(), LIMITS))
     def member_limit(self, user: str, limit: int | None) -> None:
         """The owner (the account's own user) sets a member's monthly limit (``PUT
         /v1/members/{user_id}/limit``): not a member is a 404; a higher or removed limit ends one
@@ -1415,6 +1416,37 @@ class BillingMachine(RuleBasedStateMachine):
         assert answer["limit_reached"] is (member.reached == month_key(self.now)), (
             f"limit_reached: product {answer}, model reached in {member.reached}")
         PLAYED["member limit " + ("removed" if limit is None else "set")] += 1
+
+    @precondition(lambda self: any(x.limit is not None for x in self.m.members.values()))
+    @rule(data=st.data(), tier=st.sampled_from(sorted(PER_9S)), past=st.integers(0, 10).map(lambda k: 3 * k),
+          then=st.sampled_from(["periodic_check", "ai_use", "stop"]))
+    def member_runs_to_the_limit(self, data: st.DataObject, tier: str, past: int, then: str) -> None:
+        """A limited member starts a run and it runs until about when their limit is reached (``past``
+        minutes after), then the periodic check the forecast timed, another use, or its stop."""
+        m = self.m
+        user = data.draw(st.sampled_from(sorted(u for u, x in m.members.items() if x.limit is not None)))
+        idle = [cid for cid in sorted(SIZES) if not self._running(cid) and cid not in self.deleted]
+        if not idle:
+            return
+        cid = data.draw(st.sampled_from(idle))
+        self.start(cid, tier, False, user)
+        self.w.drain()
+        member = m.members.get(user)
+        if member is None or member.limit is None:
+            return
+        room = member.limit - m.member_spent.get((month_key(self.now), user), 0) - m.member_accrued(user, self.now)
+        minutes = max(0, -(-room // (PER_9S[tier] * 20 * 3))) * 3 + past  # 20 x 9 s a 3-minute step
+        target = self.now + timedelta(minutes=minutes)
+        if month_key(target) != month_key(self.now):
+            return
+        self.w.now = target
+        PLAYED["a member runs to their limit"] += 1
+        if then == "periodic_check":
+            self.periodic_check()
+        elif then == "ai_use":
+            self.ai_use(1000, 0, 0, None)
+        else:
+            self.stop(cid, 0)
 
     # Stripe ------------------------------------------------------------------------------------------
     def _stripe_purchase(self, data: st.DataObject, by_charge: bool) -> tuple[str, dict[str, Any]] | None:
