@@ -5,14 +5,22 @@ intake -> the FIFO settlement queue -> the settlement function; the account API,
 webhook and the usage API as API Gateway calls them; the schedules' job -> the work queue -> the
 work function; the table's stream -> the outbox dispatcher -> EventBridge / SES), with faults
 injected between them (DynamoDB throttling, transaction conflicts, a lost commit answer; PutEvents,
-SQS and SES failing once or for a while). The clock is injected and moves forward on a 3-minute
+SQS and SES failing once or for a while). Organizations and payments meet the rest: members
+added, removed and re-roled by the platform's events, usage named by ``user_id``, member limits set
+through ``PUT /v1/members/{user_id}/limit``; Stripe as the deployment's provider (a fake of the
+payment port, no network: PaymentIntents, off-session charges and refunds in memory) with its signed
+events (paid, failed, refunded in the dashboard, disputes opened, won and lost, in any order and
+delivered again); the account's currency, locale and time zone. The clock is injected and moves forward on a 3-minute
 grid; traffic comes in 1/8 GiB and AI use is priced with gpt-5-nano (4 / 32 µcr a token), so every
 charge is exact and the reference model (tests/reference_model.py) needs no rounding.
 
 After every step: the reconciliation (run in-process) finds no difference; conservation holds; the
 reference model gives the same available balance, debt, lots and totals (and so does
-``GET /v1/balance``); every committed effect is delivered, each mail once per ``effect_id`` and
-nothing for what did not commit; no handler answered a 5xx to valid input.
+``GET /v1/balance``), and ``GET /v1/members`` the same roster, limits, limits reached and each
+user's month's spending; every committed effect is delivered, each mail once per ``effect_id`` and
+nothing for what did not commit; each member limit reached publishes ``Member Limit Reached`` once
+and asks to stop only that member's running containers; every API refund of a purchase paid at
+Stripe is made there by its refund id, and nothing else is; no handler answered a 5xx to valid input.
 
 Defects known on main and fixed on other branches are switched off by ``KNOWN_DEFECTS`` (the number
 is the issue's): the rule or the combination that exposes one is not played while it is listed.
