@@ -133,6 +133,8 @@ def _running_of(book: Book, user_id: str) -> list[str]:
 def evaluate(book: Book, at: datetime) -> None:
     """Every member limit after a change, as of ``at`` (only members with a limit are looked at)."""
     month = month_key(at)
+    if any(member.monthly_limit is not None for member in book.state.members.values()):
+        book.sync()  # their running time is read from the aggregates: in step with this change first
     for member in book.state.members.values():
         if member.limit_reached and (member.limit_reached != month or member.monthly_limit is None
                                      or spent(member, month) < member.monthly_limit):
