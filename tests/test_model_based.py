@@ -1443,7 +1443,7 @@ class BillingMachine(RuleBasedStateMachine):
         if member is None or member.limit is None:
             return
         room = member.limit - m.member_spent.get((month_key(self.now), user), 0) - m.member_accrued(user, self.now)
-        minutes = max(0, -(-room // (PER_9S[tier] * 20 * 3))) * 3 + past  # 20 x 9 s a 3-minute step
+        minutes = max(0, -(-room // (PER_9S[tier] * 20))) * 3 + past  # 3-minute steps of 20 x 9 s
         target = self.now + timedelta(minutes=minutes)
         if month_key(target) != month_key(self.now):
             return
