@@ -5,7 +5,10 @@ It extends the container model of tests/test_settlement_stateful.py (lots, the b
 first by arriving credits, expiry, the month boundary, the final settlement on running into debt)
 with what the rest of the product does to a balance: AI use, purchases paid, refunds (running usage
 settled first), grants of every kind, the month's charges and the spend cap that settles running
-usage when they reach it, and the periodic check's overuse.
+usage when they reach it, the periodic check's overuse; members (what each one's usage deducted in
+the month, counted while they are a member, and the member limit that settles their running usage
+when it is reached), and credits taken back by a refund or a dispute made at Stripe (and given back
+when the dispute is won).
 """
 
 from __future__ import annotations
@@ -29,6 +32,15 @@ class RLot(MLot):
 @dataclass
 class RRun(MRun):
     pending: int = 0  # µcr of traffic reported during the run, deducted with the run's next settlement
+    pending_month: str = ""  # the month that traffic was reported in (its charge line's month)
+    user: str | None = None  # who ran it (user_id on its start): its time and traffic are their usage
+
+
+@dataclass
+class MMember:
+    role: str
+    limit: int | None = None  # µcr a calendar month
+    reached: str | None = None  # the month the limit was reached in
 
 
 @dataclass
@@ -37,6 +49,11 @@ class RefModel(Model):
     month_charged: dict[str, int] = field(default_factory=dict)
     cap: int | None = None
     cap_reached: str | None = None
+    members: dict[str, MMember] = field(default_factory=dict)
+    user_spent: dict[tuple[str, str], int] = field(default_factory=dict)  # (month, user): every line of theirs
+    member_spent: dict[tuple[str, str], int] = field(default_factory=dict)  # (month, user): while a member
+    limits_reached: list[tuple[str, int]] = field(default_factory=list)  # (user, limit), in order
+    limit_stops: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (user, containers asked)
 
     # what the month has charged (spend caps and alerts read it) -------------------------------
     def pay(self, amount: int, as_of: datetime, now: datetime) -> None:
@@ -55,11 +72,26 @@ class RefModel(Model):
             self.lots.extend(refunded)
 
     def run_time(self, run: MRun, until: datetime) -> int:
-        """A run's time, and its reported traffic not deducted yet (accrual.settle_run charges both)."""
+        """A run's time, and its reported traffic not deducted yet (accrual.settle_run charges both);
+        both are the run's user's usage (the model deducts every amount it computes)."""
+        since = run.billed or run.start
+        user = run.user if isinstance(run, RRun) else None
         due = super().run_time(run, until)
+        if due and since is not None:
+            self.attribute(user, month_key(since), due)
         if isinstance(run, RRun) and run.pending:
+            self.attribute(user, run.pending_month, run.pending)
             due, run.pending = due + run.pending, 0
         return due
+
+    def attribute(self, user: str | None, month: str, amount: int) -> None:
+        """A charge line of ``user`` (negative: a correction): the month's counter of the user, and
+        the member's figure the limit reads while they are a member."""
+        if user is None or not amount:
+            return
+        self.user_spent[(month, user)] = self.user_spent.get((month, user), 0) + amount
+        if user in self.members:
+            self.member_spent[(month, user)] = self.member_spent.get((month, user), 0) + amount
 
     # reads ---------------------------------------------------------------------------------------
     def available(self, at: datetime) -> int:
@@ -75,9 +107,11 @@ class RefModel(Model):
         self.advance(at)
         self.grant(RLot(lot_id, kind, amount, at, expires, purchase_id=purchase_id))
 
-    def ai_use(self, at: datetime, input_tokens: int, output_tokens: int) -> None:
+    def ai_use(self, at: datetime, input_tokens: int, output_tokens: int, user: str | None = None) -> None:
         self.advance(at)
-        self.deduct(input_tokens * NANO_IN + output_tokens * NANO_OUT, at)
+        amount = input_tokens * NANO_IN + output_tokens * NANO_OUT
+        self.attribute(user, month_key(at), amount)
+        self.deduct(amount, at)
 
     def settle_running(self, at: datetime) -> None:
         """Everything accrued deducted now (the spend cap and the refund do this)."""
@@ -88,15 +122,18 @@ class RefModel(Model):
         if self.debt > debt_before and not self.exhausted:
             self.exhausted = True
 
-    def traffic_reported(self, at: datetime, units: int, run: RRun | None) -> None:
+    def traffic_reported(self, at: datetime, units: int, run: RRun | None, user: str | None = None) -> None:
         """``Container Traffic Reported``: bytes beyond the month's allowance are billable; of a
         running run they wait for its next settlement (its stop, the boundary, a relabel, the final
-        settlement), of a run closed already they are deducted at once."""
+        settlement), of a run closed already they are deducted at once (the user the event names)."""
         self.advance(at)
         due = self.record_traffic(at, units)
         if run is not None:
+            if not run.pending:
+                run.pending_month = month_key(at)
             run.pending += due
         else:
+            self.attribute(user, month_key(at), due)
             self.deduct(due, at)
 
     def promotional(self, purchase_id: str) -> int:
@@ -104,12 +141,22 @@ class RefModel(Model):
         return sum(x.granted for x in self.lots
                    if x.kind == "promotional" and getattr(x, "purchase_id", None) == purchase_id)
 
-    def refund(self, lot_id: str, purchase_id: str, at: datetime) -> int:
-        """The purchase's unused credits go back to the buyer; its promotional lots expire now."""
-        [lot] = [x for x in self.lots if x.lot_id == lot_id]
-        taken = lot.remaining
-        lot.remaining, lot.closed = 0, True
-        lot.refunded = taken  # type: ignore[attr-defined]
+    def unused(self, purchase_id: str) -> int:
+        """µcr left in the purchase's open lots (its own, and one a won dispute gave back)."""
+        return sum(x.remaining for x in self.lots
+                   if x.kind == "purchased" and getattr(x, "purchase_id", None) == purchase_id and not x.closed)
+
+    def refund(self, purchase_id: str, at: datetime) -> int:
+        """The purchase's unused credits go back to the buyer (a refund, at the API or in Stripe's
+        dashboard, or a dispute); its promotional lots expire now."""
+        taken = 0
+        for lot in self.lots:
+            if lot.kind != "purchased" or getattr(lot, "purchase_id", None) != purchase_id or lot.closed:
+                continue
+            part = lot.remaining
+            lot.remaining, lot.closed = 0, True
+            lot.refunded = part  # type: ignore[attr-defined]
+            taken += part
         self.refunded += taken
         for promo in self.lots:
             if promo.kind == "promotional" and getattr(promo, "purchase_id", None) == purchase_id and not promo.closed:
@@ -143,3 +190,44 @@ class RefModel(Model):
         if self.accrued(at) >= self.available(at):
             self.settle_running(at)
             self.exhausted = True
+
+    # members ---------------------------------------------------------------------------------------
+    def member_accrued(self, user: str, at: datetime) -> int:
+        """µcr of time the member's running containers accrued and not deducted yet (their reported
+        traffic is not counted: forecast.member_accrued reads the runs' time)."""
+        probe = copy.deepcopy(self)
+        total = 0
+        for runs in probe.runs.values():
+            for run in runs.values():
+                if isinstance(run, RRun) and run.user == user and run.start and not run.stop:
+                    run.pending = 0
+                    total += probe.run_time(run, at)
+        return total
+
+    def member_limits(self, at: datetime) -> None:
+        """After every change, as of the account's clock (after the spend cap): a limit reached ends
+        with the month, with no limit, or when the member's month is under it again; once what the
+        member's usage deducted in the month and their running time reach it, their running usage
+        is deducted now and, at or above the limit, it is reached: their running containers are
+        asked to stop and ``Member Limit Reached`` is published (once)."""
+        month = month_key(at)
+        for user, member in list(self.members.items()):
+            spent = self.member_spent.get((month, user), 0)
+            if member.reached and (member.reached != month or member.limit is None or spent < member.limit):
+                member.reached = None
+            if member.limit is None or member.reached == month:
+                continue
+            if spent + self.member_accrued(user, at) < member.limit:
+                continue
+            mine = [run for runs in self.runs.values() for run in runs.values()
+                    if isinstance(run, RRun) and run.user == user and run.start and not run.stop]
+            self.deduct(sum(self.run_time(run, at) for run in mine), at)
+            if self.member_spent.get((month, user), 0) < member.limit:
+                continue
+            member.reached = month
+            running = tuple(sorted(cid for cid, runs in self.runs.items()
+                                   if any(isinstance(r, RRun) and r.user == user and r.start and not r.stop
+                                          for r in runs.values())))
+            if running:
+                self.limit_stops.append((user, running))
+            self.limits_reached.append((user, member.limit))

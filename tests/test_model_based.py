@@ -5,14 +5,22 @@ intake -> the FIFO settlement queue -> the settlement function; the account API,
 webhook and the usage API as API Gateway calls them; the schedules' job -> the work queue -> the
 work function; the table's stream -> the outbox dispatcher -> EventBridge / SES), with faults
 injected between them (DynamoDB throttling, transaction conflicts, a lost commit answer; PutEvents,
-SQS and SES failing once or for a while). The clock is injected and moves forward on a 3-minute
+SQS and SES failing once or for a while). Organizations and payments meet the rest: members
+added, removed and re-roled by the platform's events, usage named by ``user_id``, member limits set
+through ``PUT /v1/members/{user_id}/limit``; Stripe as the deployment's provider (a fake of the
+payment port, no network: PaymentIntents, off-session charges and refunds in memory) with its signed
+events (paid, failed, refunded in the dashboard, disputes opened, won and lost, in any order and
+delivered again); the account's currency, locale and time zone. The clock is injected and moves forward on a 3-minute
 grid; traffic comes in 1/8 GiB and AI use is priced with gpt-5-nano (4 / 32 µcr a token), so every
 charge is exact and the reference model (tests/reference_model.py) needs no rounding.
 
 After every step: the reconciliation (run in-process) finds no difference; conservation holds; the
 reference model gives the same available balance, debt, lots and totals (and so does
-``GET /v1/balance``); every committed effect is delivered, each mail once per ``effect_id`` and
-nothing for what did not commit; no handler answered a 5xx to valid input.
+``GET /v1/balance``), and ``GET /v1/members`` the same roster, limits, limits reached and each
+user's month's spending; every committed effect is delivered, each mail once per ``effect_id`` and
+nothing for what did not commit; each member limit reached publishes ``Member Limit Reached`` once
+and asks to stop only that member's running containers; every API refund of a purchase paid at
+Stripe is made there by its refund id, and nothing else is; no handler answered a 5xx to valid input.
 
 Defects known on main and fixed on other branches are switched off by ``KNOWN_DEFECTS`` (the number
 is the issue's): the rule or the combination that exposes one is not played while it is listed.
@@ -39,16 +47,18 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from billing.adapters import EventPublisher, MailSender, MessageQueue
-from billing.api.signatures import sign
+from billing.api.signatures import sign, sign_stripe
 from billing.domain.clock import add_one_month, month_key, next_month_start, parse_time
-from billing.domain.errors import InvalidInput
-from billing.domain.model import Effect, Mail, OutboundEvent, from_json
+from billing.domain.errors import InvalidInput, ServiceBusy
+from billing.domain.model import Effect, Mail, OutboundEvent, PaymentCall, Purchase, from_json
+from billing.payments import ChargeOutcome, PaymentStarted
 from billing.services.operator_acts import OldEventPath, audit_items
-from billing.services.outbox import Refusal
+from billing.services.outbox import PaymentSide, Refusal
 from billing.services.outbox import deliver as outbox_deliver
+from billing.services.purchases import refund_id_of
 from billing.services.reconcile import reconcile
 from billing.services.replay import Replayer
 from billing.store import keys
@@ -57,7 +67,7 @@ from billing.store.ledger import Ledger
 from billing.store.outbox import OutboxRecord
 from localsam.template import create_table
 from tests.helpers import C, RecordingQueue, assert_conserved, invoke, load_handler
-from tests.reference_model import NANO_IN, NANO_OUT, RefModel, RLot, RRun
+from tests.reference_model import NANO_IN, NANO_OUT, MMember, RefModel, RLot, RRun
 from tests.test_account_api import http_event
 from tests.test_settlement_faults import conflict, throttled, timeout
 from tests.test_settlement_stateful import CS_PER_9S, PER_9S, SIZES, UNIT, MRun
@@ -67,6 +77,19 @@ from tests.test_settlement_stateful import CS_PER_9S, PER_9S, SIZES, UNIT, MRun
 KNOWN_DEFECTS: set[int] = set()
 
 SECRET = "model-webhook-secret"
+STRIPE_SECRET = "whsec_model_0123456789"
+USERS = ("u1", "u2", "u3")  # the platform users who may be the account's members (the account's own user: its owner)
+ROLES = ("owner", "admin", "billing", "member")
+LIMITS = st.sampled_from([0, 1, 2, 5, 12, 40])  # credits a month: a few minutes to hours of a run
+# The catalog's price of a credit in each currency sold, and the digits of its minor unit
+# (billing-rules.md "Real payments"; domain/prices/default.json): USD 0.02, EUR 0.019, KRW 28 (no minor unit).
+CREDIT_PRICE = {"USD": (2, 100, 2), "EUR": (19, 1000, 2), "KRW": (28, 1, 0)}  # (numerator, denominator, digits)
+
+
+def price_minor(credits: int, currency: str) -> int:
+    """credits x the price per credit in the currency's minor unit, rounded up to it (exact integers)."""
+    num, den, digits = CREDIT_PRICE[currency]
+    return -(-credits * num * 10**digits // den)
 OPERATOR = "arn:aws:iam::123456789012:user/operator"
 T0 = datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
 GRID = timedelta(minutes=3)
@@ -151,6 +174,59 @@ class FaultyQueue(MessageQueue):
         taken = list(self.sent)
         self.sent.clear()
         return taken
+
+
+class FakeStripe:
+    """Stripe as the payment port sees it (billing.payments.PaymentProvider), kept in memory: no
+    network. A PaymentIntent per purchase (idempotent by the purchase's id), a saved card that pays
+    every off-session charge, refunds idempotent by our refund id; the outbox's calls fail while its
+    transport does (Stripe unreachable: ServiceBusy, the dispatcher's batch is retried). With
+    ``enabled`` False it is the provider-neutral path (SignedWebhookPayments): nothing is called."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.intents: dict[str, dict[str, Any]] = {}  # PaymentIntent id -> purchase id, account, amount, currency
+        self.refunds: dict[str, tuple[str | None, int, str]] = {}  # idempotency key -> (intent, amount, purchase)
+        self.refund_calls: Counter[str] = Counter()
+        self.charges: dict[str, str] = {}  # idempotency key -> PaymentIntent id of the off-session charge
+        self.transport = Transport()
+        self.transport.error = lambda: ServiceBusy("the payment provider is not reachable; retry shortly")
+
+    @property
+    def name(self) -> str:
+        return "stripe" if self.enabled else "signed_webhook"
+
+    def customer(self, account_id: str, email: str) -> str | None:
+        return f"cus_{account_id}" if self.enabled else None
+
+    def start_payment(self, purchase: Purchase, customer_id: str | None) -> PaymentStarted | None:
+        if not self.enabled:
+            return None
+        intent = f"pi_{purchase.purchase_id}"
+        self.intents.setdefault(intent, {"purchase_id": purchase.purchase_id, "account_id": purchase.account_id,
+                                         "amount": purchase.price_cents, "currency": purchase.currency})
+        return PaymentStarted("stripe", intent, f"{intent}_secret_model")
+
+    def setup_card(self, account_id: str, customer_id: str) -> tuple[str, str]:
+        raise AssertionError("the model saves no card")
+
+    def charge_saved_card(self, purchase: Purchase, customer_id: str | None, setup_id: str | None,
+                          idempotency_key: str) -> ChargeOutcome | None:
+        if not self.enabled:
+            return None
+        self.transport.maybe_fail()
+        intent = self.charges.setdefault(idempotency_key, f"pi_{purchase.purchase_id}")
+        self.intents.setdefault(intent, {"purchase_id": purchase.purchase_id, "account_id": purchase.account_id,
+                                         "amount": purchase.price_cents, "currency": purchase.currency})
+        return ChargeOutcome(True, intent)
+
+    def refund(self, payment_intent_id: str | None, amount_minor: int, idempotency_key: str,
+               purchase_id: str) -> None:
+        if not self.enabled or payment_intent_id is None:
+            return
+        self.transport.maybe_fail()
+        self.refund_calls[idempotency_key] += 1
+        self.refunds.setdefault(idempotency_key, (payment_intent_id, amount_minor, purchase_id))
 
 
 class LocalSqs:
@@ -299,8 +375,10 @@ class World:
         self.intake = load_handler("platform_events", catalog=self.ledger.catalog,
                                    settlement_queue=self.settlement_queue, clock=clock)
         self.settlement = load_handler("settlement", dead_letters=self.dead_letters, **c)
-        self.accounts = load_handler("account_api", **c)
-        self.webhook = load_handler("payment_webhook", webhook_secrets=[SECRET], **c)
+        self.stripe = FakeStripe()
+        self.accounts = load_handler("account_api", payments=self.stripe, **c)
+        self.webhook = load_handler("payment_webhook", webhook_secrets=[SECRET], stripe_webhook_secrets=[STRIPE_SECRET],
+                                    **c)
         self.usage = load_handler("usage_api", cursor_codec=CursorCodec("model-cursor-secret"), **c)
         # The operator's side: the DLQs the replay reads (in memory) and where an effect refused for
         # good goes alone (OutboxDLQ, a queue of them).
@@ -310,7 +388,7 @@ class World:
         self.outbox_dlq = MessageQueue(self.sqs.url("OutboxDLQ"), client=self.sqs)
         self.dispatcher = load_handler("outbox_dispatcher", ledger=self.ledger, publisher=self.publisher,
                                        mail_sender=self.mailer, work_queue=self.work_queue,
-                                       outbox_dead_letters=self.outbox_dlq)
+                                       outbox_dead_letters=self.outbox_dlq, payments=self.stripe, clock=clock)
         self.monthly = load_handler("monthly_billing", work_queue=self.work_queue)
         self.work = load_handler("work", ledger=self.ledger, work_queue=self.work_queue)
         self.faults = DynamoFaults(self.ledger)
@@ -330,7 +408,8 @@ class World:
         def deliver(record: OutboxRecord, dead_letters: MessageQueue | None = None,
                     retry_refused: bool = False) -> list[Refusal]:
             return outbox_deliver(record, self.ledger, self.publisher, self.mailer, self.work_queue,
-                                  "https://example.com/credits", dead_letters, retry_refused)
+                                  "https://example.com/credits", dead_letters, retry_refused,
+                                  payments=PaymentSide(self.stripe, self.clock))  # type: ignore[arg-type]
 
         return Replayer(sqs=self.sqs, events=self.bus, ledger=self.ledger, deliver=deliver, clock=self.clock, **kw)
 
@@ -371,11 +450,18 @@ class World:
             parsed = text
         return response["statusCode"], parsed
 
-    def pay(self, purchase_id: str, cents: int, notice_id: str, kind: str, secret: str = SECRET) -> tuple[int, Any]:
+    def pay(self, purchase_id: str, cents: int, notice_id: str, kind: str, secret: str = SECRET,
+            currency: str = "USD") -> tuple[int, Any]:
+        """The provider-neutral signed notice (its ``cents``: the amount in the currency's minor unit)."""
         raw = json.dumps({"id": notice_id, "type": kind, "purchase_id": purchase_id,
-                          "amount": {"currency": "USD", "cents": cents}, "created_at": iso(self.now)})
+                          "amount": {"currency": currency, "cents": cents}, "created_at": iso(self.now)})
         headers = {"billing-signature": sign(raw, secret, int(self.now.timestamp()))}
         return self.http(self.webhook, "POST", "/v1/webhooks/payments", raw=raw, sub=None, headers=headers)
+
+    def stripe_event(self, raw: str, secret: str = STRIPE_SECRET) -> tuple[int, Any]:
+        """A Stripe event as Stripe delivers it: signed now with ``Stripe-Signature``."""
+        headers = {"stripe-signature": sign_stripe(raw, secret, int(self.now.timestamp()))}
+        return self.http(self.webhook, "POST", "/v1/webhooks/stripe", raw=raw, sub=None, headers=headers)
 
     # the stream and the outbox -------------------------------------------------------------------
     def collect(self) -> None:
@@ -475,6 +561,11 @@ class BillingMachine(RuleBasedStateMachine):
         self.deleted: set[str] = set()
         self.just_rolled: datetime | None = None
         self.fault_armed = False
+        self.run_user: dict[str, str | None] = {}  # run id -> the user who ran it (user_id on its events)
+        self.left_in: dict[str, str] = {}  # user -> the month they last left the account in
+        self.stripe_sent: list[str] = []  # Stripe events applied (raw), delivered again by stripe_repeat
+        self.currency = "USD"
+        self.refunds_at_stripe: dict[str, tuple[str, int, str]] = {}  # API refunds the outbox makes at Stripe
         self.m = RefModel(plan="free", as_of=T0, plans=[(T0, "free")])
         self.send("Account Created", email="m@example.com", plan="free")
         self.m.grant(RLot(f"monthly-{month_key(T0)}", "monthly", 50 * C, T0, next_month_start(T0)))
@@ -500,7 +591,8 @@ class BillingMachine(RuleBasedStateMachine):
         detail = {"event_id": self.next_id("ev"), "account_id": account or self.w.account,
                   "occurred_at": iso(at or self.now), **fields}
         sources = {"Account Created": "platform.accounts", "Plan Changed": "platform.accounts",
-                   "AI Usage Recorded": "platform.ai"}
+                   "Member Added": "platform.accounts", "Member Removed": "platform.accounts",
+                   "Member Role Changed": "platform.accounts", "AI Usage Recorded": "platform.ai"}
         return {"version": "0", "id": uuid.uuid4().hex, "source": sources.get(detail_type, "platform.containers"),
                 "detail-type": detail_type, "detail": detail}
 
@@ -535,8 +627,32 @@ class BillingMachine(RuleBasedStateMachine):
         return status, answer
 
     def commit_model(self) -> None:
-        """The end of every change of the account: the spend cap, as of the account's clock."""
+        """The end of every change of the account: the spend cap, then the member limits, as of the
+        account's clock."""
         self.m.spend_cap(self.m.as_of)
+        reached = len(self.m.limits_reached)
+        self.m.member_limits(self.m.as_of)
+        PLAYED["member limit reached"] += len(self.m.limits_reached) - reached
+
+    @initialize(stripe=st.booleans(), roster=st.lists(
+        st.tuples(st.sampled_from(USERS), st.sampled_from(ROLES), st.one_of(st.none(), LIMITS)),
+        max_size=3, unique_by=lambda member: member[0]))
+    def payment_provider_and_members(self, stripe: bool, roster: list[tuple[str, str, int | None]]) -> None:
+        """The deployment's payment provider: Stripe (the port's fake: PaymentIntents, off-session
+        charges and refunds in memory, its events signed as Stripe signs them) or the signed webhook;
+        and the members the account has from the start, some with a monthly limit (so that the steps
+        that follow meet them)."""
+        self.w.stripe.enabled = stripe
+        PLAYED["provider " + self.w.stripe.name] += 1
+        for user, role, _ in roster:
+            self.membership(user, "Member Added", role)
+        for user, _, limit in roster:
+            if limit is not None:
+                self.member_limit(user, limit)
+
+    @staticmethod
+    def user_fields(user: str | None) -> dict[str, str]:
+        return {"user_id": user} if user else {}
 
     # time ------------------------------------------------------------------------------------------
     @rule(minutes=st.integers(1, 200).map(lambda k: 3 * k))
@@ -597,17 +713,29 @@ class BillingMachine(RuleBasedStateMachine):
     def _running(self, cid: str) -> list[tuple[str, MRun]]:
         return [(rid, r) for rid, r in self.m.runs[cid].items() if r.start and not r.stop]
 
-    @rule(cid=st.sampled_from(sorted(SIZES)), tier=st.sampled_from(sorted(PER_9S)), cs=st.booleans())
-    def start(self, cid: str, tier: str, cs: bool) -> None:
+    @rule(cid=st.sampled_from(sorted(SIZES)), tier=st.sampled_from(sorted(PER_9S)), cs=st.booleans(),
+          user=st.sampled_from([None, *USERS]))
+    def start(self, cid: str, tier: str, cs: bool, user: str | None) -> None:
+        """A run started by a user (``user_id``: its time and traffic are that user's usage) or by nobody named."""
         if self._running(cid) or cid in self.deleted:
             return
         self.run_seq += 1
         rid = f"r{self.run_seq}"
-        self.send("Container Started", container_id=cid, run_id=rid, tier=tier, code_supporter=cs)
+        self.run_user[rid] = user
+        self.send("Container Started", container_id=cid, run_id=rid, tier=tier, code_supporter=cs,
+                  **self.user_fields(user))
         m = self.m
         m.advance(self.now)
-        m.runs[cid][rid] = RRun(start=self.now, tier=tier, cs=cs, billed=self.now)
+        m.runs[cid][rid] = RRun(start=self.now, tier=tier, cs=cs, billed=self.now, user=user)
         m.deduct(m.storage(cid, self.now), self.now)
+        # A member whose limit is reached this month is asked to stop what they start (unless the
+        # start was asked to stop already: the credits ended, or the spend cap is reached).
+        member = m.members.get(user) if user else None
+        if (member is not None and member.reached == month_key(self.now) and not m.exhausted
+                and m.cap_reached != month_key(self.now)):
+            assert user is not None
+            m.limit_stops.append((user, (cid,)))
+            PLAYED["start while the member's limit is reached"] += 1
         self.commit_model()
 
     @rule(cid=st.sampled_from(sorted(SIZES)), units=st.integers(0, 60))
@@ -616,10 +744,13 @@ class BillingMachine(RuleBasedStateMachine):
         if not running:
             return
         rid, run = running[0]
-        self.send("Container Stopped", container_id=cid, run_id=rid, traffic_bytes=units * UNIT)
+        user = self.run_user.get(rid)
+        self.send("Container Stopped", container_id=cid, run_id=rid, traffic_bytes=units * UNIT,
+                  **self.user_fields(user))
         m = self.m
         m.advance(self.now)
         due = m.record_traffic(self.now, units)
+        m.attribute(user, month_key(self.now), due)
         run.stop = self.now
         due += m.run_time(run, self.now)
         del m.runs[cid][rid]
@@ -630,23 +761,27 @@ class BillingMachine(RuleBasedStateMachine):
         self.just_rolled = None
 
     @rule(cid=st.sampled_from(sorted(SIZES)), minutes=st.integers(1, 100).map(lambda k: 3 * k),
-          tier=st.sampled_from(sorted(PER_9S)), units=st.integers(0, 40))
-    def reordered_run(self, cid: str, minutes: int, tier: str, units: int) -> None:
-        """A whole run whose stop is delivered before its start."""
+          tier=st.sampled_from(sorted(PER_9S)), units=st.integers(0, 40), user=st.sampled_from([None, *USERS]))
+    def reordered_run(self, cid: str, minutes: int, tier: str, units: int, user: str | None) -> None:
+        """A whole run whose stop is delivered before its start (the stop names its user first)."""
         stop_at = self.now + timedelta(minutes=minutes)
         if month_key(stop_at) != month_key(self.now) or self.m.runs[cid] or cid in self.deleted:
             return
         self.run_seq += 1
         rid, start_at = f"r{self.run_seq}", self.now
+        self.run_user[rid] = user
         m = self.m
         self.w.now = stop_at
-        self.send("Container Stopped", at=stop_at, container_id=cid, run_id=rid, traffic_bytes=units * UNIT)
+        self.send("Container Stopped", at=stop_at, container_id=cid, run_id=rid, traffic_bytes=units * UNIT,
+                  **self.user_fields(user))
         m.advance(stop_at)
-        run = MRun(stop=stop_at)
-        due = m.record_traffic(stop_at, units) + m.storage(cid, stop_at)
-        m.deduct(due, stop_at)
+        run = RRun(stop=stop_at, user=user)
+        traffic = m.record_traffic(stop_at, units)
+        m.attribute(user, month_key(stop_at), traffic)
+        m.deduct(traffic + m.storage(cid, stop_at), stop_at)
         self.commit_model()
-        self.send("Container Started", at=start_at, container_id=cid, run_id=rid, tier=tier, code_supporter=False)
+        self.send("Container Started", at=start_at, container_id=cid, run_id=rid, tier=tier, code_supporter=False,
+                  **self.user_fields(user))
         run.start, run.tier, run.billed = start_at, tier, start_at
         m.deduct(m.run_time(run, stop_at), start_at)
         self.closed[cid].append((rid, stop_at))
@@ -670,7 +805,9 @@ class BillingMachine(RuleBasedStateMachine):
         billed = run.billed
         assert billed is not None and billed > stop_at
         nines = int((billed - stop_at).total_seconds()) // 9
-        m.give_back(nines * (PER_9S[run.tier] + (CS_PER_9S if run.cs else 0)), stop_at)
+        back = nines * (PER_9S[run.tier] + (CS_PER_9S if run.cs else 0))
+        m.attribute(run.user if isinstance(run, RRun) else None, month_key(stop_at), -back)  # a correction of theirs
+        m.give_back(back, stop_at)
         del m.runs[cid][rid]
         self.closed[cid].append((rid, stop_at))
         self.commit_model()
@@ -729,8 +866,10 @@ class BillingMachine(RuleBasedStateMachine):
             if not recent:
                 return
             rid, run = recent[-1], None
-        self.send("Container Traffic Reported", container_id=cid, run_id=rid, traffic_bytes=units * UNIT)
-        self.m.traffic_reported(self.now, units, run)
+        user = self.run_user.get(rid)
+        self.send("Container Traffic Reported", container_id=cid, run_id=rid, traffic_bytes=units * UNIT,
+                  **self.user_fields(user))
+        self.m.traffic_reported(self.now, units, run, user)
         self.commit_model()
 
     @rule(cid=st.sampled_from(sorted(SIZES)))
@@ -769,19 +908,21 @@ class BillingMachine(RuleBasedStateMachine):
         m.deduct(due, self.now)
         self.commit_model()
 
-    @rule(input_tokens=st.integers(0, 200_000), output_tokens=st.integers(0, 50_000), back=st.integers(0, 60))
-    def ai_use(self, input_tokens: int, output_tokens: int, back: int) -> None:
-        """An AI use, reported now or up to 3 hours late (priced and paid as of its own time)."""
+    @rule(input_tokens=st.integers(0, 200_000), output_tokens=st.integers(0, 50_000), back=st.integers(0, 60),
+          user=st.sampled_from([None, *USERS]))
+    def ai_use(self, input_tokens: int, output_tokens: int, back: int, user: str | None) -> None:
+        """An AI use, reported now or up to 3 hours late (priced and paid as of its own time), by a
+        user named or not."""
         at = max(self.now - back * GRID, T0)
         if month_key(at) != month_key(self.now):
             at = max(at, datetime(self.now.year, self.now.month, 1, tzinfo=UTC))
         if 7 in KNOWN_DEFECTS and 0 < input_tokens * NANO_IN + output_tokens * NANO_OUT < 10:
             input_tokens += 10  # 7: a use of a few µcr makes GET /v1/usage raise OverflowError
         self.send("AI Usage Recorded", at=at, feature="chat", model="gpt-5-nano", input_tokens=input_tokens,
-                  output_tokens=output_tokens)
+                  output_tokens=output_tokens, **self.user_fields(user))
         if input_tokens * NANO_IN + output_tokens * NANO_OUT:
             self.charged_ai.append(self.sent[-1])
-        self.m.ai_use(at, input_tokens, output_tokens)
+        self.m.ai_use(at, input_tokens, output_tokens, user)
         self.commit_model()
 
     @precondition(lambda self: len(self.sent) > 4)
@@ -984,8 +1125,16 @@ class BillingMachine(RuleBasedStateMachine):
         key = self.next_id("buy") if keyed else None
         status, answer = self.api("POST", "/v1/purchases", {"credits": credits}, key=key)
         assert status == 201, answer
-        self.purchases[answer["purchase_id"]] = {"credits": credits, "cents": answer["price"]["cents"],
-                                                "status": "pending", "auto": False, "notices": []}
+        # Priced in the account's currency as the catalog prices it, rounded up to its minor unit.
+        price = answer["price"]
+        assert (price["currency"], price["amount_minor"]) == (self.currency, price_minor(credits, self.currency)), (
+            f"{credits} credits in {self.currency}: {price}")
+        intent = answer["payment"]["payment_intent_id"] if self.w.stripe.enabled else None
+        assert ("payment" in answer) is self.w.stripe.enabled, answer
+        self.purchases[answer["purchase_id"]] = {"credits": credits, "cents": price["amount_minor"],
+                                                "currency": price["currency"], "status": "pending", "auto": False,
+                                                "notices": [], "intent": intent, "intent_known": bool(intent),
+                                                "dispute": None}
         if key:  # the same request again answers the same purchase
             again = self.api("POST", "/v1/purchases", {"credits": credits}, key=key)
             assert again == (201, answer)
@@ -996,10 +1145,14 @@ class BillingMachine(RuleBasedStateMachine):
             if event.detail_type == "Auto Top-up Requested":
                 pid = str(event.detail["purchase_id"])
                 if pid not in self.purchases:
-                    cents = int(event.detail["price"]["cents"])  # type: ignore[index]
+                    price: Any = event.detail["price"]
                     credits = int(str(event.detail["credits"]).split(".")[0])
-                    self.purchases[pid] = {"credits": credits, "cents": cents, "status": "pending", "auto": True,
-                                           "notices": []}
+                    self.purchases[pid] = {"credits": credits, "cents": int(price["amount_minor"]),
+                                           "currency": str(price["currency"]), "status": "pending", "auto": True,
+                                           "notices": [], "intent": None, "intent_known": False, "dispute": None}
+        for pid, p in self.purchases.items():  # charged off-session at Stripe (the outbox's call)
+            if p["auto"] and p["intent"] is None and pid in self.w.stripe.charges:
+                p["intent"] = self.w.stripe.charges[pid]
 
     @precondition(lambda self: bool(self.purchases) or bool(self.w.publisher.sent))
     @rule(data=st.data(), how=st.sampled_from(["succeed", "fail", "fail_then_succeed", "duplicate", "forged",
@@ -1011,23 +1164,25 @@ class BillingMachine(RuleBasedStateMachine):
         pid = data.draw(st.sampled_from(sorted(self.purchases)))
         p = self.purchases[pid]
         if how == "forged":
-            status, _ = self.w.pay(pid, p["cents"], self.next_id("pay"), "payment.succeeded", secret="forged")
+            status, _ = self.w.pay(pid, p["cents"], self.next_id("pay"), "payment.succeeded", secret="forged",
+                                   currency=p["currency"])
             assert status == 401
             return
         if how == "wrong_amount":
-            status, _ = self.w.pay(pid, p["cents"] + 1, self.next_id("pay"), "payment.succeeded")
+            status, _ = self.w.pay(pid, p["cents"] + 1, self.next_id("pay"), "payment.succeeded",
+                                   currency=p["currency"])
             assert status in (409, 422), status
             return
         if how == "duplicate":
             if not p["notices"]:
                 return
             notice_id, kind = p["notices"][-1]
-            status, answer = self.w.pay(pid, p["cents"], notice_id, kind)
+            status, answer = self.w.pay(pid, p["cents"], notice_id, kind, currency=p["currency"])
             assert status == 200 and answer["duplicate"] is True, answer
             return
         if how in ("fail", "fail_then_succeed"):
             notice_id = self.next_id("pay")
-            status, answer = self.w.pay(pid, p["cents"], notice_id, "payment.failed")
+            status, answer = self.w.pay(pid, p["cents"], notice_id, "payment.failed", currency=p["currency"])
             assert status == 200, answer
             p["notices"].append((notice_id, "payment.failed"))
             if p["status"] == "pending":
@@ -1041,7 +1196,7 @@ class BillingMachine(RuleBasedStateMachine):
         self._succeed(pid, p, self.next_id("pay"))
 
     def _succeed(self, pid: str, p: dict[str, Any], notice_id: str) -> None:
-        status, answer = self.w.pay(pid, p["cents"], notice_id, "payment.succeeded")
+        status, answer = self.w.pay(pid, p["cents"], notice_id, "payment.succeeded", currency=p["currency"])
         assert status == 200, answer
         p["notices"].append((notice_id, "payment.succeeded"))
         if p["status"] in ("paid", "refunded"):
@@ -1073,20 +1228,25 @@ class BillingMachine(RuleBasedStateMachine):
         probe.advance(self.now)
         probe.settle_running(self.now)
         at = max(self.now, probe.as_of)
-        [lot] = [x for x in probe.lots if x.lot_id == p["lot_id"]]
         if probe.available(at) < probe.promotional(pid):
             assert status == 422 and "promotional" in str(answer), (status, answer)
             PLAYED["refund refused: less available than its promotional credits"] += 1
             return
-        if lot.remaining == 0:
+        if probe.unused(pid) == 0:  # spent, or taken back by a dispute
             assert status == 422, answer
             return
         assert status == 200, answer
         self.m = m = probe
-        taken = m.refund(p["lot_id"], pid, self.now)
+        taken = m.refund(pid, self.now)
         PLAYED["refund" + (" (promotional credits expired)" if m.promotional(pid) else "")] += 1
         assert answer["credits"] == f"{taken // C}.{taken % C:06d}", (answer, taken)
+        # ceil(price x unused / credits purchased) in the minor unit (billing-rules.md "Purchases and refunds")
+        expected_minor = -(-p["cents"] * taken // (p["credits"] * C))
+        assert answer["refund"]["amount_minor"] == expected_minor and answer["refund"]["currency"] == p["currency"], (
+            answer, expected_minor)
         p["status"] = "refunded"
+        if p["intent_known"]:  # paid at Stripe: the money goes back there, once, by the refund's id
+            self.refunds_at_stripe[refund_id_of(pid)] = (p["intent"], expected_minor, pid)
         self.commit_model()
 
     # grants ------------------------------------------------------------------------------------------
@@ -1199,6 +1359,261 @@ class BillingMachine(RuleBasedStateMachine):
         assert status in (200, 204), answer
         self.alerts.remove(alert_id)
 
+    # members ---------------------------------------------------------------------------------------
+    @rule(user=st.sampled_from(USERS), kind=st.sampled_from(["Member Added", "Member Removed", "Member Role Changed"]),
+          role=st.sampled_from(ROLES))
+    def membership(self, user: str, kind: str, role: str) -> None:
+        """The platform's membership events. From the next charge on, a member's usage counts
+        towards their limit; a member who leaves keeps running what they started (charged to the
+        pool). Refused, and dead-lettered with the reason, writing nothing: adding a member twice,
+        removing or changing one who is not a member, removing or demoting the last owner."""
+        m = self.m
+        member = m.members.get(user)
+        owners = [u for u, x in m.members.items() if x.role == "owner"]
+        last_owner = owners == [user] and (kind == "Member Removed" or role != "owner")
+        refused = (member is not None) if kind == "Member Added" else (member is None or last_owner)
+        if kind == "Member Added" and not refused and self.left_in.get(user) == month_key(self.now):
+            return  # rejoining in the month they left: see the report (the limit's figure restarts at 0)
+        fields: dict[str, Any] = {"user_id": user}
+        if kind != "Member Removed":
+            fields["role"] = role
+        if kind == "Member Added":
+            fields["email"] = f"{user}@example.com"
+        event = self.event(kind, **fields)
+        if refused:
+            messages = self.w.accept(event)
+            assert self.w.settle(messages)
+            [(body, attributes, _)] = self.w.refused()
+            assert attributes["ErrorCode"] and json.loads(body)["detail"]["event_id"] == event["detail"]["event_id"]
+            PLAYED[f"{kind} refused"] += 1
+            return
+        self.deliver(event)
+        self.sent.append(event)
+        PLAYED[kind] += 1
+        if kind == "Member Added":
+            m.members[user] = MMember(role=role)
+            for key in [k for k in m.member_spent if k[1] == user]:
+                del m.member_spent[key]  # a new membership: its own figure
+        elif kind == "Member Removed":
+            del m.members[user]
+            self.left_in[user] = month_key(self.now)
+        else:
+            m.members[user].role = role
+        self.commit_model()
+
+    @rule(user=st.sampled_from(USERS), limit=st.one_of(st.none(), LIMITS))
+    def member_limit(self, user: str, limit: int | None) -> None:
+        """The owner (the account's own user) sets a member's monthly limit (``PUT
+        /v1/members/{user_id}/limit``): not a member is a 404; a higher or removed limit ends one
+        reached; reached again at once when what they spent and run reaches it."""
+        status, answer = self.api("PUT", f"/v1/members/{user}/limit",
+                                  {"monthly_limit": None if limit is None else str(limit)})
+        m = self.m
+        member = m.members.get(user)
+        if member is None:
+            assert status == 404, (status, answer)
+            return
+        assert status == 200, answer
+        m.advance(self.now)  # the limit applies to the month it is set in
+        member.limit = None if limit is None else limit * C
+        if member.reached and (member.limit is None
+                               or member.limit > m.member_spent.get((member.reached, user), 0)):
+            member.reached = None
+        self.commit_model()
+        assert answer["monthly_limit"] == (None if limit is None else f"{limit}.000000"), answer
+        assert answer["limit_reached"] is (member.reached == month_key(self.now)), (
+            f"limit_reached: product {answer}, model reached in {member.reached}")
+        PLAYED["member limit " + ("removed" if limit is None else "set")] += 1
+
+    @precondition(lambda self: any(x.limit is not None for x in self.m.members.values()))
+    @rule(data=st.data(), tier=st.sampled_from(sorted(PER_9S)), past=st.integers(0, 10).map(lambda k: 3 * k),
+          then=st.sampled_from(["periodic_check", "ai_use", "stop"]))
+    def member_runs_to_the_limit(self, data: st.DataObject, tier: str, past: int, then: str) -> None:
+        """A limited member starts a run and it runs until about when their limit is reached (``past``
+        minutes after), then the periodic check the forecast timed, another use, or its stop."""
+        m = self.m
+        user = data.draw(st.sampled_from(sorted(u for u, x in m.members.items() if x.limit is not None)))
+        idle = [cid for cid in sorted(SIZES) if not self._running(cid) and cid not in self.deleted]
+        if not idle:
+            return
+        cid = data.draw(st.sampled_from(idle))
+        self.start(cid, tier, False, user)
+        self.w.drain()
+        member = m.members.get(user)
+        if member is None or member.limit is None:
+            return
+        room = member.limit - m.member_spent.get((month_key(self.now), user), 0) - m.member_accrued(user, self.now)
+        minutes = max(0, -(-room // (PER_9S[tier] * 20))) * 3 + past  # 3-minute steps of 20 x 9 s
+        target = self.now + timedelta(minutes=minutes)
+        if month_key(target) != month_key(self.now):
+            return
+        self.w.now = target
+        PLAYED["a member runs to their limit"] += 1
+        if then == "periodic_check":
+            self.periodic_check()
+        elif then == "ai_use":
+            self.ai_use(1000, 0, 0, None)
+        else:
+            self.stop(cid, 0)
+
+    # Stripe ------------------------------------------------------------------------------------------
+    def _stripe_purchase(self, data: st.DataObject, by_charge: bool) -> tuple[str, dict[str, Any]] | None:
+        """A purchase Stripe knows (its PaymentIntent); a charge's events need the product to know the
+        intent too (a purchase's own, or an auto purchase's once its confirmation named it)."""
+        self._pending_auto()
+        known = sorted(pid for pid, p in self.purchases.items()
+                       if p["intent"] and (p["intent_known"] or not by_charge))
+        if not known:  # a purchase first (Stripe's events are about one)
+            self.buy(data.draw(st.sampled_from([50, 100, 333])), keyed=False)
+            return self._stripe_purchase(data, by_charge)
+        pid = data.draw(st.sampled_from(known))
+        return pid, self.purchases[pid]
+
+    def _stripe_send(self, kind: str, obj: dict[str, Any]) -> tuple[int, Any, str]:
+        raw = json.dumps({"id": f"evt_{self.next_id('s').replace('-', '_')}", "object": "event", "type": kind,
+                          "data": {"object": obj}})
+        status, answer = self.w.stripe_event(raw)
+        assert status < 500, (kind, status, answer)
+        return status, answer, raw
+
+    def _new_purchase_lot(self, pid: str) -> str:
+        """The id of the purchase's lot the change just granted (the product names it)."""
+        state = self.w.ledger.load(self.w.account)
+        known = {x.lot_id for x in self.m.lots}
+        [lot_id] = [x.lot_id for x in state.lots if x.purchase_id == pid and x.kind == "purchased"
+                    and x.lot_id not in known]
+        return lot_id
+
+    def _stripe_paid(self, pid: str, p: dict[str, Any]) -> None:
+        """The purchase is paid now: its credits as a lot (repaying debt first)."""
+        p["status"], p["paid_at"] = "paid", self.now
+        self.m.grant_lot(self._new_purchase_lot(pid), "purchased", p["credits"] * C, self.now, None, pid)
+
+    def _take_back(self, pid: str, p: dict[str, Any]) -> int:
+        """What a dashboard refund or a dispute does first: a purchase not confirmed yet is paid (the
+        charge they name was), running usage is settled up to now (as an API refund counts it), then
+        the purchase's unused credits are taken back and its promotional credits expire."""
+        m = self.m
+        if p["status"] in ("pending", "failed"):
+            self._stripe_paid(pid, p)
+        m.settle_running(max(self.now, m.as_of))
+        return m.refund(pid, self.now)
+
+    @precondition(lambda self: self.w.stripe.enabled)
+    @rule(data=st.data(), kind=st.sampled_from(["payment_intent.succeeded", "payment_intent.payment_failed",
+                                                "charge.refunded", "charge.dispute.created", "dispute won",
+                                                "dispute lost", "forged"]))
+    def stripe_event(self, data: st.DataObject, kind: str) -> None:
+        """Stripe's events, in any order (a refund or a dispute before the payment's confirmation, a
+        dispute closed before it was seen open), each applied once."""
+        chosen = self._stripe_purchase(data, by_charge=not kind.startswith(("payment_intent", "forged")))
+        if chosen is None:
+            return
+        pid, p = chosen
+        m, intent, status_was = self.m, p["intent"], p["status"]
+        PLAYED[f"Stripe {kind}"] += 1
+        money = {"amount": p["cents"], "currency": p["currency"].lower(), "created": int(self.now.timestamp())}
+        if kind in ("payment_intent.succeeded", "payment_intent.payment_failed", "forged"):
+            obj = {"id": intent, "object": "payment_intent", **money,
+                   "status": "succeeded" if kind != "payment_intent.payment_failed" else "requires_payment_method",
+                   "metadata": {"purchase_id": pid, "account_id": self.w.account}}
+            if kind == "forged":
+                raw = json.dumps({"id": "evt_forged", "type": "payment_intent.succeeded", "data": {"object": obj}})
+                status, answer = self.w.stripe_event(raw, secret="whsec_forged")
+                assert status == 400, (status, answer)
+                return
+            status, answer, raw = self._stripe_send(kind, obj)
+            assert status == 200, answer
+            if kind == "payment_intent.succeeded":
+                if status_was in ("paid", "refunded"):
+                    assert answer["duplicate"] is True, answer
+                else:
+                    assert (answer["duplicate"], answer["status"]) == (False, "paid"), answer
+                    self._stripe_paid(pid, p)
+                    p["intent_known"] = True  # an auto purchase's intent is learned from its confirmation
+            else:
+                assert answer["duplicate"] is (status_was != "pending"), answer
+                if status_was == "pending":
+                    p["status"] = "failed"
+        elif kind == "charge.refunded":
+            if p["dispute"] is not None:
+                return  # Stripe refunds no disputed charge
+            refunded = data.draw(st.integers(1, p["cents"]))
+            obj = {"id": f"ch_{intent}", "object": "charge", **money, "amount_refunded": refunded,
+                   "payment_intent": intent, "paid": True, "refunded": True,
+                   "refunds": {"object": "list", "data": [{"id": f"re_{pid}", "object": "refund", "amount": refunded,
+                                                           "metadata": {}}]}}
+            status, answer, raw = self._stripe_send(kind, obj)
+            assert status == 200, answer
+            if status_was == "refunded":
+                assert answer["duplicate"] is True, answer  # ours (taken back at the API refund) or a second one
+            else:
+                assert (answer["duplicate"], answer["status"]) == (False, "refunded"), answer
+                taken = self._take_back(pid, p)
+                p["status"] = "refunded"
+                PLAYED["refund in Stripe's dashboard" + (" before the payment's event" if status_was != "paid"
+                                                         else "")] += 1
+                PLAYED["  (credits taken back)" if taken else "  (nothing left to take back)"] += 1
+        else:
+            won = kind == "dispute won"
+            obj = {"id": f"dp_{pid}", "object": "dispute", "amount": p["cents"], "currency": money["currency"],
+                   "charge": f"ch_{intent}", "payment_intent": intent, "reason": "fraudulent",
+                   "status": "needs_response" if kind == "charge.dispute.created" else "won" if won else "lost",
+                   "created": money["created"]}
+            stripe_kind = "charge.dispute.created" if kind == "charge.dispute.created" else "charge.dispute.closed"
+            status, answer, raw = self._stripe_send(stripe_kind, obj)
+            dispute = p["dispute"]
+            opens = kind == "charge.dispute.created" or (kind == "dispute lost" and dispute is None)
+            if dispute in ("won", "lost") or (kind == "charge.dispute.created" and dispute == "open"):
+                assert status == 200 and answer["duplicate"] is True, (status, answer)
+            elif opens and status_was == "refunded":
+                assert status == 409, (status, answer)  # its credits went back with the refund
+                return
+            else:
+                assert status == 200 and answer["duplicate"] is False, (status, answer)
+                if opens:
+                    p["disputed"] = self._take_back(pid, p)
+                elif won and dispute == "open" and p["disputed"]:
+                    m.grant_lot(self._new_purchase_lot(pid), "purchased", p["disputed"], self.now, None, pid)
+                p["dispute"] = "open" if kind == "charge.dispute.created" else "won" if won else "lost"
+                PLAYED[f"{kind} ({dispute or 'not seen open'})"] += 1
+        self.stripe_sent.append(raw)
+        self.commit_model()
+
+    @precondition(lambda self: bool(self.stripe_sent))
+    @rule(data=st.data())
+    def stripe_repeat(self, data: st.DataObject) -> None:
+        """Stripe delivers an event again (a retry, or a repeat after a later one): nothing changes."""
+        raw = data.draw(st.sampled_from(self.stripe_sent))
+        status, answer = self.w.stripe_event(raw)
+        assert (status, answer["duplicate"]) == (200, True), (status, answer)
+        PLAYED["Stripe event delivered again"] += 1
+
+    # settings that change no credit figure -----------------------------------------------------------
+    @rule(currency=st.sampled_from(sorted(CREDIT_PRICE)), locale=st.sampled_from([None, "en", "ko"]),
+          time_zone=st.sampled_from([None, "UTC", "Asia/Seoul", "America/New_York"]))
+    def locale_settings(self, currency: str, locale: str | None, time_zone: str | None) -> None:
+        """``currency``, ``locale`` and ``time_zone``: no credit figure changes (the invariants); the
+        currency changes only while no purchase is pending (a 409 then, nothing written), and a
+        purchase after it is priced in it (buy)."""
+        self._pending_auto()
+        w = self.w
+        status, answer = self.api("PUT", "/v1/settings", {"currency": currency, "locale": locale,
+                                                         "time_zone": time_zone})
+        pending = any(p["status"] == "pending" for p in self.purchases.values())
+        unsure = bool(w.stream_pending) or any(
+            t.transport.failures for t in (w.publisher, w.mailer, w.work_queue, w.stripe))  # an auto purchase unseen
+        if currency != self.currency and (pending or unsure):
+            assert status == 409 or (unsure and not pending and status == 200), (status, answer, pending)
+            if status == 409:
+                PLAYED["currency refused: a purchase is pending"] += 1
+                return
+        assert status == 200, answer
+        assert (answer["currency"], answer["locale"], answer["time_zone"]) == (currency, locale, time_zone), answer
+        PLAYED[f"currency {self.currency} -> {currency}"] += self.currency != currency
+        self.currency = currency
+        self.commit_model()
+
     # the checks ------------------------------------------------------------------------------------
     @invariant()
     def holds(self) -> None:
@@ -1241,14 +1656,35 @@ class BillingMachine(RuleBasedStateMachine):
         assert status == 200, f"GET /v1/balance answered {status}: {balance}"
         debt = self.m.debt
         assert balance["debt"] == f"{debt // C}.{debt % C:06d}", f"GET /v1/balance debt {balance['debt']}, model {debt}"
+        if self.m.members or self.m.user_spent:
+            self.members_agree()
         if STEPS["steps"] % 4 == 0:  # the report is the slowest read: every fourth step
             status, usage = self.w.http(self.w.usage, "GET", "/v1/usage", sub=self.w.account)
             # 7: the projection overflows (a 500) when the month's usage is tiny against the balance
             assert status == 200 or (7 in KNOWN_DEFECTS and status == 500), f"GET /v1/usage answered {status}: {usage}"
 
+    def members_agree(self) -> None:
+        """``GET /v1/members``: the roster, each member's limit and whether it is reached, and what
+        each one's usage deducted this month (their counter: every line of theirs, member or not)."""
+        status, body = self.w.http(self.w.accounts, "GET", "/v1/members", sub=self.w.account)
+        assert status == 200, f"GET /v1/members answered {status}: {body}"
+        m, month = self.m, month_key(self.now)
+        listed = {x["user_id"]: x for x in body["members"]}
+        expected = {u: (x.role, None if x.limit is None else f"{x.limit // C}.{x.limit % C:06d}",
+                        m.user_spent.get((month, u), 0), x.reached == month) for u, x in m.members.items()}
+        if not any(x.role == "owner" for x in m.members.values()):  # a personal account: its own user owns it
+            expected[self.w.account] = ("owner", None, 0, False)
+        product = {u: (x["role"], x["monthly_limit"], round(float(x["spent_this_month"]) * C), x["limit_reached"])
+                   for u, x in listed.items()}
+        assert product == expected, (
+            "members (role, limit, spent this month, limit reached) differ: " + "; ".join(
+                f"{u} product {product.get(u)} model {expected.get(u)}" for u in sorted({*product, *expected})
+                if product.get(u) != expected.get(u)) + f" (model as of {iso(m.as_of)}, now {iso(self.now)})")
+
     def effects_delivered_once(self) -> None:
         w = self.w
-        if w.publisher.transport.failures or w.mailer.transport.failures or w.work_queue.transport.failures:
+        if (w.publisher.transport.failures or w.mailer.transport.failures or w.work_queue.transport.failures
+                or w.stripe.transport.failures):
             return  # effects still wait for a transport: they go when it works again
         assert not w.stream_pending, f"{len(w.stream_pending)} committed changes' effects wait with every transport up"
         published = {str(e.detail["effect_id"]) for e in w.publisher.sent}
@@ -1268,6 +1704,28 @@ class BillingMachine(RuleBasedStateMachine):
         assert len(w.mailer.sent) + len(refused_ids) == len(mails), (
             f"{len(mails)} mails committed, {len(w.mailer.sent)} sent, {len(refused_ids)} refused for good: "
             "a mail was sent twice or not at all")
+        # Member limits: each reach published once, naming the limit; only that member's running
+        # containers asked to stop, for member_limit.
+        once: dict[str, OutboundEvent] = {}
+        for e in w.publisher.sent:
+            once.setdefault(str(e.detail["effect_id"]), e)
+        reached = Counter((str(e.detail["user_id"]), str(e.detail["limit"])) for e in once.values()
+                          if e.detail_type == "Member Limit Reached")
+        expected = Counter((u, f"{limit // C}.{limit % C:06d}") for u, limit in self.m.limits_reached)
+        assert reached == expected, f"Member Limit Reached: published {dict(reached)}, model {dict(expected)}"
+        stops: Counter[tuple[str, tuple[str, ...]]] = Counter(
+            (str(e.detail["user_id"]), tuple(e.detail["container_ids"]))  # type: ignore[arg-type]
+            for e in once.values()
+            if e.detail_type == "Stop Containers Requested" and e.detail["reason"] == "member_limit")
+        model_stops = Counter(self.m.limit_stops)
+        assert stops == model_stops, (
+            f"Stop Containers Requested (member_limit): published {dict(stops)}, model {dict(model_stops)}")
+        # API refunds of purchases paid at Stripe are made there by the outbox, by the refund's id;
+        # nothing else is refunded at Stripe (a dashboard refund or a dispute was made there already).
+        assert w.stripe.refunds == self.refunds_at_stripe, (
+            f"refunds at Stripe {w.stripe.refunds}, expected {self.refunds_at_stripe}")
+        calls = {i for i, e in w.committed.items() if isinstance(e, PaymentCall) and e.kind == "refund"}
+        assert len(calls) == len(self.refunds_at_stripe), f"refund calls committed {calls}"
 
 
 # CI's fixed budget (derandomized: the same examples every run, about 1.5 minutes on 2 shared cores);

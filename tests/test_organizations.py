@@ -433,3 +433,27 @@ def test_a_team_shares_one_pool_and_a_member_limit_stops_only_that_member(ledger
     report = reconcile(ledger.models, ledger.catalog, accounts=[TEAM], sleep=lambda _: None)
     assert (report.accounts_checked, report.differences) == (1, 0), report.details
     assert ledger.load(TEAM).totals.charged == 54_400_000
+
+
+def test_a_member_limit_is_judged_on_the_aggregates_of_this_change(ledger: Ledger, clock: FixedClock) -> None:
+    """Found by the model-based test: the limit read the member's running time from aggregates not
+    yet brought in step with the change (nothing else had asked for them: no spend cap, no credit
+    mail), so a run the change had just settled counted twice and the member's other run was settled
+    early. mia (limit 40) runs c-a (small, 6.80/h) from 09:00 and c-b (medium, 13.60/h) from 11:00; at
+    12:06 c-a is relabelled and settled: 3.1 h x 6.80 = 21.08; c-b has accrued 1.1 h x 13.60 = 14.96;
+    21.08 + 14.96 = 36.04 < 40: nothing else is deducted (c-b stays accruing)."""
+    team = open_team(ledger, clock, {"olivia": "owner", "mia": "member"})
+    assert team.call("PUT", "/v1/settings", {"credit_mail": False}, sub="olivia")[0] == 200
+    assert team.call("PUT", "/v1/members/mia/limit", {"monthly_limit": "40"}, sub="olivia")[0] == 200
+    for cid in ("c-a", "c-b"):
+        team.send("Container Created", "2026-01-10T08:00:00Z", container_id=cid, storage_gb=5, user_id="mia")
+    team.send("Container Started", "2026-01-10T09:00:00Z", container_id="c-a", run_id="r-a", tier="small",
+              user_id="mia")
+    team.send("Container Started", "2026-01-10T11:00:00Z", container_id="c-b", run_id="r-b", tier="medium",
+              user_id="mia")
+    team.send("Container Labeled", "2026-01-10T12:06:00Z", container_id="c-a", labels={"team": "ml"})
+    state = ledger.load(TEAM)
+    assert state.month_charged == {"2026-01": 21_080_000}
+    assert state.members["mia"].spent == 21_080_000 and state.members["mia"].limit_reached is None
+    assert team.published("Member Limit Reached") == []
+    assert_conserved(state)
