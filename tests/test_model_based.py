@@ -805,8 +805,14 @@ class BillingMachine(RuleBasedStateMachine):
         billed = run.billed
         assert billed is not None and billed > stop_at
         nines = int((billed - stop_at).total_seconds()) // 9
-        back = nines * (PER_9S[run.tier] + (CS_PER_9S if run.cs else 0))
-        m.attribute(run.user if isinstance(run, RRun) else None, month_key(stop_at), -back)  # a correction of theirs
+        per_9s = PER_9S[run.tier] + (CS_PER_9S if run.cs else 0)
+        back = nines * per_9s
+        # The correction is dated by the months of the time given back: the part before the boundary
+        # lowers the old month's figure, the part a later settlement billed past it the new month's.
+        before = min(nines, int((self.just_rolled - stop_at).total_seconds()) // 9)
+        user = run.user if isinstance(run, RRun) else None
+        m.attribute(user, month_key(stop_at), -before * per_9s)
+        m.attribute(user, month_key(self.just_rolled), -(nines - before) * per_9s)
         m.give_back(back, stop_at)
         del m.runs[cid][rid]
         self.closed[cid].append((rid, stop_at))
