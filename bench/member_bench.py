@@ -85,10 +85,7 @@ def run(table: str) -> None:
         if limit is not None:
             set_limit(ledger, acct, "mia", limit, "olivia", datetime.fromisoformat("2026-03-01T09:00:00+00:00"))
         who = {"user_id": user} if user else {}
-        settle(event(acct, "Container Created", "2026-03-01T09:00:00Z", f"{acct}-c", container_id="c1",
-                     storage_gb=10, **who))
-        settle(event(acct, "Container Started", "2026-03-10T12:00:00Z", f"{acct}-s", container_id="c1",
-                     run_id="r1", tier="small", code_supporter=True, **who))
+        start_run(settle, acct, who)
         counting.reset()
         settle(event(acct, "Container Stopped", "2026-03-10T14:30:00Z", f"{acct}-x", container_id="c1",
                      run_id="r1", traffic_bytes=2 * 2**30, **who))
@@ -96,6 +93,15 @@ def run(table: str) -> None:
         state = m.Account.get(f"ACCOUNT#{acct}", "STATE")
         print(f"{name:<30} {requests:<40} {counting.items:>13} {len(state.body):>14}")
     stops(ledger, counting, settle)
+
+
+def start_run(settle: Any, acct: str, who: dict[str, str]) -> None:
+    """Container c1 (10 GB) created on the 1st, and its small + Code Supporter run started on the
+    10th at 12:00, by ``who``'s member if any."""
+    settle(event(acct, "Container Created", "2026-03-01T09:00:00Z", f"{acct}-c", container_id="c1",
+                 storage_gb=10, **who))
+    settle(event(acct, "Container Started", "2026-03-10T12:00:00Z", f"{acct}-s", container_id="c1",
+                 run_id="r1", tier="small", code_supporter=True, **who))
 
 
 def stops(ledger: Any, counting: Counting, settle: Any) -> None:
@@ -120,10 +126,7 @@ def stops(ledger: Any, counting: Counting, settle: Any) -> None:
         else:
             update_settings(ledger, acct, spend_cap="20", actor=acct, now=start)
         who = {"user_id": user} if user else {}
-        settle(event(acct, "Container Created", "2026-03-01T09:00:00Z", f"{acct}-c", container_id="c1",
-                     storage_gb=10, **who))
-        settle(event(acct, "Container Started", "2026-03-10T12:00:00Z", f"{acct}-s", container_id="c1",
-                     run_id="r1", tier="small", code_supporter=True, **who))
+        start_run(settle, acct, who)
         counting.reset()
         event_id = keys.check_sweep_event_id(check)
         settle_account(acct, check, event_id, ledger)
