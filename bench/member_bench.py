@@ -1,8 +1,8 @@
 """What a member's container stop costs against a personal one (issue 20), on DynamoDB Local.
 
 Three accounts settle the same ``Container Stopped`` (small + Code Supporter, 2.5 hours): a personal
-account (no members, no ``user_id``); a team whose member ran it (``user_id``, the member counted on
-the balance and on the month's ``SPENT#`` counter); the same with a monthly limit on the member (not
+account (no members, no ``user_id``); a team whose member ran it (``user_id``, the member's month
+figure on the balance, ``member_spent``); the same with a monthly limit on the member (not
 reached: the limit is one more comparison, no read). For each: the DynamoDB requests by operation,
 the items the transaction writes, and the balance item's size. Prints figures only.
 

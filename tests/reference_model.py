@@ -50,8 +50,8 @@ class RefModel(Model):
     cap: int | None = None
     cap_reached: str | None = None
     members: dict[str, MMember] = field(default_factory=dict)
-    user_spent: dict[tuple[str, str], int] = field(default_factory=dict)  # (month, user): every line of theirs
-    member_spent: dict[tuple[str, str], int] = field(default_factory=dict)  # (month, user): while a member
+    # (month, user): every line of theirs, a member's or not (the member list and the limit read it)
+    user_spent: dict[tuple[str, str], int] = field(default_factory=dict)
     limits_reached: list[tuple[str, int]] = field(default_factory=list)  # (user, limit), in order
     limit_stops: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (user, containers asked)
 
@@ -85,13 +85,10 @@ class RefModel(Model):
         return due
 
     def attribute(self, user: str | None, month: str, amount: int) -> None:
-        """A charge line of ``user`` (negative: a correction): the month's counter of the user, and
-        the member's figure the limit reads while they are a member."""
+        """A charge line of ``user`` (negative: a correction): the user's figure of the month."""
         if user is None or not amount:
             return
         self.user_spent[(month, user)] = self.user_spent.get((month, user), 0) + amount
-        if user in self.members:
-            self.member_spent[(month, user)] = self.member_spent.get((month, user), 0) + amount
 
     # reads ---------------------------------------------------------------------------------------
     def available(self, at: datetime) -> int:
@@ -212,7 +209,7 @@ class RefModel(Model):
         asked to stop and ``Member Limit Reached`` is published (once)."""
         month = month_key(at)
         for user, member in list(self.members.items()):
-            spent = self.member_spent.get((month, user), 0)
+            spent = self.user_spent.get((month, user), 0)
             if member.reached and (member.reached != month or member.limit is None or spent < member.limit):
                 member.reached = None
             if member.limit is None or member.reached == month:
@@ -222,7 +219,7 @@ class RefModel(Model):
             mine = [run for runs in self.runs.values() for run in runs.values()
                     if isinstance(run, RRun) and run.user == user and run.start and not run.stop]
             self.deduct(sum(self.run_time(run, at) for run in mine), at)
-            if self.member_spent.get((month, user), 0) < member.limit:
+            if self.user_spent.get((month, user), 0) < member.limit:
                 continue
             member.reached = month
             running = tuple(sorted(cid for cid, runs in self.runs.items()

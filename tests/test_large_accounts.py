@@ -483,9 +483,9 @@ def test_a_member_limit_on_a_large_account_stops_every_running_container_of_that
     reached = jobs.publisher.of_type("Member Limit Reached")
     assert [(d["user_id"], d["limit"], d["spent"]) for d in reached] == [("mia", "40.000000", "43.120000")]
     state = p_state(ledger, account)
-    # Her 22 runs settled to 01:00: 22 x 1.96 = 43.12 deducted from the pool and on her counter;
+    # Her 22 runs settled to 01:00: 22 x 1.96 = 43.12 deducted from the pool and her month's figure;
     # max's 3 runs go on unsettled (3 x 1.96 an hour accruing), the account is not exhausted.
-    assert state.members["mia"].spent == micro(22 * RATE["micro"]) == 43_120_000
+    assert state.member_spent["2026-03"]["mia"] == micro(22 * RATE["micro"]) == 43_120_000
     assert state.members["mia"].limit_reached == "2026-03"
     assert state.totals.charged == 43_120_000 and not state.exhausted
     assert_conserved(state)

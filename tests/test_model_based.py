@@ -562,7 +562,6 @@ class BillingMachine(RuleBasedStateMachine):
         self.just_rolled: datetime | None = None
         self.fault_armed = False
         self.run_user: dict[str, str | None] = {}  # run id -> the user who ran it (user_id on its events)
-        self.left_in: dict[str, str] = {}  # user -> the month they last left the account in
         self.stripe_sent: list[str] = []  # Stripe events applied (raw), delivered again by stripe_repeat
         self.currency = "USD"
         self.refunds_at_stripe: dict[str, tuple[str, int, str]] = {}  # API refunds the outbox makes at Stripe
@@ -1378,8 +1377,6 @@ class BillingMachine(RuleBasedStateMachine):
         owners = [u for u, x in m.members.items() if x.role == "owner"]
         last_owner = owners == [user] and (kind == "Member Removed" or role != "owner")
         refused = (member is not None) if kind == "Member Added" else (member is None or last_owner)
-        if kind == "Member Added" and not refused and self.left_in.get(user) == month_key(self.now):
-            return  # rejoining in the month they left: see the report (the limit's figure restarts at 0)
         fields: dict[str, Any] = {"user_id": user}
         if kind != "Member Removed":
             fields["role"] = role
@@ -1397,12 +1394,9 @@ class BillingMachine(RuleBasedStateMachine):
         self.sent.append(event)
         PLAYED[kind] += 1
         if kind == "Member Added":
-            m.members[user] = MMember(role=role)
-            for key in [k for k in m.member_spent if k[1] == user]:
-                del m.member_spent[key]  # a new membership: its own figure
+            m.members[user] = MMember(role=role)  # back in the month they left: the month's figure counts
         elif kind == "Member Removed":
             del m.members[user]
-            self.left_in[user] = month_key(self.now)
         else:
             m.members[user].role = role
         self.commit_model()
@@ -1423,7 +1417,7 @@ class BillingMachine(RuleBasedStateMachine):
         m.advance(self.now)  # the limit applies to the month it is set in
         member.limit = None if limit is None else limit * C
         if member.reached and (member.limit is None
-                               or member.limit > m.member_spent.get((member.reached, user), 0)):
+                               or member.limit > m.user_spent.get((member.reached, user), 0)):
             member.reached = None
         self.commit_model()
         assert answer["monthly_limit"] == (None if limit is None else f"{limit}.000000"), answer
@@ -1448,7 +1442,7 @@ class BillingMachine(RuleBasedStateMachine):
         member = m.members.get(user)
         if member is None or member.limit is None:
             return
-        room = member.limit - m.member_spent.get((month_key(self.now), user), 0) - m.member_accrued(user, self.now)
+        room = member.limit - m.user_spent.get((month_key(self.now), user), 0) - m.member_accrued(user, self.now)
         minutes = max(0, -(-room // (PER_9S[tier] * 20))) * 3 + past  # 3-minute steps of 20 x 9 s
         target = self.now + timedelta(minutes=minutes)
         if month_key(target) != month_key(self.now):

@@ -18,6 +18,7 @@ import pytest
 
 from billing.api.routes import ROUTES, Route
 from billing.domain.errors import BillingError
+from billing.domain.model import AccountState, from_json, to_json
 from billing.services.reconcile import reconcile
 from billing.services.settlement import settle_account
 from billing.store import keys
@@ -180,10 +181,11 @@ def test_user_id_on_usage_events_is_validated_and_carried_onto_every_charge_line
     assert sorted((line.item, line.amount, line.user_id) for line in lines) == [
         ("chat", 4_000, "max"), ("code_supporter", 1_960_000, "mia"), ("small", 6_800_000, "mia"),
         ("storage", 54_000, "mia"), ("traffic", 8_000_000, "mia")]
-    # The month's counters: mia 6.80 + 1.96 + 0.054 + 8 = 16.814; max (not a member) 0.004.
+    # What each user deducted this month (on the balance): mia 6.80 + 1.96 + 0.054 + 8 = 16.814;
+    # max (not a member) 0.004.
     members = team.members()
     assert members["mia"]["spent_this_month"] == "16.814000"
-    assert ledger.load(TEAM).members["mia"].spent == 16_814_000
+    assert ledger.load(TEAM).member_spent == {"2026-01": {"mia": 16_814_000, "max": 4_000}}
     for bad in ("", "x" * 129, "caf\u00e9", "new\nline", 5):
         before = snapshot(ledger)
         with pytest.raises(BillingError, match="user_id"):
@@ -212,16 +214,24 @@ def test_reconciliation_counts_member_aggregates_and_finds_a_tampered_one(ledger
     assert (report.accounts_checked, report.differences) == (1, 0), report.details
     client = boto3.client("dynamodb")
 
+    def add_spent(amount: int) -> None:
+        item = ledger.models.Account.get(keys.account_pk(TEAM), keys.STATE, consistent_read=True)
+        state = from_json(item.body, AccountState)
+        state.member_spent["2026-01"]["mia"] += amount
+        item.body = to_json(state)
+        item.save()
+
     def add(sk: str, name: str, amount: int) -> None:
         key = {"pk": {"S": keys.account_pk(TEAM)}, "sk": {"S": sk}}
         client.update_item(TableName=ledger.models.table_name, Key=key, UpdateExpression="ADD #n :v",
                            ExpressionAttributeNames={"#n": name}, ExpressionAttributeValues={":v": {"N": str(amount)}})
 
-    # One µcr more on mia's month counter (what GET /v1/members shows): found, against her lines.
-    add(keys.spent_sk("2026-01", "mia"), "spent", 1)
+    # One µcr more on mia's month figure on the balance (what GET /v1/members shows and her limit
+    # reads): found, against her lines.
+    add_spent(1)
     report = reconcile(ledger.models, ledger.catalog, accounts=[TEAM], sleep=lambda _: None)
     assert report.details == {TEAM: ["member spending 2026-01 of mia: stored 6800001 != ledger 6800000"]}
-    add(keys.spent_sk("2026-01", "mia"), "spent", -1)
+    add_spent(-1)
     assert reconcile(ledger.models, ledger.catalog, accounts=[TEAM], sleep=lambda _: None).differences == 0
     # One µcr more in a cell attributed to mia (group_by=user reads it): found, against the day's lines
     # (6.80 + 0.004 = 6.804 charged on 2026-01-10).
@@ -416,10 +426,9 @@ def test_a_team_shares_one_pool_and_a_member_limit_stops_only_that_member(ledger
     listed = team.members()
     assert set(listed) == {"olivia", "bill", "mia"} and listed["bill"]["role"] == "admin"
     assert (listed["mia"]["monthly_limit"], listed["mia"]["spent_this_month"]) == ("40.000000", "27.200000")
-    # max is gone: his token reaches the team's account no more; what he ran is still on his counter.
+    # max is gone: his token reaches the team's account no more; what he ran still counts in his month.
     assert team.call("GET", "/v1/balance", sub="max", usage=True)[0] == 404
-    from billing.store.usage import month_spending
-    assert month_spending(ledger.models, TEAM, "2026-01") == {"mia": 27_200_000, "max": 27_200_000}
+    assert ledger.load(TEAM).member_spent == {"2026-01": {"mia": 27_200_000, "max": 27_200_000}}
     # mia's container log holds her runs only; bill's (admin) holds everyone's.
     mine = team.call("GET", "/v1/usage/containers", sub="mia", usage=True, query={"date": "2026-01-10"})[1]
     assert {e["container_id"] for e in mine["entries"]} == {"c-mia"}
@@ -454,6 +463,31 @@ def test_a_member_limit_is_judged_on_the_aggregates_of_this_change(ledger: Ledge
     team.send("Container Labeled", "2026-01-10T12:06:00Z", container_id="c-a", labels={"team": "ml"})
     state = ledger.load(TEAM)
     assert state.month_charged == {"2026-01": 21_080_000}
-    assert state.members["mia"].spent == 21_080_000 and state.members["mia"].limit_reached is None
+    assert state.member_spent["2026-01"]["mia"] == 21_080_000 and state.members["mia"].limit_reached is None
     assert team.published("Member Limit Reached") == []
     assert_conserved(state)
+
+
+def test_a_member_who_leaves_and_comes_back_in_the_month_keeps_the_months_figure(ledger: Ledger,
+                                                                                  clock: FixedClock) -> None:
+    """What a user's usage deducted counts for the whole month: the member list shows it and the
+    limit compares it, a leave and a return in between (one figure, on the balance)."""
+    team = open_team(ledger, clock, {"olivia": "owner", "mia": "member"})
+    team.send("Container Created", "2026-01-10T08:00:00Z", container_id="c1", storage_gb=5, user_id="mia")
+    team.send("Container Started", "2026-01-10T08:00:00Z", container_id="c1", run_id="r1", tier="small",
+              user_id="mia")
+    team.send("Container Stopped", "2026-01-10T09:00:00Z", container_id="c1", run_id="r1", user_id="mia")
+    # One hour of small: 6.80 (5 GB is within the free allowance).
+    team.send("Member Removed", "2026-01-10T09:30:00Z", user_id="mia")
+    team.send("Member Added", "2026-01-10T09:40:00Z", user_id="mia", role="member", email="mia@example.com")
+    team.at("2026-01-10T10:00:00Z")
+    assert team.members()["mia"]["spent_this_month"] == "6.800000"
+    # A limit of 6.80 is reached at once (6.80 deducted >= 6.80); 6.81 is not.
+    status, body = team.call("PUT", "/v1/members/mia/limit", {"monthly_limit": "6.81"}, sub="olivia")
+    assert (status, body["spent_this_month"], body["limit_reached"]) == (200, "6.800000", False)
+    status, body = team.call("PUT", "/v1/members/mia/limit", {"monthly_limit": "6.8"}, sub="olivia")
+    assert (status, body["spent_this_month"], body["limit_reached"]) == (200, "6.800000", True)
+    assert team.published("Member Limit Reached") == [
+        {"account_id": TEAM, "user_id": "mia", "limit": "6.800000", "spent": "6.800000"}]
+    report = reconcile(ledger.models, ledger.catalog, accounts=[TEAM], sleep=lambda _: None)
+    assert (report.accounts_checked, report.differences) == (1, 0), report.details

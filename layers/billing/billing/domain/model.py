@@ -308,6 +308,8 @@ class AccountState(Record, kw_only=True):
     container_ids: list[str] | None = field(default_factory=list)
     next_check_at: datetime | None = None  # when the forecast says a check is due (running out, mail)
     month_charged: dict[str, int] = field(default_factory=dict)  # month -> µcr charged (less corrections)
+    # month -> user -> µcr their usage deducted (less corrections): member limits and GET /v1/members.
+    member_spent: dict[str, dict[str, int]] = field(default_factory=dict)
     alerts: list[AlertRule] = field(default_factory=list)
     auto_top_up: AutoTopUp | None = None
     # Auto purchases ever asked for: numbers their ids; never reset (off and on, a new setting, a new month).

@@ -140,15 +140,15 @@ class Book:
         self.state.month_charged[month] = self.state.month_charged.get(month, 0) + amount
 
     def _count_members(self, lines: list[ChargeLine], sign: int) -> None:
-        """What each member's usage deducted in its month (member limits read it)."""
+        """What each user's usage deducted in its month (member limits and the member list read it):
+        every line that names a user, a member's or one who has left since, like the ledger's."""
         for line in lines:
-            member = self.state.members.get(line.user_id) if line.user_id else None
-            if member is None or not line.amount:
+            if not line.user_id or not line.amount:
                 continue
-            if line.month > member.spent_month:
-                member.spent_month, member.spent = line.month, 0
-            if line.month == member.spent_month:
-                member.spent += sign * line.amount
+            month = self.state.member_spent.setdefault(line.month, {})
+            month[line.user_id] = month.get(line.user_id, 0) + sign * line.amount
+            if not month[line.user_id]:
+                del month[line.user_id]
 
     def note(self, actor: str, action: str, at: datetime, **details: object) -> None:
         """Record a change a person made (the account's activity), written with this change."""

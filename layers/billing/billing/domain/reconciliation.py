@@ -11,7 +11,7 @@ against what its ledger entries give (``../shared/spec/billing-rules.md``, "Cred
   and storage (:func:`billing.domain.forecast.contribution`);
 * the usage aggregates' hours against the ledger's charge lines (:func:`billing.domain.usage.days_of`),
   and the month rollups' days against those hours (so against the ledger too);
-* each member's month counter (``SPENT#``) against their charge lines of that month.
+* what the balance keeps of each user's month (``member_spent``) against their charge lines of that month.
 
 The reads are :mod:`billing.store.reconcile_reads`; the run and the command :mod:`billing.services.reconcile`.
 """
@@ -42,7 +42,6 @@ class AccountItems:
     entries: list[LedgerEntry]
     usage: Usage
     daily: DailyUsage | None = None  # None: not read (the rollups are not checked)
-    spending: dict[tuple[str, str], int] = field(default_factory=dict)  # (month, user): µcr, as stored
 
 
 def ledger_spending(entries: Iterable[LedgerEntry]) -> dict[tuple[str, str], int]:
@@ -54,8 +53,13 @@ def ledger_spending(entries: Iterable[LedgerEntry]) -> dict[tuple[str, str], int
     return {key: value for key, value in out.items() if value}
 
 
-def check_spending(stored: dict[tuple[str, str], int], derived: dict[tuple[str, str], int]) -> list[str]:
-    stored = {key: value for key, value in stored.items() if value}
+def check_spending(state: AccountState, derived: dict[tuple[str, str], int]) -> list[str]:
+    """What the balance keeps of each user's month (the months it keeps: this one and the one
+    before, like ``month_charged``) against their charge lines of that month."""
+    months = {month_key(state.as_of), month_key(state.as_of - SECOND)}
+    stored = {(month, user): value for month, users in state.member_spent.items() if month in months
+              for user, value in users.items() if value}
+    derived = {key: value for key, value in derived.items() if key[0] in months}
     return [
         f"member spending {month} of {user}: stored {stored.get((month, user), 0)} != ledger "
         f"{derived.get((month, user), 0)}"
@@ -287,5 +291,5 @@ def check_account(items: AccountItems, catalog: PriceCatalog) -> list[str]:
         + check_containers(items.state, items.containers, catalog)
         + check_usage(items.usage, ledger_usage(items.entries))
         + (check_rollups(items.usage, items.daily) if items.daily is not None else [])
-        + check_spending(items.spending, ledger_spending(items.entries))
+        + check_spending(items.state, ledger_spending(items.entries))
     )

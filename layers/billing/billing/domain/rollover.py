@@ -108,6 +108,7 @@ def prune(state: AccountState, now: datetime) -> None:
     keep = {month_key(now), month_key(now - SECOND)}
     state.traffic_used = {m: b for m, b in state.traffic_used.items() if m in keep}
     state.month_charged = {m: b for m, b in state.month_charged.items() if m in keep}
+    state.member_spent = {m: b for m, b in state.member_spent.items() if m in keep}
     if state.auto_top_up:
         state.auto_top_up.requested = {m: n for m, n in state.auto_top_up.requested.items() if m in keep}
     state.check_ins = state.check_ins[-40:]

@@ -23,9 +23,8 @@ ROLES: tuple[Role, ...] = ("member", "billing", "admin", "owner")  # each has ev
 
 class Member(Record, kw_only=True):
     """A member of the account (billing-rules.md, "Organizations"): a platform user with a role, and
-    the monthly limit an owner or admin gave them. ``spent`` is what their usage deducted in
-    ``spent_month`` (after corrections), kept here for the limit; ``limit_reached``: the month the
-    limit was reached in."""
+    the monthly limit an owner or admin gave them; ``limit_reached``: the month the limit was reached
+    in. What their usage deducted is on the balance (``AccountState.member_spent``), by month."""
 
     user_id: str
     role: Role
@@ -33,8 +32,6 @@ class Member(Record, kw_only=True):
     added_at: datetime
     monthly_limit: int | None = None  # µcr a calendar month
     limit_reached: str | None = None
-    spent_month: str = ""
-    spent: int = 0
 
 
 class Activity(Record, kw_only=True):

@@ -1,10 +1,10 @@
 """Organizations, the requests: whose account a request acts on and the caller's role in it, the
 member list with each member's limit and month's spending, member limits, and the activity log.
 
-The roster lives on the balance item (:class:`~billing.domain.roster.Member`), so the role of a
-caller is one read of it; each member's month's spending is also kept in a counter item per member
-and month (``SPENT#``) that the settlement adds to with ADD, so the member list reads O(members)
-items whatever the usage. Rules are in :mod:`billing.domain.members`.
+The roster lives on the balance item (:class:`~billing.domain.roster.Member`), and so does what
+each user's usage deducted this month (``member_spent``, which every settlement updates in the
+balance it writes anyway): the role of a caller and the member list are one read, whatever the usage.
+Rules are in :mod:`billing.domain.members`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from billing.domain.posting import Book
 from billing.domain.roster import Activity, Member, Role
 from billing.observability import logger
 from billing.services.usage import EARLIEST, parse_bound
-from billing.store import keys, queries, usage
+from billing.store import keys, queries
 from billing.store.cursors import CursorCodec
 from billing.store.ledger import Change, Ledger
 
@@ -48,18 +48,17 @@ def member_view(member: Member, spent: int, month: str) -> dict[str, Any]:
 
 def list_members(ledger: Ledger, account_id: str, now: datetime) -> list[dict[str, Any]]:
     """Every member (and a personal account's own user, its owner), with what their usage deducted
-    this month (from the month's counters: one Query of O(members) items)."""
+    this month (from the balance item: one read)."""
     state = ledger.load(account_id)
     if state is None:
         raise UnknownAccount(f"no account {account_id}")
     month = month_key(now)
-    spending = usage.month_spending(ledger.models, account_id, month)
     roster = sorted(state.members.values(), key=lambda m: m.user_id)
     if not any(m.role == "owner" for m in roster):
         # A personal account: its own user is its owner. (An organisation's owners are the ones the
         # platform named; its id is nobody's, so it is not listed as a person.)
         roster.insert(0, Member(user_id=account_id, role="owner", email=state.email, added_at=state.created_at))
-    return [member_view(m, spending.get(m.user_id, 0), month) for m in roster]
+    return [member_view(m, members.spent(state, m.user_id, month), month) for m in roster]
 
 
 def set_limit(ledger: Ledger, account_id: str, user_id: str, limit: int | None, actor: str,
@@ -77,7 +76,7 @@ def set_limit(ledger: Ledger, account_id: str, user_id: str, limit: int | None, 
     assert applied.state is not None
     member = applied.state.members[user_id]
     logger.info("member limit set", account_id=account_id, limit=limit)
-    return member_view(member, members.spent(member, month_key(now)), month_key(now))
+    return member_view(member, members.spent(applied.state, user_id, month_key(now)), month_key(now))
 
 
 def activity_view(activity: Activity) -> dict[str, Any]:

@@ -14,7 +14,6 @@ sort key                    item
 ``USAGE#C#<c>#<YYYY-MM-DD>`` the same for one container
 ``SENT#<effect_id>``        an effect of the outbox delivered, or refused for good (a redelivery repeats neither)
 ``ACTIVITY#<at>#<v>#<n>``   a change a person made (actor, action, details), written with the change
-``SPENT#<YYYY-MM>#<user>``  what one member's usage deducted in the month (``spent``, added to with ADD)
 ==========================  ===================================================================
 
 Other partitions: ``PURCHASE#<id>`` (a purchase; GSI1 ``ACCOUNT#<id>#PURCHASES`` lists an
@@ -78,7 +77,6 @@ def ai_index_pk(account_id: str) -> str:
 
 ACTIVITY = "ACTIVITY#"
 ACTIVITY_END = "ACTIVITY#~"
-SPENT = "SPENT#"
 
 
 def activity_sk(at: datetime, version: int, number: int) -> str:
@@ -89,14 +87,6 @@ def activity_sk(at: datetime, version: int, number: int) -> str:
 def activity_bound(at: datetime, end: bool = False) -> str:
     """A sort-key bound of the activity at ``at`` (``end``: after every item of that second)."""
     return f"{ACTIVITY}{format_time(at)}" + ("~" if end else "")
-
-
-def spent_sk(month: str, user_id: str) -> str:
-    return f"{SPENT}{month}#{user_id}"
-
-
-def spent_prefix(month: str) -> str:
-    return f"{SPENT}{month}#"
 
 
 USAGE = "USAGE#"

@@ -363,8 +363,6 @@ class Ledger:
                     tx.update(item, actions=actions)
                 for spill in usage_writes.spills:
                     tx.save(spill)
-                for item, actions in usage.member_spending(m, account_id, book.entries):
-                    tx.update(item, actions=actions)
                 for number, activity in enumerate(book.activities, start=1):
                     sk = keys.activity_sk(activity.at, state.version, number)
                     tx.save(m.Item(pk, sk, body=to_json(activity)))

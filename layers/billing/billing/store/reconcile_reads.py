@@ -143,21 +143,11 @@ class TableReader:
             ledger = self._range(account_id, keys.LEDGER, keys.LEDGER_END)
             entries = [from_json(i["body"]["S"], LedgerEntry) for i in ledger]
             usage, daily = stored_usage(self._range(account_id, keys.USAGE, keys.USAGE_END))
-            spending = stored_spending(self._range(account_id, keys.SPENT, keys.SPENT + "\x7f"))
             after = self._balance(account_id)
             if after is not None and after.get("version") == before.get("version"):
                 state = from_json(before["body"]["S"], AccountState)
-                return AccountItems(state, containers, entries, usage, daily=daily, spending=spending)
+                return AccountItems(state, containers, entries, usage, daily=daily)
         raise Busy(account_id)
-
-
-def stored_spending(items: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], int]:
-    """The members' month counters (``SPENT#<month>#<user>``) as {(month, user): µcr}."""
-    out: dict[tuple[str, str], int] = {}
-    for item in items:
-        month, _, user = item["sk"]["S"].removeprefix(keys.SPENT).partition("#")
-        out[(month, user)] = int(item.get("spent", {}).get("N", "0"))
-    return out
 
 
 def stored_usage(items: Iterable[Mapping[str, Any]]) -> tuple[Usage, DailyUsage]:

@@ -177,28 +177,6 @@ class UsageWrites:
         return len(self.updates) + len(self.spills)
 
 
-def member_spending(
-    models: TableModels, account_id: str, entries: Iterable[LedgerEntry]
-) -> Iterator[tuple[Model, list[Any]]]:
-    """What ``entries`` add to each member's month counter (``SPENT#<month>#<user>``: µcr of the
-    user's lines, deductions less corrections): (item, actions) for the settlement's transaction."""
-    deltas: dict[str, int] = defaultdict(int)
-    for _at, line, amount in charged(entries):
-        if line.user_id:
-            deltas[keys.spent_sk(line.month, line.user_id)] += amount
-    pk = keys.account_pk(account_id)
-    for sk, delta in sorted(deltas.items()):
-        if delta:
-            yield models.Usage(pk, sk), [Path(["spent"]).add(Value(delta))]
-
-
-def month_spending(models: TableModels, account_id: str, month: str) -> dict[str, int]:
-    """Each user's µcr deducted in ``month`` (one Query of the month's counters: O(members))."""
-    prefix = keys.spent_prefix(month)
-    items = _query(models, keys.account_pk(account_id), prefix, prefix + "\x7f")  # user ids are printable ASCII
-    return {item["sk"]["S"].removeprefix(prefix): int(item.get("spent", {}).get("N", "0")) for item in items}
-
-
 def plan(
     contributed: Contributions, room: int
 ) -> tuple[dict[Target, dict[str, int]], dict[date, dict[str, int]]]:
