@@ -2,14 +2,23 @@
 
 Models are declared once with a placeholder table name and bound to a real table by
 :func:`table_models` (tests and the local stack use tables of their own).
+
+Every PynamoDB connection of a thread shares one botocore session. PynamoDB asks botocore for a new
+session per connection, and it has one connection per model (pynamodb/PynamoDB#1245): each new
+session reads and parses botocore's JSON data again before its first client (0.1–0.2 s each, five
+or six times per table). Clients stay one per connection; sessions stay one per thread, the reason
+PynamoDB made them per connection (botocore's client creation is not thread-safe).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import botocore.session
+import pynamodb.connection.base
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
@@ -139,6 +148,21 @@ class RecordItem(Model):
 
 
 _M = TypeVar("_M", bound=Model)
+_sessions = threading.local()
+
+
+def thread_session(env_vars: dict[str, tuple[Any, Any, Any, Any]] | None = None) -> botocore.session.Session:
+    """This thread's botocore session, made once (see the module's docstring); ``env_vars``, which
+    PynamoDB never passes, makes a session of its own as botocore's ``get_session`` does."""
+    if env_vars is not None:
+        return botocore.session.get_session(env_vars)
+    session: botocore.session.Session | None = getattr(_sessions, "session", None)
+    if session is None:
+        session = _sessions.session = botocore.session.get_session()
+    return session
+
+
+pynamodb.connection.base.get_session = thread_session  # what Connection.session calls
 
 
 def _bound(model: type[_M], table_name: str) -> type[_M]:
