@@ -77,6 +77,7 @@ class AwsStandIns:
         self._ddb: DynamoDBLocal | None = None
         self._moto: Any = None
         self._saved_env: dict[str, str | None] = {}
+        self._clients: dict[tuple[str, str | None], Any] = {}
         self._published: list[dict[str, Any]] = []
         self._counted = False
 
@@ -183,9 +184,22 @@ class AwsStandIns:
 
     # ------------------------------------------------------------------ clients and resources
     def client(self, service: str) -> Any:
-        """A boto3 client of the local stand-in for ``service`` (dynamodb, sqs, events, sesv2...)."""
+        """A boto3 client of the local stand-in for ``service`` (dynamodb, sqs, events, sesv2...), made
+        once per service (the drains ask for one many times a second; clients are thread-safe)."""
         url = self.dynamodb_endpoint if service in ("dynamodb", "dynamodbstreams") else self.moto_url
-        return boto3.client(service, endpoint_url=url, region_name=REGION)  # type: ignore[call-overload]
+        key = (service, url)
+        if key not in self._clients:
+            self._clients[key] = boto3.client(service, endpoint_url=url, region_name=REGION)  # type: ignore[call-overload]
+        return self._clients[key]
+
+    def queue_may_have_messages(self, name: str) -> bool:
+        """Whether the queue may hold a message to receive now, from moto's in-process backend: the
+        drains skip the ReceiveMessage of an empty queue (most of their polls). True when unsure."""
+        from moto.sqs.models import sqs_backends
+
+        queue_name = str(self.queue_urls.get(name, "")).rsplit("/", 1)[-1]
+        queue = sqs_backends[ACCOUNT][REGION].queues.get(queue_name)
+        return queue is None or bool(queue.messages)
 
     def queue_of_arn(self, arn: Any, resolver: Resolver) -> str | None:
         """The queue (logical id or local name) whose ARN the template value ``arn`` resolves to."""

@@ -72,6 +72,8 @@ class SqsMappings:
         for _ in range(max_rounds):
             busy = False
             for function, queue, batch_size, partial in self.mappings():
+                if not self.aws.queue_may_have_messages(queue):
+                    continue
                 url = self.aws.queue_urls[queue]
                 messages = sqs.receive_message(
                     QueueUrl=url,
