@@ -109,6 +109,14 @@ def test_figures_are_rounded_half_up_with_separators() -> None:
     assert "“remaining credits below 15.00 credits” went off: 12.35 credits now." in alert
 
 
+def test_the_member_limit_mail_names_the_member_by_id_and_address() -> None:
+    plain = render(mail("member_limit_reached"), PAGE).text
+    assert "u7 spent 20.01 credits this month and reached their limit of 20.00 credits" in plain
+    named = render(mail("member_limit_reached", email="mia@example.com"), PAGE)
+    assert "u7 (mia@example.com) spent 20.01 credits this month" in named.text
+    assert "u7 (mia@example.com) spent" in named.html
+
+
 def test_an_unknown_locale_falls_back_to_english() -> None:
     assert render(mail("auto_top_up_disabled", "fr"), PAGE).subject == "Auto top-up is off"
 

@@ -177,7 +177,8 @@ def _reach(book: Book, member: Member, at: datetime, month: str) -> None:
         book.work("member_limit", at, skip=reached, user_id=member.user_id)
     book.emit("Member Limit Reached", user_id=member.user_id, limit=limit, spent=shown)
     for to in recipients(book, member):
-        book.mail("member_limit_reached", to=to, user_id=member.user_id, limit=limit, spent=shown)
+        book.mail("member_limit_reached", to=to, user_id=member.user_id, email=member.email, limit=limit,
+                  spent=shown)
 
 
 def _settle_runs_of(book: Book, user_id: str, at: datetime) -> list[str]:

@@ -94,7 +94,9 @@ def _sentences(mail: Mail, messages: dict[str, Any]) -> tuple[str, list[str], di
         return (own["state"].format(spent=_credits(messages, data["spent"]), cap=_credits(messages, data["cap"])),
                 [own["detail"]], {})
     if mail.template == "member_limit_reached":
-        return (own["state"].format(user=data["user_id"], spent=_credits(messages, data["spent"]),
+        # The member by their address too, when the platform gave one (ids are opaque to people).
+        who = f"{data['user_id']} ({data['email']})" if data.get("email") else str(data["user_id"])
+        return (own["state"].format(user=who, spent=_credits(messages, data["spent"]),
                                     limit=_credits(messages, data["limit"])), [own["detail"]], {})
     return (own["state"].format(failures=data["failures"], credits=_credits(messages, data["credits"])),
             [own["detail"]], {})
