@@ -20,6 +20,7 @@ LOCAL ONLY, not part of the template: ``/docs/`` serves Swagger UI (``web/dist/s
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import mimetypes
 import re
@@ -415,7 +416,9 @@ def make_server(api: HttpApi, port: int = 3000, host: str = "127.0.0.1") -> Thre
             self.send_header("apigw-requestid", uuid.uuid4().hex[:16])
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(payload)
+                # The browser may have gone (a page closed mid-load): nobody is left to answer.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(payload)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
