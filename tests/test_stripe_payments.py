@@ -264,12 +264,7 @@ def test_a_purchase_is_paid_by_card_at_the_stand_in_and_confirmed_by_its_webhook
 def test_the_same_event_delivered_five_times_at_once_adds_the_credits_once(api: StripeApi, ledger: Ledger) -> None:
     purchase = api.buy(100)
     event = intent_event("payment_intent.succeeded", intent_of(purchase), event_id="evt_same")
-    results: list[tuple[int, Any]] = []
-    threads = [threading.Thread(target=lambda: results.append(api.event(event))) for _ in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = deliver_five_at_once(api, event)
     assert [status for status, _ in results] == [200] * 5
     assert sum(1 for _, body in results if not body["duplicate"]) == 1
     assert purchased(ledger) == [(100 * C, 100 * C, False)]
