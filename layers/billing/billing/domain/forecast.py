@@ -164,7 +164,7 @@ def next_check(state: AccountState, catalog: PriceCatalog) -> datetime | None:
             continue
         member_rate = member_burn(state, catalog, member.user_id, at)
         if member_rate > 0:
-            spent = state.member_spent.get(month, {}).get(member.user_id, 0)
+            spent = state.spent_by(member.user_id, month)
             room = member.monthly_limit - spent - member_accrued(state, catalog, member.user_id, at)
             due.append(at + timedelta(seconds=max(0, math.ceil(room * 3600 / member_rate))))
     return min(due).astimezone(UTC) if due else None

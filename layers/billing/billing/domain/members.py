@@ -24,7 +24,6 @@ from billing.domain import accrual, forecast, overuse
 from billing.domain.amounts import format_credits
 from billing.domain.clock import month_key
 from billing.domain.errors import Conflict, Forbidden, NotFound, RuleViolation
-from billing.domain.model import AccountState
 from billing.domain.posting import Book
 from billing.domain.roster import ROLES, Member, Role
 
@@ -49,11 +48,6 @@ def allows(role: Role, needed: Role) -> bool:
 def require_role(role: Role, needed: Role) -> None:
     if not allows(role, needed):
         raise Forbidden(f"this needs the role {needed} (or higher); your role is {role}")
-
-
-def spent(state: AccountState, user_id: str, month: str) -> int:
-    """What the user's usage deducted in ``month`` (less corrections), a member's or not."""
-    return state.member_spent.get(month, {}).get(user_id, 0)
 
 
 # ------------------------------------------------------------------ membership events
@@ -116,7 +110,7 @@ def set_limit(book: Book, user_id: str, limit: int | None, at: datetime, actor: 
     if member is None:
         raise NotFound(f"{user_id[:128]} is not a member of the account")
     before, member.monthly_limit = member.monthly_limit, limit
-    if member.limit_reached and (limit is None or limit > spent(book.state, user_id, member.limit_reached)):
+    if member.limit_reached and (limit is None or limit > book.state.spent_by(user_id, member.limit_reached)):
         member.limit_reached = None
     book.note(actor, "member_limit_changed", at, user_id=user_id,
               monthly_limit=None if limit is None else format_credits(limit),
@@ -145,11 +139,11 @@ def evaluate(book: Book, at: datetime) -> None:
         # deducted yet (on a large account, those the member-limit work has not settled yet).
         accrued = forecast.member_accrued(book.state, book.catalog, member.user_id, at)
         if member.limit_reached and (member.limit_reached != month or member.monthly_limit is None
-                                     or spent(book.state, member.user_id, month) + accrued < member.monthly_limit):
+                                     or book.state.spent_by(member.user_id, month) + accrued < member.monthly_limit):
             member.limit_reached = None  # a new month, no limit, or corrections brought it back under
         if member.monthly_limit is None or member.limit_reached == month:
             continue
-        if spent(book.state, member.user_id, month) + accrued < member.monthly_limit:
+        if book.state.spent_by(member.user_id, month) + accrued < member.monthly_limit:
             continue
         _reach(book, member, at, month)
 
@@ -164,7 +158,7 @@ def _reach(book: Book, member: Member, at: datetime, month: str) -> None:
     reached = _settle_runs_of(book, member.user_id, at)
     overuse.flush_event(book, at, "member_limit_settlement", debt_before)
     book.sync()  # the aggregates now hold only the member's runs this change did not reach
-    used = (spent(book.state, member.user_id, month)
+    used = (book.state.spent_by(member.user_id, month)
             + forecast.member_accrued(book.state, book.catalog, member.user_id, at))
     if used < member.monthly_limit:
         return

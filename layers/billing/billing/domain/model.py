@@ -357,6 +357,10 @@ class AccountState(Record, kw_only=True):
         at = moment or self.as_of
         return sum(lot.remaining for lot in self.usable_lots(at))
 
+    def spent_by(self, user_id: str, month: str) -> int:
+        """What the user's usage deducted in ``month`` (less corrections), a member's or not."""
+        return self.member_spent.get(month, {}).get(user_id, 0)
+
 
 class ChargeLine(Record, kw_only=True):
     """One priced line of a settlement: computed exactly and rounded once, half-up."""

@@ -58,7 +58,7 @@ def list_members(ledger: Ledger, account_id: str, now: datetime) -> list[dict[st
         # A personal account: its own user is its owner. (An organisation's owners are the ones the
         # platform named; its id is nobody's, so it is not listed as a person.)
         roster.insert(0, Member(user_id=account_id, role="owner", email=state.email, added_at=state.created_at))
-    return [member_view(m, members.spent(state, m.user_id, month), month) for m in roster]
+    return [member_view(m, state.spent_by(m.user_id, month), month) for m in roster]
 
 
 def set_limit(ledger: Ledger, account_id: str, user_id: str, limit: int | None, actor: str,
@@ -76,7 +76,7 @@ def set_limit(ledger: Ledger, account_id: str, user_id: str, limit: int | None, 
     assert applied.state is not None
     member = applied.state.members[user_id]
     logger.info("member limit set", account_id=account_id, limit=limit)
-    return member_view(member, members.spent(applied.state, user_id, month_key(now)), month_key(now))
+    return member_view(member, applied.state.spent_by(user_id, month_key(now)), month_key(now))
 
 
 def activity_view(activity: Activity) -> dict[str, Any]:
